@@ -1,0 +1,58 @@
+# HR data pipeline: every command runs from a fresh clone (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+LOCAL := .local
+DATA ?= include/sample_data
+export PYTHONPATH := $(CURDIR)/include
+
+.PHONY: help install demo test test-fast bench up down azurite-start azurite-stop constraints clean
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(VENV)/bin/pip install --quiet uv==0.13.9
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -r requirements.txt -c constraints.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(VENV)/.installed node_modules/.installed ## Create .venv and install the pinned Python and npm packages
+
+constraints: ## Re-resolve constraints.txt from requirements.txt
+	$(UV) pip compile requirements.txt --python-version 3.11 -q -o constraints.txt
+
+azurite-start: node_modules/.installed ## Start the Azure Blob emulator (data and log in .local/azurite)
+	@scripts/azurite.sh start $(CURDIR)/$(LOCAL)/azurite
+
+azurite-stop: ## Stop the Azure Blob emulator
+	@scripts/azurite.sh stop $(CURDIR)/$(LOCAL)/azurite
+
+demo: install azurite-start ## Run the whole pipeline on DATA (default: the sample extracts) into .local/warehouse.db
+	$(PY) scripts/demo.py --data "$(DATA)"
+
+test: install ## Run the whole test suite (starts its own emulator and Airflow processes)
+	$(PY) -m pytest
+
+test-fast: install ## Unit tests only
+	$(PY) -m pytest tests/unit tests/dags
+
+bench: install ## Run the benchmarks (PostgreSQL) and print each figure beside its baseline
+	$(PY) -m benchmarks
+
+up: install node_modules/.installed ## Start the local Airflow (UI and REST API on http://localhost:8080) and the emulator
+	@scripts/stack.sh up
+
+down: ## Stop everything `make up` started
+	@scripts/stack.sh down
+
+clean: down azurite-stop ## Remove local state (.local) but keep .venv
+	rm -rf $(LOCAL)

@@ -1,0 +1,215 @@
+"""The warehouse behind the ``warehouse`` connection: SQLite, PostgreSQL or SQL Server.
+
+Access goes through the common-sql provider hooks; which one is picked by the connection's type.
+Bulk paths, chosen per dialect:
+
+- SQLite: ``executemany`` of an ``INSERT ... ON CONFLICT DO UPDATE`` (in-process, already fast).
+- PostgreSQL: ``COPY`` of the batch into a temporary staging table, then one
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``.
+- SQL Server: the hook's driver is pymssql, which has no ``fast_executemany``; rows go into a
+  ``#staging`` temp table as multi-row ``INSERT ... VALUES`` statements (bounded by SQL Server's
+  2,100 parameters per statement), then one ``MERGE``. See the README's "Azure SQL" section.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from hr_pipeline import ddl
+from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract
+from hr_pipeline.ddl import Dialect
+from hr_pipeline.settings import WAREHOUSE_CONN_ID
+
+log = logging.getLogger(__name__)
+
+_DIALECT_BY_CONN_TYPE: dict[str, Dialect] = {
+    "sqlite": "sqlite",
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "mssql": "mssql",
+}
+MSSQL_MAX_PARAMETERS = 2100
+SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+def _hook_for(conn_id: str):
+    from airflow.sdk import BaseHook
+
+    connection = BaseHook.get_connection(conn_id)
+    dialect = _DIALECT_BY_CONN_TYPE.get(connection.conn_type)
+    if dialect is None:
+        raise WarehouseError(
+            f"Connection {conn_id!r} has type {connection.conn_type!r}; the warehouse must be "
+            f"one of {', '.join(sorted(set(_DIALECT_BY_CONN_TYPE)))}"
+        )
+    if dialect == "sqlite":
+        from airflow.providers.sqlite.hooks.sqlite import SqliteHook
+
+        return SqliteHook(sqlite_conn_id=conn_id), dialect
+    if dialect == "postgres":
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        return PostgresHook(postgres_conn_id=conn_id), dialect
+    from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
+
+    return MsSqlHook(mssql_conn_id=conn_id), dialect
+
+
+class Warehouse:
+    """One warehouse connection id, with the dialect-specific parts of reading and writing."""
+
+    def __init__(self, conn_id: str = WAREHOUSE_CONN_ID):
+        self.conn_id = conn_id
+        self.hook, self.dialect = _hook_for(conn_id)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def connect(self):
+        connection = self.hook.get_conn()
+        if self.dialect == "sqlite":
+            # Readers keep reading the last committed state while a load or restore writes.
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA busy_timeout=30000")
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A connection whose work is committed on success and rolled back on any error."""
+        connection = self.connect()
+        try:
+            yield connection
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def ensure_tables(self, contracts: Iterable[TableContract] = CONTRACTS.values()) -> None:
+        with self.transaction() as connection:
+            cursor = connection.cursor()
+            for contract in contracts:
+                cursor.execute(ddl.create_table_if_missing(contract, self.dialect))
+
+    # -- values ------------------------------------------------------------------------------
+
+    def to_db_row(self, contract: TableContract, row: Sequence[Any]) -> tuple:
+        """A typed row (int, str, naive-UTC datetime) as this dialect's driver wants it."""
+        if self.dialect != "sqlite":
+            return tuple(row)
+        return tuple(
+            value.strftime(SQLITE_TIMESTAMP_FORMAT) if isinstance(value, datetime) else value
+            for value in row
+        )
+
+    def from_db_row(self, contract: TableContract, row: Sequence[Any]) -> tuple:
+        """A row as read from this dialect, back to typed values (naive-UTC datetimes)."""
+        values = []
+        for column, value in zip(contract.columns, row):
+            if column.type is ColumnType.TIMESTAMP and value is not None:
+                value = parse_stored_timestamp(value)
+            values.append(value)
+        return tuple(values)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def key_values(self, table_name: str) -> set[int]:
+        contract = CONTRACTS[table_name]
+        sql = f"SELECT {ddl.quote(contract.key, self.dialect)} FROM {ddl.quote(contract.name, self.dialect)}"
+        with self.transaction() as connection:
+            cursor = connection.cursor()
+            cursor.execute(sql)
+            return {row[0] for row in cursor.fetchall()}
+
+    def row_count(self, table_name: str) -> int:
+        contract = CONTRACTS[table_name]
+        with self.transaction() as connection:
+            cursor = connection.cursor()
+            cursor.execute(f"SELECT COUNT(*) FROM {ddl.quote(contract.name, self.dialect)}")
+            return int(cursor.fetchone()[0])
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def upsert_batch(self, connection, contract: TableContract, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert or replace ``rows`` (typed tuples in contract column order) by key.
+
+        Runs on the caller's connection: the caller owns the transaction.
+        """
+        if not rows:
+            return
+        if self.dialect == "sqlite":
+            connection.cursor().executemany(
+                ddl.upsert_values(contract, "sqlite"), [self.to_db_row(contract, r) for r in rows]
+            )
+        elif self.dialect == "postgres":
+            self._upsert_postgres(connection, contract, rows)
+        else:
+            self._upsert_mssql(connection, contract, rows)
+
+    def _upsert_postgres(self, connection, contract: TableContract, rows) -> None:
+        staging = f"staging_{contract.name}"
+        cursor = connection.cursor()
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {ddl.quote(staging, 'postgres')} "
+            f"(LIKE {ddl.quote(contract.name, 'postgres')} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        copy_rows(cursor, staging, contract, rows)
+        cursor.execute(ddl.upsert_from_staging(contract, "postgres", staging))
+
+    def _upsert_mssql(self, connection, contract: TableContract, rows) -> None:
+        staging = f"#staging_{contract.name}"
+        cursor = connection.cursor()
+        for statement in mssql_staging_statements(contract, staging):
+            cursor.execute(statement)
+        for sql, params in mssql_insert_chunks(contract, staging, rows):
+            cursor.execute(sql, params)
+        cursor.execute(ddl.upsert_from_staging(contract, "mssql", staging))
+        cursor.execute(f"TRUNCATE TABLE {staging}")
+
+
+def copy_rows(cursor, table: str, contract: TableContract, rows: Iterable[Sequence[Any]]) -> None:
+    """PostgreSQL ``COPY ... FROM STDIN`` of typed rows (psycopg 3)."""
+    sql = (
+        f"COPY {ddl.quote(table, 'postgres')} ({ddl.column_list(contract, 'postgres')}) FROM STDIN"
+    )
+    with cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def mssql_staging_statements(contract: TableContract, staging: str) -> list[str]:
+    create = ddl.create_table(contract, "mssql", table_name="x").replace("[x]", staging, 1)
+    return [f"IF OBJECT_ID(N'tempdb..{staging}') IS NULL\n{create}"]
+
+
+def mssql_insert_chunks(contract: TableContract, staging: str, rows: Sequence[Sequence[Any]]):
+    """Multi-row INSERT statements that stay under SQL Server's 2,100 parameters (and 1,000 rows)."""
+    width = len(contract.columns)
+    rows_per_statement = min(1000, (MSSQL_MAX_PARAMETERS - 1) // width)
+    row_marker = "(" + ddl.placeholders(width, "mssql") + ")"
+    for start in range(0, len(rows), rows_per_statement):
+        chunk = rows[start : start + rows_per_statement]
+        sql = (
+            f"INSERT INTO {staging} ({ddl.column_list(contract, 'mssql')}) VALUES "
+            + ", ".join([row_marker] * len(chunk))
+        )
+        yield sql, tuple(value for row in chunk for value in row)
+
+
+def parse_stored_timestamp(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    text = str(value)
+    if text.endswith("Z"):
+        text = text[:-1]
+    return datetime.fromisoformat(text)
