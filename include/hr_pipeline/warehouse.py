@@ -203,7 +203,15 @@ def mssql_insert_chunks(contract: TableContract, staging: str, rows: Sequence[Se
             f"INSERT INTO {staging} ({ddl.column_list(contract, 'mssql')}) VALUES "
             + ", ".join([row_marker] * len(chunk))
         )
-        yield sql, tuple(value for row in chunk for value in row)
+        yield sql, tuple(_mssql_value(value) for row in chunk for value in row)
+
+
+def _mssql_value(value: Any) -> Any:
+    """pymssql renders a ``datetime`` with milliseconds only, losing DATETIME2(6)'s microseconds:
+    send timestamps as ISO 8601 text instead (converted by SQL Server whatever DATEFORMAT is)."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep="T", timespec="microseconds")
+    return value
 
 
 def parse_stored_timestamp(value: Any) -> datetime:
