@@ -1,0 +1,469 @@
+"""Start, stop and wait for a local Airflow stack: the driver behind `make up` / `make down` and the
+stack tests.
+
+A stack is Azurite (the blob emulator) plus one process per Airflow component (api-server,
+scheduler, dag-processor, triggerer; Celery workers when asked), all configured by one environment
+(see ``local_env.airflow_env``). Everything a stack owns lives under its ``state_dir``::
+
+    <state_dir>/airflow.env         the KEY=VALUE environment (the plain `airflow` CLI can use it)
+    <state_dir>/airflow/            AIRFLOW_HOME (SQLite metadata by default, task logs, passwords)
+    <state_dir>/azurite/            the emulator's data, log and pid file
+    <state_dir>/logs/<component>.log
+    <state_dir>/run/<component>.pid  the process-group id of the component
+
+Each component starts in its own session (process group), so stopping it ends its children too
+(LocalExecutor workers, task processes, gunicorn/uvicorn workers).
+
+From Python::
+
+    config = StackConfig(root, state_dir=tmp, api_port=free_port(), blob_port=free_port(),
+                         warehouse_uri=postgres_warehouse_connection("db"))
+    stack = Stack(config)
+    stack.start()            # idempotent; returns seconds until the API answered /monitor/health
+    stack.wait_healthy()     # scheduler, triggerer and dag-processor heartbeating too
+    api = stack.api()        # AirflowApi logged in as admin
+    stack.stop()
+
+A CeleryExecutor topology is the same call with ``executor="CeleryExecutor"``, a PostgreSQL
+``metadata_uri``, ``extra_env`` for the broker/result backend and
+``extra_components=celery_workers(2)``.
+
+CLI (used by scripts/stack.sh): ``python scripts/stack.py up|down|status`` for the stack of
+`make up` (state in ``<root>/.local``, API on 8080, Azurite on 10000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import local_env  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> arguments of `airflow ...`
+AIRFLOW_COMPONENTS: dict[str, list[str]] = {
+    "api-server": ["api-server"],
+    "scheduler": ["scheduler"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer"],
+}
+
+
+def celery_workers(count: int, concurrency: int = 2) -> dict[str, list[str]]:
+    """Components for ``count`` Celery workers (for a stack with executor=CeleryExecutor)."""
+    return {
+        f"celery-worker-{n}": ["celery", "worker", "--concurrency", str(concurrency),
+                               "--celery-hostname", f"worker{n}@%h"]
+        for n in range(1, count + 1)
+    }
+
+
+class StackError(RuntimeError):
+    """The stack did not start, or did not become healthy; the message says where to look."""
+
+
+@dataclass
+class StackConfig:
+    """Where a stack keeps its state, which ports it uses and how Airflow is configured."""
+
+    root: Path = ROOT
+    state_dir: Path = ROOT / ".local"
+    api_port: int = local_env.DEFAULT_API_PORT
+    blob_port: int = local_env.DEFAULT_BLOB_PORT
+    executor: str = "LocalExecutor"
+    warehouse_uri: str | None = None  # AIRFLOW_CONN_WAREHOUSE; default SQLite <root>/.local/warehouse.db
+    metadata_uri: str | None = None  # SQLAlchemy URL; default SQLite in AIRFLOW_HOME
+    log_server_port: int = 8793  # worker log server
+    trigger_log_server_port: int = 8794
+    extra_env: dict[str, str] = field(default_factory=dict)  # wins over the generated variables
+    extra_components: dict[str, list[str]] = field(default_factory=dict)
+    python: str = sys.executable  # the venv whose `airflow` runs the components
+
+    @property
+    def airflow_home(self) -> Path:
+        return Path(self.state_dir) / "airflow"
+
+    @property
+    def env_file(self) -> Path:
+        return Path(self.state_dir) / local_env.ENV_FILE_NAME
+
+    @property
+    def logs_dir(self) -> Path:
+        return Path(self.state_dir) / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.state_dir) / "run"
+
+    @property
+    def azurite_dir(self) -> Path:
+        return Path(self.state_dir) / "azurite"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def components(self) -> dict[str, list[str]]:
+        return {**AIRFLOW_COMPONENTS, **self.extra_components}
+
+
+class Stack:
+    """Start / stop / wait for the processes of one stack. Safe to call start() twice."""
+
+    def __init__(self, config: StackConfig):
+        self.config = config
+
+    # -- environment -------------------------------------------------------------------------
+    def write_env(self) -> Path:
+        """Write the env file and the passwords file (keeping a running stack's JWT secret)."""
+        config = self.config
+        path = local_env.write_stack_env(
+            config.root, config.state_dir, api_port=config.api_port, blob_port=config.blob_port,
+            warehouse_uri=config.warehouse_uri, metadata_uri=config.metadata_uri,
+            executor=config.executor, log_server_port=config.log_server_port,
+            trigger_log_server_port=config.trigger_log_server_port,
+        )
+        if config.extra_env:
+            local_env.write_env(path, {**local_env.read_env_file(path), **config.extra_env})
+        return path
+
+    def process_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # Settings of the caller's own Airflow (e.g. the test session's) must not leak in.
+        for key in [k for k in env if k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))]:
+            del env[key]
+        env.update(local_env.read_env_file(self.config.env_file))
+        env["PATH"] = f"{Path(self.config.python).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    # -- processes ---------------------------------------------------------------------------
+    def _pid_file(self, name: str) -> Path:
+        return self.config.run_dir / f"{name}.pid"
+
+    def _pgid(self, name: str) -> int | None:
+        """The process-group id of a running component, or None."""
+        pid_file = self._pid_file(name)
+        if not pid_file.exists():
+            return None
+        try:
+            pgid = int(pid_file.read_text().strip())
+            os.killpg(pgid, 0)
+            return pgid
+        except (ValueError, ProcessLookupError, PermissionError):
+            return None
+
+    def running(self) -> dict[str, int]:
+        """Components whose process group is alive: name -> pgid."""
+        return {name: pgid for name in self.config.components if (pgid := self._pgid(name))}
+
+    def _azurite(self, action: str) -> subprocess.CompletedProcess:
+        script = self.config.root / "scripts" / "azurite.sh"
+        return subprocess.run(
+            ["bash", str(script), action, str(self.config.azurite_dir), str(self.config.blob_port)],
+            capture_output=True, text=True,
+        )
+
+    def start(self, timeout: float = 180.0) -> float:
+        """Start whatever is not running yet and wait for the API; return the seconds it took."""
+        started = time.monotonic()
+        config = self.config
+        for directory in (config.logs_dir, config.run_dir, config.airflow_home):
+            directory.mkdir(parents=True, exist_ok=True)
+        already = self.running()
+        if already and set(already) != set(config.components):
+            self.stop()  # half a stack (a crash): start clean rather than mix secrets
+            already = {}
+        if not already:
+            self.write_env()
+        env = self.process_env()
+
+        result = self._azurite("start")
+        if result.returncode != 0:
+            raise StackError(f"Azurite did not start: {result.stdout}{result.stderr}")
+
+        if not already:
+            migrate = subprocess.run(
+                [config.python, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
+                text=True, cwd=config.root,
+            )
+            (config.logs_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
+            if migrate.returncode != 0:
+                raise StackError(f"airflow db migrate failed, see {config.logs_dir / 'db-migrate.log'}:\n"
+                                 f"{migrate.stderr[-2000:]}")
+            for name, args in config.components.items():
+                self._spawn(name, args, env)
+        self.wait_for_api(timeout=timeout - (time.monotonic() - started))
+        return time.monotonic() - started
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log_path = self.config.logs_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [self.config.python, "-m", "airflow", *args], env=env, cwd=self.config.root,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() ends its children too
+            )
+        self._pid_file(name).write_text(f"{process.pid}\n")
+
+    def stop(self, grace: float = 20.0) -> list[str]:
+        """Stop every component (SIGTERM to its process group, SIGKILL after ``grace`` s) and
+        Azurite. Returns the names of what was stopped."""
+        stopped = []
+        groups = {}
+        for name in self.config.components:
+            pid_file = self._pid_file(name)
+            pgid = self._pgid(name)
+            if pgid:
+                os.killpg(pgid, signal.SIGTERM)
+                groups[name] = pgid
+            pid_file.unlink(missing_ok=True)
+        deadline = time.monotonic() + grace
+        for name, pgid in groups.items():
+            while time.monotonic() < deadline and _group_alive(pgid):
+                time.sleep(0.2)
+            if _group_alive(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+                name += f" (killed after {grace:.0f} s)"
+            stopped.append(name)
+        azurite_pid_file = self.config.azurite_dir / "azurite.pid"
+        if self._azurite("status").returncode == 0:
+            azurite_pid = int(azurite_pid_file.read_text().strip())
+            self._azurite("stop")
+            _wait_for_exit(azurite_pid, grace)
+            stopped.append("azurite")
+        return stopped
+
+    # -- health ------------------------------------------------------------------------------
+    def health(self) -> dict | None:
+        """The API's /api/v2/monitor/health answer, or None when it does not answer (yet)."""
+        try:
+            response = httpx.get(f"{self.config.api_url}/api/v2/monitor/health", timeout=5)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def _check_alive(self) -> None:
+        dead = [name for name in self.config.components if not self._pgid(name)]
+        if dead:
+            logs = "\n".join(
+                f"--- {name} ({self.config.logs_dir / f'{name}.log'}):\n{_tail(self.config.logs_dir / f'{name}.log')}"
+                for name in dead
+            )
+            raise StackError(f"component(s) exited: {', '.join(dead)}\n{logs}")
+
+    def wait_for_api(self, timeout: float = 180.0) -> dict:
+        """Wait until the API answers its health endpoint with a healthy metadata database."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            health = self.health()
+            if health and health.get("metadatabase", {}).get("status") == "healthy":
+                return health
+            self._check_alive()
+            time.sleep(0.5)
+        raise StackError(f"the API did not answer on {self.config.api_url} within {timeout:.0f} s; "
+                         f"see {self.config.logs_dir / 'api-server.log'}")
+
+    def wait_healthy(self, timeout: float = 180.0,
+                     components=("scheduler", "triggerer", "dag_processor")) -> dict:
+        """Wait until the health endpoint reports every listed component healthy."""
+        deadline = time.monotonic() + timeout
+        health: dict | None = None
+        while time.monotonic() < deadline:
+            health = self.health() or {}
+            if all(health.get(part, {}).get("status") == "healthy" for part in components):
+                return health
+            self._check_alive()
+            time.sleep(0.5)
+        raise StackError(f"not healthy within {timeout:.0f} s: {json.dumps(health)}; "
+                         f"logs in {self.config.logs_dir}")
+
+    def api(self, username: str = local_env.ADMIN_USER,
+            password: str = local_env.ADMIN_PASSWORD) -> "AirflowApi":
+        return AirflowApi(self.config.api_url, username, password)
+
+
+class AirflowApi:
+    """A small client of Airflow's REST API (v2), as a user's script would use it.
+
+    Logs in with ``POST /auth/token`` (SimpleAuthManager) and sends the token as a Bearer header.
+    """
+
+    def __init__(self, base_url: str, username: str, password: str):
+        self.base_url = base_url.rstrip("/")
+        response = httpx.post(f"{self.base_url}/auth/token",
+                              json={"username": username, "password": password}, timeout=30)
+        if response.status_code not in (200, 201):
+            raise StackError(f"login as {username!r} failed: {response.status_code} {response.text}")
+        self.token = response.json()["access_token"]
+        self.client = httpx.Client(base_url=self.base_url, timeout=60,
+                                   headers={"Authorization": f"Bearer {self.token}"})
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return self.client.request(method, path, **kwargs)
+
+    def json(self, method: str, path: str, **kwargs):
+        response = self.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise StackError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json()
+
+    def dag(self, dag_id: str) -> dict | None:
+        response = self.request("GET", f"/api/v2/dags/{dag_id}")
+        return response.json() if response.status_code == 200 else None
+
+    def wait_for_dags(self, dag_ids, timeout: float = 180.0) -> None:
+        """Wait until the dag-processor has registered every DAG id."""
+        deadline = time.monotonic() + timeout
+        missing = list(dag_ids)
+        while time.monotonic() < deadline:
+            missing = [dag_id for dag_id in dag_ids if self.dag(dag_id) is None]
+            if not missing:
+                return
+            time.sleep(1)
+        errors = self.json("GET", "/api/v2/importErrors")
+        raise StackError(f"DAGs not registered within {timeout:.0f} s: {missing}; import errors: "
+                         f"{json.dumps(errors.get('import_errors', []))[:3000]}")
+
+    def unpause(self, dag_id: str) -> dict:
+        return self.json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> httpx.Response:
+        """``POST /api/v2/dags/{dag_id}/dagRuns``; the raw response (callers check refusals)."""
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+                            json={"conf": conf or {}, "logical_date": None})
+
+    def trigger_run(self, dag_id: str, conf: dict | None = None) -> str:
+        response = self.trigger(dag_id, conf)
+        if response.status_code >= 400:
+            raise StackError(f"trigger {dag_id}: {response.status_code} {response.text}")
+        return response.json()["dag_run_id"]
+
+    def run(self, dag_id: str, run_id: str) -> dict:
+        return self.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
+            "task_instances"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0,
+                     interval: float = 0.5) -> dict:
+        """Poll a run until it is finished; return the run (raise with task states on timeout)."""
+        deadline = time.monotonic() + timeout
+        run = {}
+        while time.monotonic() < deadline:
+            run = self.run(dag_id, run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(interval)
+        states = {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+        raise StackError(f"{dag_id} run {run_id} still {run.get('state')} after {timeout:.0f} s: {states}")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        response = self.request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            headers={"Accept": "text/plain"})
+        return response.text
+
+    def failure_report(self, dag_id: str, run_id: str) -> str:
+        """The states of a run's tasks and the logs of the failed ones, for an assertion message."""
+        lines = []
+        for ti in self.task_instances(dag_id, run_id):
+            lines.append(f"{ti['task_id']}: {ti['state']}")
+            if ti["state"] in ("failed", "upstream_failed") and ti.get("try_number"):
+                lines.append(self.task_log(dag_id, run_id, ti["task_id"], ti["try_number"])[-4000:])
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # Zombies of our own children count as gone.
+    try:
+        while os.waitpid(-pgid, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait for a process (not our child) to exit; SIGKILL it after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The local Airflow stack of `make up`.")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--state-dir", default=str(ROOT / ".local"))
+    parser.add_argument("--api-port", type=int, default=int(os.environ.get("AIRFLOW_API_PORT", 8080)))
+    parser.add_argument("--blob-port", type=int, default=int(os.environ.get("AZURITE_BLOB_PORT", 10000)))
+    args = parser.parse_args(argv)
+    config = StackConfig(state_dir=Path(args.state_dir), api_port=args.api_port, blob_port=args.blob_port)
+    stack = Stack(config)
+
+    if args.action == "up":
+        was_running = stack.running()
+        try:
+            seconds = stack.start()
+        except StackError as error:
+            print(f"The stack did not start: {error}", file=sys.stderr)
+            stack.stop()
+            return 1
+        print(("Airflow was already running" if was_running else f"Airflow is up ({seconds:.0f} s)")
+              + f": {config.api_url.replace('127.0.0.1', 'localhost')}")
+        print(f"  log in as {local_env.ADMIN_USER} / {local_env.ADMIN_PASSWORD} "
+              f"(REST API token: POST /auth/token with {{\"username\": ..., \"password\": ...}})")
+        print(f"  Azurite blob service on 127.0.0.1:{config.blob_port}; logs in {config.logs_dir}")
+        print(f"  CLI: set -a; . {config.env_file}; set +a; airflow dags list")
+        print("  DAGs start paused: unpause them in the UI or with PATCH /api/v2/dags/<id> is_paused=false")
+        return 0
+    if args.action == "down":
+        stopped = stack.stop()
+        print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    running = stack.running()
+    health = stack.health()
+    print(json.dumps({"running": running, "health": health}, indent=2))
+    return 0 if running else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Start / stop the local Airflow stack (api-server on http://localhost:8080, scheduler,
+# dag-processor, triggerer) and the Azurite blob emulator on 10000, in the background.
+# State, logs (.local/logs/*.log) and pid files (.local/run/*.pid) live in .local/.
+# The work is done by scripts/stack.py (also used by the stack tests).
+# Usage: scripts/stack.sh up|down|status
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+py="$root/.venv/bin/python"
+[ -x "$py" ] || { echo "No .venv: run 'make install' first" >&2; exit 1; }
+export PYTHONPATH="$root/include${PYTHONPATH:+:$PYTHONPATH}"
+exec "$py" "$root/scripts/stack.py" "${1:-status}" "${@:2}"
