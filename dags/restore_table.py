@@ -1,0 +1,81 @@
+"""restore_table: replace one table's rows with a backup's, atomically.
+
+Params: ``table_name``; ``backup`` (``latest`` or a backup's blob name); ``as_of`` (optional ISO
+instant: the newest backup taken at or before it). The backup is checked (sha256, table, contract
+version, schema), staged, checked for referential integrity and swapped in inside one transaction;
+on any refusal the table is unchanged. The logic is in ``include/hr_pipeline/restore.py``.
+
+Which asset changed depends on a param, so the task cannot list it statically: listing all three
+tables as outlets would tell publish_metrics (and anyone else) that every table changed. The task
+declares an ``AssetAlias`` as its outlet instead and, once the restore committed, attaches one
+asset event to the restored table's asset only (``outlet_events[alias].add(asset)``): DAGs
+scheduled on that asset run as for any other producer; a failed restore emits nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import AssetAlias, Param, dag, task
+
+from hr_pipeline.assets import TABLE_ASSETS
+from hr_pipeline.contracts import TABLE_NAMES
+
+RESTORED_TABLE = AssetAlias(name="hr.restored_table", group="hr")
+
+
+@dag(
+    dag_id="restore_table",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["hr", "backup", "restore"],
+    # A refused restore (bad backup, broken references) fails the same way on a retry.
+    default_args={"retries": 0},
+    params={
+        "table_name": Param(
+            TABLE_NAMES[0],
+            type="string",
+            enum=list(TABLE_NAMES),
+            title="Table",
+            description="The table whose rows are replaced.",
+        ),
+        "backup": Param(
+            "latest",
+            type="string",
+            minLength=1,
+            title="Backup",
+            description="'latest', or a backup's blob name (<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro).",
+        ),
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="As of",
+            description="Optional: restore the newest backup taken at or before this instant (UTC).",
+        ),
+    },
+    doc_md=__doc__,
+)
+def restore_table():
+    @task(outlets=[RESTORED_TABLE])
+    def restore(params=None, outlet_events=None) -> dict:
+        from hr_pipeline import restore as restore_logic
+
+        result = restore_logic.restore_table(
+            params["table_name"], backup=params["backup"], as_of=params["as_of"]
+        )
+        outlet_events[RESTORED_TABLE].add(
+            TABLE_ASSETS[result.table],
+            extra={"restored_from": result.blob_name, "rows": result.rows},
+        )
+        return result.as_dict()
+
+    restore()
+
+
+dag = restore_table()
+
+if __name__ == "__main__":
+    dag.test()
