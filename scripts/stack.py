@@ -193,6 +193,7 @@ class Stack:
         if result.returncode != 0:
             raise StackError(f"Azurite did not start: {result.stdout}{result.stderr}")
 
+        self.ensure_containers(env)
         if not already:
             migrate = subprocess.run(
                 [config.python, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
@@ -206,6 +207,19 @@ class Stack:
                 self._spawn(name, args, env)
         self.wait_for_api(timeout=timeout - (time.monotonic() - started))
         return time.monotonic() - started
+
+    def ensure_containers(self, env: dict[str, str]) -> None:
+        """Create the raw-data and backups containers in Azurite if they are missing."""
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.blob import BlobServiceClient
+
+        connection_string = json.loads(env["AIRFLOW_CONN_AZURE_BLOB"])["extra"]["connection_string"]
+        service = BlobServiceClient.from_connection_string(connection_string)
+        for key in ("AZURE_BLOB_CONTAINER_RAW_DATA", "AZURE_BLOB_CONTAINER_BACKUPS"):
+            try:
+                service.create_container(env[key])
+            except ResourceExistsError:
+                pass
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         log_path = self.config.logs_dir / f"{name}.log"

@@ -1,0 +1,219 @@
+"""The seed system's HTTP API, kept: a FastAPI app that Airflow's api-server mounts under ``/hr``
+(see ``plugins/hr_api_plugin.py``).
+
+=========================================  ==========================================================
+``POST /hr/api/ingest/{table_name}``        triggers ``ingest_table`` for that table
+``POST /hr/api/backup/{table_name}``        triggers ``backup_tables`` for that one table
+``POST /hr/api/restore/{table_name}``       triggers ``restore_table`` (body: ``backup``, ``as_of``)
+``GET /hr/api/metrics/quarterly-hires-2021``           reads ``quarterly_hires_2021``
+``GET /hr/api/metrics/departments-above-mean-2021``    reads ``departments_above_mean_2021``
+=========================================  ==========================================================
+
+The POSTs answer 202 with the new run's id (follow it with ``GET /api/v2/dags/{dag_id}/dagRuns/
+{dag_run_id}``); the GETs read the published tables from the warehouse. An unknown table is refused
+with 422 before anything runs.
+
+Authentication and authorization are Airflow's own: a request carries the same JWT as the REST
+API (``Authorization: Bearer <token from POST /auth/token>``) or the UI's session cookie. The
+dependency below hands both to the api-server's ``get_user`` (so expiry, signature and the UI
+cookie are checked exactly as for ``/api/v2``), then asks the auth manager whether that user may
+trigger (POST) or read (GET) the DAG behind the endpoint. No token: 401; not allowed: 403.
+
+Airflow's server modules are imported inside the functions: every Airflow process (scheduler,
+workers, dag-processor) loads the plugins, and only the api-server needs them.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from hr_pipeline import ddl
+from hr_pipeline.contracts import TABLE_NAMES
+
+URL_PREFIX = "/hr"
+INGEST_DAG = "ingest_table"
+BACKUP_DAG = "backup_tables"
+RESTORE_DAG = "restore_table"
+METRICS_DAG = "publish_metrics"
+
+TableName = enum.Enum("TableName", {name: name for name in TABLE_NAMES}, type=str)
+TableName.__doc__ = "A table of the data contract."
+
+
+# -- authentication and authorization (Airflow's) --------------------------------------------------
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The JWT of Airflow's REST API: POST /auth/token with {\"username\", \"password\"}.",
+)
+
+
+async def airflow_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+):
+    """The authenticated Airflow user (Bearer token or UI cookie), else 401 / 403."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    return await get_user(request, None, credentials)
+
+
+def _authorize(user, method: str, dag_id: str, run_access: bool) -> None:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+    )
+
+    allowed = get_auth_manager().is_authorized_dag(
+        method=method,
+        access_entity=DagAccessEntity.RUN if run_access else None,
+        details=DagDetails(id=dag_id),
+        user=user,
+    )
+    if not allowed:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"User {user.get_name()!r} may not {'trigger' if method == 'POST' else 'read'} {dag_id}",
+        )
+
+
+UserDep = Annotated[Any, Depends(airflow_user)]
+
+
+# -- models -----------------------------------------------------------------------------------
+class TriggeredRun(BaseModel):
+    """A DAG run that the request queued."""
+
+    dag_id: str
+    dag_run_id: str
+    state: str
+    conf: dict[str, Any]
+    status_url: str = Field(description="Where the REST API reports this run's state.")
+
+
+class RestoreRequest(BaseModel):
+    backup: str = Field("latest", min_length=1,
+                        description="'latest', or a backup's blob name "
+                                    "(<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro).")
+    as_of: datetime | None = Field(
+        None, description="Restore the newest backup taken at or before this instant (ISO 8601).")
+
+
+class QuarterlyHires(BaseModel):
+    department: str
+    job: str
+    q1: int
+    q2: int
+    q3: int
+    q4: int
+
+
+class DepartmentAboveMean(BaseModel):
+    id: int
+    department: str
+    hired: int
+
+
+# -- triggering -------------------------------------------------------------------------------
+def trigger(dag_id: str, conf: dict[str, Any], user) -> TriggeredRun:
+    """Queue a manual run of ``dag_id`` with ``conf`` (validated against the DAG's Params)."""
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.exceptions import DagNotFound
+    from airflow.utils.types import DagRunTriggeredByType
+
+    _authorize(user, "POST", dag_id, run_access=True)
+    try:
+        run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.REST_API,
+                          triggering_user_name=user.get_name(), conf=conf)
+    except DagNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"DAG {dag_id!r} is not registered (yet): is its file in the DAGs "
+                            f"folder and free of import errors?")
+    except ValueError as error:  # ParamValidationError is a ValueError
+        raise HTTPException(422,
+                            f"{dag_id} refused the parameters {conf}: {error}")
+    return TriggeredRun(
+        dag_id=dag_id, dag_run_id=run.run_id, state=getattr(run.state, "value", str(run.state)), conf=conf,
+        status_url=f"/api/v2/dags/{dag_id}/dagRuns/{run.run_id}",
+    )
+
+
+# -- reading the published metrics ----------------------------------------------------------------
+def read_metric_table(table: str, columns: list[str], order_by: list[tuple[str, str]]) -> list[dict]:
+    """Rows of a published metric table as dicts. Identifiers come from this module only."""
+    from hr_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    dialect = warehouse.dialect
+    select = ", ".join(ddl.quote(column, dialect) for column in columns)
+    order = ", ".join(f"{ddl.quote(column, dialect)} {direction}" for column, direction in order_by)
+    sql = f"SELECT {select} FROM {ddl.quote(table, dialect)} ORDER BY {order}"
+    try:
+        with warehouse.transaction() as conn:
+            cursor = conn.cursor()
+            cursor.execute(sql)
+            rows = cursor.fetchall()
+    except Exception as error:  # the table is missing until publish_metrics first ran
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{table} cannot be read from the warehouse ({type(error).__name__}: {error}); "
+            f"has {METRICS_DAG} run yet?",
+        )
+    return [dict(zip(columns, row)) for row in rows]
+
+
+# -- the app ------------------------------------------------------------------------------------
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="HR pipeline API",
+        version="1.0",
+        description=__doc__.split("\n\n")[0] + " Every endpoint needs Airflow's JWT "
+        "(POST /auth/token) as a Bearer token, or the UI's session.",
+    )
+    @app.post("/api/ingest/{table_name}", status_code=status.HTTP_202_ACCEPTED,
+              response_model=TriggeredRun, tags=["pipeline"],
+              summary="Ingest the files waiting under incoming/<table_name>/")
+    def ingest(table_name: TableName, user: UserDep) -> TriggeredRun:
+        return trigger(INGEST_DAG, {"table_name": table_name.value}, user)
+
+    @app.post("/api/backup/{table_name}", status_code=status.HTTP_202_ACCEPTED,
+              response_model=TriggeredRun, tags=["pipeline"],
+              summary="Write an AVRO backup of the table")
+    def backup(table_name: TableName, user: UserDep) -> TriggeredRun:
+        return trigger(BACKUP_DAG, {"tables": [table_name.value]}, user)
+
+    @app.post("/api/restore/{table_name}", status_code=status.HTTP_202_ACCEPTED,
+              response_model=TriggeredRun, tags=["pipeline"],
+              summary="Replace the table's rows with a backup's")
+    def restore(table_name: TableName, user: UserDep,
+                request: Annotated[RestoreRequest | None, Body()] = None) -> TriggeredRun:
+        request = request or RestoreRequest()
+        conf = {"table_name": table_name.value, "backup": request.backup,
+                "as_of": request.as_of.isoformat() if request.as_of else None}
+        return trigger(RESTORE_DAG, conf, user)
+
+    @app.get("/api/metrics/quarterly-hires-2021", response_model=list[QuarterlyHires],
+             tags=["metrics"], summary="Hires of 2021 per department and job, by quarter")
+    def quarterly_hires_2021(user: UserDep) -> list[dict]:
+        _authorize(user, "GET", METRICS_DAG, run_access=False)
+        return read_metric_table("quarterly_hires_2021",
+                                 ["department", "job", "q1", "q2", "q3", "q4"],
+                                 [("department", "ASC"), ("job", "ASC")])
+
+    @app.get("/api/metrics/departments-above-mean-2021", response_model=list[DepartmentAboveMean],
+             tags=["metrics"], summary="Departments that hired more than the 2021 mean")
+    def departments_above_mean_2021(user: UserDep) -> list[dict]:
+        _authorize(user, "GET", METRICS_DAG, run_access=False)
+        return read_metric_table("departments_above_mean_2021", ["id", "department", "hired"],
+                                 [("hired", "DESC"), ("department", "ASC")])
+
+    return app
+
+
+app = create_app()

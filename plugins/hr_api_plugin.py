@@ -1,0 +1,16 @@
+"""Mounts the seed system's HTTP API (``hr_pipeline.legacy_api``) in Airflow's api-server at /hr.
+
+Endpoints, authentication and OpenAPI docs: see ``include/hr_pipeline/legacy_api.py``; the docs
+are served at ``/hr/docs`` (and ``/hr/openapi.json``).
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from hr_pipeline.legacy_api import URL_PREFIX, app
+
+
+class HrApiPlugin(AirflowPlugin):
+    name = "hr_api"
+    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "HR pipeline API"}]
