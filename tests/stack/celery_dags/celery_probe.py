@@ -1,0 +1,33 @@
+"""A trivial DAG for the Celery stack test: six short tasks to spread over two workers."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+
+
+@dag(
+    dag_id="hr_celery_probe",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    tags=["test", "celery"],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=2)},
+)
+def hr_celery_probe():
+    @task
+    def work(index: int) -> str:
+        import os
+
+        time.sleep(4)
+        return f"{index}:{os.environ.get('HR_WORKER_HOSTNAME')}"
+
+    work.expand(index=list(range(6)))
+
+
+hr_celery_probe()
+
+if __name__ == "__main__":
+    hr_celery_probe().test()
