@@ -1,0 +1,29 @@
+-- departments_above_mean: for each year in the data, the departments that hired more employees
+-- than the mean of that year. The mean is taken over the departments that hired in that year
+-- (a department with no hire that year does not count); "more" is strictly more.
+-- Years are of the UTC date. Read it with: ORDER BY year, hired DESC, department
+WITH hired_by_department AS (
+    SELECT
+        CAST(EXTRACT(YEAR FROM h.datetime) AS INTEGER) AS year,
+        d.id,
+        d.department,
+        COUNT(*) AS hired
+    FROM hired_employees AS h
+    JOIN departments AS d ON d.id = h.department_id
+    GROUP BY CAST(EXTRACT(YEAR FROM h.datetime) AS INTEGER), d.id, d.department
+),
+mean_by_year AS (
+    SELECT year, AVG(CAST(hired AS DOUBLE PRECISION)) AS mean
+    FROM hired_by_department
+    GROUP BY year
+)
+SELECT
+    h.year,
+    h.id,
+    h.department,
+    h.hired,
+    m.mean
+FROM hired_by_department AS h
+JOIN mean_by_year AS m ON m.year = h.year
+WHERE h.hired > m.mean
+ORDER BY h.year, h.hired DESC, h.department
