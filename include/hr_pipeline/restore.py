@@ -335,7 +335,7 @@ def _avro_rows(path: Path, contract: TableContract, naive: bool, progress: dict,
                 if progress["rows"] % LOAD_CHUNK_ROWS == 0:
                     log.info("%s: %d of %d rows staged", contract.name, progress["rows"], progress["total"])
                 yield row
-        except (ValueError, EOFError, OSError, TypeError, KeyError) as error:
+        except Exception as error:  # raised by the reader only: database errors surface in the consumer
             raise BackupCorruptError(
                 f"Backup {ref.container}/{ref.name} is corrupted: reading record "
                 f"{progress['rows'] + 1} failed ({type(error).__name__}: {error})"
