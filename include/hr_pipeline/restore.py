@@ -218,7 +218,7 @@ def create_staging_sql(contract: TableContract, dialect: ddl.Dialect) -> list[st
             create.replace('CREATE TABLE "x"', f"CREATE TEMP TABLE {ddl.quote(staging, dialect)}", 1),
         ]
     return [
-        f"IF OBJECT_ID(N'tempdb..{staging}') IS NOT NULL DROP TABLE {staging}",
+        f"DROP TABLE IF EXISTS {staging}",  # SQL Server 2016+ and Azure SQL
         create.replace("CREATE TABLE [x]", f"CREATE TABLE {staging}", 1),
     ]
 
@@ -292,6 +292,15 @@ def swap_sql(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
     ]
 
 
+def swap_statements(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
+    """What runs in the swap transaction once the rows are staged: locks, reference checks, swap."""
+    return [
+        *lock_sql(contract, dialect),
+        *[check.sql for check in reference_checks(contract, dialect)],
+        *swap_sql(contract, dialect),
+    ]
+
+
 def render_mssql_restore(table_name: str) -> str:
     """The T-SQL a restore runs on SQL Server, as one script (rows go in as parameters)."""
     from hr_pipeline.warehouse import mssql_insert_chunks
@@ -305,9 +314,7 @@ def render_mssql_restore(table_name: str) -> str:
         insert_sql.replace("%s", "NULL"),
         "SET XACT_ABORT ON",
         "BEGIN TRANSACTION",
-        *lock_sql(contract, "mssql"),
-        *[check.sql for check in reference_checks(contract, "mssql")],
-        *swap_sql(contract, "mssql"),
+        *swap_statements(contract, "mssql"),
         "COMMIT TRANSACTION",
         f"DROP TABLE {staging}",
     ]
