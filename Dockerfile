@@ -1,0 +1,16 @@
+# The image of every Airflow container in docker-compose.yaml (and of an Azure deployment):
+# the official Airflow 3.3.2 image plus the project's pinned packages. requirements.txt pins
+# apache-airflow==3.3.2 itself, so pip keeps the image's Airflow; constraints.txt pins the rest.
+FROM apache/airflow:3.3.2-python3.11
+
+COPY --chown=airflow:0 requirements.txt constraints.txt /opt/airflow/requirements/
+RUN pip install --no-cache-dir \
+      -r /opt/airflow/requirements/requirements.txt \
+      -c /opt/airflow/requirements/constraints.txt
+
+# The pipeline's code. docker-compose mounts ./dags, ./plugins and ./include over these for
+# development; an image deployed to Azure carries them.
+COPY --chown=airflow:0 dags /opt/airflow/dags
+COPY --chown=airflow:0 plugins /opt/airflow/plugins
+COPY --chown=airflow:0 include /opt/airflow/include
+ENV PYTHONPATH=/opt/airflow/include
