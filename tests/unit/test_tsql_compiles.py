@@ -15,7 +15,6 @@ a value that pymssql would render lossily. What it cannot catch: semantic errors
 
 from __future__ import annotations
 
-import importlib
 import json
 from datetime import datetime
 
@@ -198,39 +197,34 @@ def test_every_statement_the_warehouse_sends_parses(mssql_warehouse):
     assert not any("ON CONFLICT" in sql.upper() for sql in connection.sent)
 
 
-# -- statements of modules written by other engineers, as they appear ---------------------------
+# -- statements of the restore and of the metrics (modules of other engineers) --------------------
 
 
-def _optional_module(name: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name and name.startswith(error.name):
-            pytest.skip(f"{name} does not exist yet")
-        raise
+@contracts
+def test_restore_statements_parse(contract):
+    from hr_pipeline import restore
 
-
-def test_restore_statements_parse():
-    restore = _optional_module("hr_pipeline.restore")
-    render = getattr(restore, "mssql_swap_statements", None) or getattr(restore, "swap_statements", None)
-    if render is None:
-        pytest.skip("hr_pipeline.restore has no swap-statement renderer to check")
-    for contract in CONTRACTS.values():
-        statements = render(contract, "mssql")
-        statements = [statements] if isinstance(statements, str) else list(statements)
-        assert statements
-        for sql in statements:
-            sql = sql[0] if isinstance(sql, tuple) else sql
-            parse_tsql(sql)
+    statements = [
+        *restore.create_staging_sql(contract, "mssql"),
+        *restore.swap_statements(contract, "mssql"),
+    ]
+    kinds = [type(parse_tsql(sql)[0]).__name__ for sql in statements]
+    assert kinds[-2:] == ["Delete", "Insert"], kinds  # the swap: DELETE then INSERT ... SELECT
+    # The whole restore script of SQL Server, as one batch, parses too.
+    script = parse_tsql(restore.render_mssql_restore(contract.name))
+    assert any(isinstance(s, exp.Delete) for s in script)
+    staging = restore.staging_table_name(contract, "mssql")
+    assert staging.startswith("#")  # a session temp table: no name clash between restores
 
 
 def test_metric_statements_parse():
-    metrics = _optional_module("hr_pipeline.metrics")
-    render = getattr(metrics, "render_all", None) or getattr(metrics, "rebuild_statements", None)
-    if render is None:
-        pytest.skip("hr_pipeline.metrics has no statement renderer to check")
-    statements = list(render("mssql"))
-    assert statements
-    for sql in statements:
-        sql = sql[0] if isinstance(sql, tuple) else sql
-        parse_tsql(sql)
+    from hr_pipeline import metrics
+
+    plan = metrics.publish_plan("mssql")
+    assert plan.statements
+    kinds = []
+    for sql in plan.statements:
+        (statement,) = parse_tsql(sql)
+        kinds.append(type(statement).__name__)
+        assert "ON CONFLICT" not in sql.upper() and '"' not in sql, sql
+    assert kinds.count("Insert") >= 2 * len(metrics.METRIC_TABLES)
