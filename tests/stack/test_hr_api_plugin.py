@@ -1,0 +1,103 @@
+"""The seed system's HTTP API, kept as an Airflow plugin (``plugins/hr_api_plugin.py``), on the
+real stack: mounted at /hr by the api-server, protected by Airflow's own authentication, and
+triggering the same DAGs as the REST API. Nothing is mocked."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.postgres, pytest.mark.azurite]
+
+
+@pytest.fixture(scope="module")
+def hr(local_stack):
+    """A client of /hr with the admin's REST API token."""
+    with httpx.Client(base_url=f"{local_stack.url}/hr", timeout=60,
+                      headers={"Authorization": f"Bearer {local_stack.api.token}"}) as client:
+        yield client
+
+
+def _run_count(local_stack, dag_id: str) -> int:
+    return local_stack.api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 1})[
+        "total_entries"]
+
+
+def test_every_endpoint_needs_airflow_authentication(local_stack):
+    runs_before = {dag_id: _run_count(local_stack, dag_id)
+                   for dag_id in ("ingest_table", "backup_tables", "restore_table")}
+    anonymous = httpx.Client(base_url=f"{local_stack.url}/hr", timeout=30)
+    for method, path in [("POST", "/api/ingest/jobs"), ("POST", "/api/backup/jobs"),
+                         ("POST", "/api/restore/jobs"), ("GET", "/api/metrics/quarterly-hires-2021"),
+                         ("GET", "/api/metrics/departments-above-mean-2021")]:
+        response = anonymous.request(method, path)
+        assert response.status_code == 401, (method, path, response.text)
+    forged = anonymous.get("/api/metrics/quarterly-hires-2021",
+                           headers={"Authorization": "Bearer not.a.jwt"})
+    assert forged.status_code in (401, 403)
+    # Refused means nothing was queued.
+    assert {dag_id: _run_count(local_stack, dag_id) for dag_id in runs_before} == runs_before
+
+
+def test_openapi_documents_the_endpoints_and_the_bearer_scheme(local_stack):
+    spec = httpx.get(f"{local_stack.url}/hr/openapi.json", timeout=30).json()
+    assert set(spec["paths"]) == {
+        "/api/ingest/{table_name}", "/api/backup/{table_name}", "/api/restore/{table_name}",
+        "/api/metrics/quarterly-hires-2021", "/api/metrics/departments-above-mean-2021"}
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    table_schema = spec["components"]["schemas"]["TableName"]
+    assert table_schema["enum"] == ["departments", "jobs", "hired_employees"]
+
+
+def test_an_unknown_table_is_refused_with_the_valid_names(hr):
+    response = hr.post("/api/ingest/employees")
+    assert response.status_code == 422
+    message = response.json()["detail"][0]["msg"]
+    assert "departments" in message and "hired_employees" in message
+
+
+def test_ingest_triggers_ingest_table_and_returns_the_run(local_stack, hr, published):
+    local_stack.upload_extract("jobs")
+    response = hr.post("/api/ingest/jobs")
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["dag_id"] == "ingest_table" and body["conf"] == {"table_name": "jobs"}
+    run = local_stack.api.wait_for_run("ingest_table", body["dag_run_id"], timeout=300)
+    assert run["state"] == "success", local_stack.api.failure_report("ingest_table", body["dag_run_id"])
+    assert run["conf"] == {"table_name": "jobs"} and run["triggering_user_name"] == "admin"
+    assert local_stack.row_count("jobs") == 183
+
+
+def test_backup_and_restore_trigger_their_dags(local_stack, hr, published):
+    backup = hr.post("/api/backup/departments")
+    assert backup.status_code == 202, backup.text
+    assert backup.json()["conf"] == {"tables": ["departments"]}
+    run = local_stack.api.wait_for_run("backup_tables", backup.json()["dag_run_id"])
+    assert run["state"] == "success", local_stack.api.failure_report("backup_tables", run["dag_run_id"])
+
+    restore = hr.post("/api/restore/departments", json={"backup": "latest"})
+    assert restore.status_code == 202, restore.text
+    assert restore.json()["conf"] == {"table_name": "departments", "backup": "latest", "as_of": None}
+    run = local_stack.api.wait_for_run("restore_table", restore.json()["dag_run_id"])
+    assert run["state"] == "success", local_stack.api.failure_report("restore_table", run["dag_run_id"])
+    assert local_stack.row_count("departments") == 12
+
+
+def test_a_bad_parameter_is_refused_by_the_dag_params(hr):
+    response = hr.post("/api/restore/jobs", json={"backup": ""})
+    assert response.status_code == 422  # min_length of the request model
+
+
+def test_metrics_are_read_from_the_published_tables(local_stack, hr, published):
+    quarterly = hr.get("/api/metrics/quarterly-hires-2021")
+    assert quarterly.status_code == 200, quarterly.text
+    rows = quarterly.json()
+    assert sum(row["q1"] + row["q2"] + row["q3"] + row["q4"] for row in rows) == 1643
+    assert [(row["department"], row["job"]) for row in rows] == sorted(
+        (row["department"], row["job"]) for row in rows)
+    assert len(rows) == local_stack.sql("SELECT count(*) FROM quarterly_hires_2021")[0][0]
+
+    above = hr.get("/api/metrics/departments-above-mean-2021")
+    assert above.status_code == 200, above.text
+    assert len(above.json()) == 7
+    assert above.json()[0] == {"id": above.json()[0]["id"], "department": "Support", "hired": 216}
