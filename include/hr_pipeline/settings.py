@@ -17,6 +17,11 @@ DEFAULT_BATCH_SIZE = 1000
 DEFAULT_READ_CHUNK_ROWS = 50_000
 
 
+def ingest_wait_timeout_seconds() -> int:
+    """How long ingest_table waits for a file before failing (default 6 hours)."""
+    return int(os.environ.get("HR_INGEST_WAIT_TIMEOUT_SECONDS", str(6 * 3600)))
+
+
 def raw_container() -> str:
     return os.environ.get("AZURE_BLOB_CONTAINER_RAW_DATA", "raw-data")
 

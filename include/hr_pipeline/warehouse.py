@@ -140,6 +140,48 @@ class Warehouse:
 
     # -- writes ------------------------------------------------------------------------------
 
+    def from_text_row(self, contract: TableContract, row: Sequence[str]) -> tuple:
+        """A validated row in canonical text form (see validation.py) as this driver wants it.
+
+        SQLite stores the text as is (INTEGER affinity turns digits into integers, instants are
+        already in the stored form); PostgreSQL's COPY parses text itself; pymssql gets values.
+        """
+        if self.dialect != "mssql":
+            return tuple(row)
+        values = []
+        for column, text in zip(contract.columns, row):
+            if column.type is ColumnType.INTEGER:
+                values.append(int(text))
+            elif column.type is ColumnType.TIMESTAMP:
+                values.append(parse_stored_timestamp(text))
+            else:
+                values.append(text)
+        return tuple(values)
+
+    def load_batches(self, contract: TableContract, batches: Iterable[Sequence[Sequence[Any]]],
+                     on_batch=None) -> int:
+        """Upsert each batch in its own transaction on one connection; returns rows written.
+
+        A failure rolls back only the batch in flight: the batches before it stay, and since every
+        write is an upsert by key, running the same load again converges to the same table.
+        """
+        written = 0
+        connection = self.connect()
+        try:
+            for batch in batches:
+                try:
+                    self.upsert_batch(connection, contract, batch)
+                    connection.commit()
+                except BaseException:
+                    connection.rollback()
+                    raise
+                written += len(batch)
+                if on_batch:
+                    on_batch(written)
+        finally:
+            connection.close()
+        return written
+
     def upsert_batch(self, connection, contract: TableContract, rows: Sequence[Sequence[Any]]) -> None:
         """Insert or replace ``rows`` (typed tuples in contract column order) by key.
 

@@ -1,0 +1,111 @@
+"""ingest_table: wait for CSV extracts of one table, validate them, load the valid rows, archive.
+
+Trigger it from the UI (pick the table in the form) or the REST API with
+``{"table_name": "jobs"}``. Every file waiting under ``incoming/<table>/`` is processed, in name
+order; bad rows end up in ``rejected/<table>/<day>/<file>.rejects.csv`` with their reasons.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Param, chain, dag, get_current_context, task
+
+from hr_pipeline.assets import TABLE_ASSETS
+from hr_pipeline.contracts import TABLE_NAMES
+from hr_pipeline.sensors import IncomingFilesSensor
+from hr_pipeline.settings import (
+    BLOB_CONN_ID,
+    DEFAULT_BATCH_SIZE,
+    ingest_wait_timeout_seconds,
+    raw_container,
+)
+
+
+def _run_day() -> str:
+    """The day a run files its archive and rejects under: when it was triggered (UTC)."""
+    return get_current_context()["dag_run"].run_after.strftime("%Y-%m-%d")
+
+
+@dag(
+    dag_id="ingest_table",
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,  # two runs of one table would race for the same incoming files
+    tags=["hr", "ingest"],
+    doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    user_defined_macros={"raw_container": raw_container},
+    params={
+        "table_name": Param(
+            "departments",
+            enum=list(TABLE_NAMES),
+            title="Table",
+            description="Which table's extracts to ingest (files under incoming/<table>/).",
+        ),
+        "batch_size": Param(
+            DEFAULT_BATCH_SIZE,
+            type="integer",
+            minimum=1,
+            maximum=1_000_000,
+            title="Load batch size",
+            description="Rows per load transaction.",
+        ),
+    },
+)
+def ingest_table():
+    wait_for_files = IncomingFilesSensor(
+        task_id="wait_for_files",
+        container_name="{{ raw_container() }}",
+        prefix="incoming/{{ params.table_name }}/",
+        wasb_conn_id=BLOB_CONN_ID,
+        deferrable=True,
+        poke_interval=15,
+        timeout=ingest_wait_timeout_seconds(),
+        retries=0,
+    )
+
+    @task
+    def validate(params: dict, run_id: str) -> list[dict]:
+        from hr_pipeline.ingest import validate_incoming
+
+        return validate_incoming(params["table_name"], run_id=run_id, day=_run_day())
+
+    @task.branch
+    def choose_loader(validations: list[dict], params: dict) -> str | None:
+        if not any(v["valid"] for v in validations):
+            return None  # nothing to load: no asset event, archive still runs
+        return f"load_{params['table_name']}"
+
+    def loader(table: str):
+        # One load task per table, each updating only its own table's Asset: an asset event
+        # then means "this table changed", and publish_metrics reacts to exactly that.
+        @task(task_id=f"load_{table}", outlets=[TABLE_ASSETS[table]])
+        def load(validations: list[dict], params: dict) -> dict:
+            from hr_pipeline.ingest import load_validated
+
+            return load_validated(table, validations, batch_size=params["batch_size"])
+
+        return load
+
+    @task(trigger_rule="none_failed")
+    def archive(validations: list[dict], params: dict) -> list[str]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from hr_pipeline.ingest import archive_ingested, unreadable_files_message
+
+        summary = archive_ingested(params["table_name"], validations, day=_run_day())
+        problem = unreadable_files_message(validations)
+        if problem:
+            raise AirflowFailException(problem)
+        return summary
+
+    validations = validate()
+    loads = [loader(table)(validations) for table in TABLE_NAMES]
+    chain(wait_for_files, validations, choose_loader(validations), loads, archive(validations))
+
+
+ingest_table_dag = ingest_table()
+
+if __name__ == "__main__":
+    ingest_table_dag.test(run_conf={"table_name": "departments"})

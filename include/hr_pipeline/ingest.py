@@ -1,0 +1,269 @@
+"""Ingestion of the CSV extracts waiting under ``incoming/<table>/``: validate, load, archive.
+
+The DAG runs these three steps as separate tasks, so each can be retried alone and may run on a
+different worker. They hand over through Blob Storage, never through a worker's disk:
+
+- ``validate_incoming`` streams every waiting file (in name order) through the contract's Great
+  Expectations suite, chunk by chunk, and writes two files per extract to
+  ``processing/<table>/<run>/``: the valid rows in canonical text form, and the rejected rows with
+  their reasons. An unreadable file (not UTF-8 text, binary) is moved whole to ``rejected/``.
+- ``load_validated`` upserts the valid rows, in transactions of ``batch_size`` rows, in file order.
+- ``archive_ingested`` moves each extract to ``archive/`` and its rejects to ``rejected/``.
+
+Every file satisfies: rows loaded + rows rejected = data rows in the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hr_pipeline import blob_store as layout
+from hr_pipeline.blob_store import BlobStore
+from hr_pipeline.contracts import get_contract
+from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, scan
+from hr_pipeline.settings import DEFAULT_READ_CHUNK_ROWS, raw_container
+from hr_pipeline.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+class IngestError(RuntimeError):
+    """A failure the user has to act on (the message says what and where)."""
+
+
+@dataclass
+class FileValidation:
+    """What validation found in one extract; passed between tasks as a dict (XCom)."""
+
+    table: str
+    source: str  # incoming/<table>/<file>.csv
+    rows: int
+    valid: int
+    rejected: int
+    valid_blob: str
+    rejects_blob: str
+    header_skipped: bool = False
+    unreadable_reason: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return self.source.rsplit("/", 1)[-1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def processing_prefix(table: str, run_id: str) -> str:
+    safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    return f"processing/{table}/{safe_run}/"
+
+
+def list_incoming(table: str, store: BlobStore | None = None) -> list[str]:
+    store = store or BlobStore()
+    names = [b.name for b in store.list(raw_container(), layout.incoming_prefix(table))]
+    # Only files directly under the table's folder; a name ending in "/" is a folder marker.
+    return [n for n in names if not n.endswith("/")]
+
+
+def validate_incoming(
+    table: str,
+    run_id: str,
+    day: str,
+    chunk_rows: int = DEFAULT_READ_CHUNK_ROWS,
+    store: BlobStore | None = None,
+    warehouse: Warehouse | None = None,
+) -> list[dict]:
+    """Validate every file waiting for ``table``; returns one ``FileValidation`` dict per file."""
+    contract = get_contract(table)
+    store = store or BlobStore()
+    warehouse = warehouse or Warehouse()
+    warehouse.ensure_tables()
+    reference_keys = {
+        column.references: warehouse.key_values(column.references)
+        for column in contract.foreign_keys
+    }
+    for referenced, keys in reference_keys.items():
+        log.info("Foreign keys of %s checked against %d ids of %s", table, len(keys), referenced)
+    names = list_incoming(table, store)
+    log.info("%d file(s) waiting under %s%s: %s", len(names), raw_container(),
+             "/" + layout.incoming_prefix(table), ", ".join(names) or "-")
+    results = []
+    for name in names:
+        results.append(
+            validate_file(table, name, run_id, day, reference_keys, chunk_rows, store).to_dict()
+        )
+    return results
+
+
+def validate_file(
+    table: str,
+    source: str,
+    run_id: str,
+    day: str,
+    reference_keys: dict[str, set[int]],
+    chunk_rows: int,
+    store: BlobStore,
+) -> FileValidation:
+    from hr_pipeline.validation import ChunkValidator
+
+    contract = get_contract(table)
+    container = raw_container()
+    prefix = processing_prefix(table, run_id)
+    file_name = source.rsplit("/", 1)[-1]
+    result = FileValidation(
+        table=table, source=source, rows=0, valid=0, rejected=0,
+        valid_blob=f"{prefix}{file_name}.valid.csv",
+        rejects_blob=f"{prefix}{file_name}.rejects.csv",
+    )
+    with tempfile.TemporaryDirectory(prefix="hr-ingest-") as work:
+        local = Path(work) / "extract.csv"
+        store.download_to_file(container, source, local)
+        try:
+            file_scan = scan(local, contract)
+        except UnreadableFileError as error:
+            return _reject_whole_file(store, result, day, str(error))
+        result.header_skipped = file_scan.header_skipped
+        log.info("%s: %d data rows%s; %d id(s) occur more than once", source,
+                 file_scan.data_rows, " (header row skipped)" if file_scan.header_skipped else "",
+                 len(file_scan.duplicate_ids))
+
+        validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
+        valid_path = Path(work) / "valid.csv"
+        rejects_path = Path(work) / "rejects.csv"
+        with open(valid_path, "w", newline="", encoding="utf-8") as valid_file, \
+                open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file:
+            valid_writer = csv.writer(valid_file, lineterminator="\n")
+            rejects_writer = csv.writer(rejects_file, lineterminator="\n")
+            rejects_writer.writerow([*contract.column_names, "reason"])
+            for chunk in read_chunks(local, contract, chunk_rows):
+                checked = validator.validate(chunk)
+                valid_writer.writerows(checked.valid_rows)
+                for rejected in checked.rejected:
+                    rejects_writer.writerow([*_fit(rejected.fields, len(contract.columns)), rejected.reason])
+                result.rows += len(chunk)
+                result.valid += len(checked.valid_rows)
+                result.rejected += len(checked.rejected)
+                log.info("%s: %d rows read, %d valid, %d rejected", source, result.rows,
+                         result.valid, result.rejected)
+        if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
+            raise IngestError(
+                f"{source}: {result.rows} rows read but {result.valid} valid + "
+                f"{result.rejected} rejected; refusing to continue"
+            )
+        store.upload_file(container, result.valid_blob, valid_path)
+        store.upload_file(container, result.rejects_blob, rejects_path)
+    if result.rows and result.valid == 0:
+        log.warning("%s: every one of its %d rows was rejected; is it the right table's file?",
+                    source, result.rows)
+    return result
+
+
+def _fit(fields: list[str], width: int) -> list[str]:
+    """A rejected row's original fields in the table's columns: missing ones empty, extra ones
+    kept in the last column (joined by commas, as they were in the file)."""
+    if len(fields) <= width:
+        return fields + [""] * (width - len(fields))
+    return fields[: width - 1] + [",".join(fields[width - 1 :])]
+
+
+def _reject_whole_file(store: BlobStore, result: FileValidation, day: str, reason: str) -> FileValidation:
+    container = raw_container()
+    destination = layout.rejected_file_name(result.table, day, result.file_name)
+    log.error("%s cannot be read: %s. Moving it whole to %s", result.source, reason, destination)
+    store.move(container, result.source, destination)
+    store.upload_bytes(container, destination + ".reason.txt",
+                       f"{result.source}: {reason}\n".encode())
+    result.unreadable_reason = f"{result.source} cannot be read ({reason}); moved to {container}/{destination}"
+    return result
+
+
+def _valid_batches(path: Path, warehouse: Warehouse, table: str, batch_size: int) -> Iterator[list]:
+    contract = get_contract(table)
+    with open(path, newline="", encoding="utf-8") as handle:
+        batch = []
+        for row in csv.reader(handle):
+            batch.append(warehouse.from_text_row(contract, row))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def load_validated(
+    table: str,
+    validations: list[dict],
+    batch_size: int,
+    store: BlobStore | None = None,
+    warehouse: Warehouse | None = None,
+) -> dict:
+    """Upsert the valid rows of each file, in file order; returns counts per file."""
+    if batch_size < 1:
+        raise IngestError(f"batch_size must be at least 1, got {batch_size}")
+    contract = get_contract(table)
+    store = store or BlobStore()
+    warehouse = warehouse or Warehouse()
+    warehouse.ensure_tables()
+    loaded: dict[str, int] = {}
+    for item in map(lambda d: FileValidation(**d), validations):
+        if item.unreadable_reason or item.valid == 0:
+            loaded[item.source] = 0
+            continue
+        with tempfile.TemporaryDirectory(prefix="hr-load-") as work:
+            local = Path(work) / "valid.csv"
+            store.download_to_file(raw_container(), item.valid_blob, local)
+            written = warehouse.load_batches(
+                contract,
+                _valid_batches(local, warehouse, table, batch_size),
+                on_batch=lambda n, src=item.source: log.info("%s: %d of %d rows loaded", src, n, item.valid)
+                if n % max(batch_size, 100_000) < batch_size or n == item.valid else None,
+            )
+        if written != item.valid:
+            raise IngestError(f"{item.source}: {item.valid} valid rows but {written} loaded")
+        loaded[item.source] = written
+        log.info("%s: %d rows loaded into %s (%s)", item.source, written, table, warehouse.dialect)
+    return loaded
+
+
+def archive_ingested(table: str, validations: list[dict], day: str,
+                     store: BlobStore | None = None) -> list[str]:
+    """Move each file to archive/ and its rejects to rejected/; returns one summary line per file.
+
+    Safe to retry: a file already moved by an earlier try is not moved again.
+    """
+    store = store or BlobStore()
+    container = raw_container()
+    summary = []
+    for item in map(lambda d: FileValidation(**d), validations):
+        if item.unreadable_reason:
+            summary.append(f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}")
+            continue
+        destination = layout.archive_name(table, day, item.file_name)
+        if store.exists(container, item.source):
+            store.move(container, item.source, destination)
+        rejects_destination = layout.rejects_name(table, day, item.file_name)
+        if item.rejected and store.exists(container, item.rejects_blob):
+            store.move(container, item.rejects_blob, rejects_destination)
+        for leftover in (item.valid_blob, item.rejects_blob):
+            if store.exists(container, leftover):
+                store.delete(container, leftover)
+        line = (f"{item.source}: {item.rows} rows, {item.valid} loaded, {item.rejected} rejected"
+                f" -> {destination}")
+        if item.rejected:
+            line += f", rejects in {rejects_destination}"
+        summary.append(line)
+        log.info(line)
+    return summary
+
+
+def unreadable_files_message(validations: list[dict]) -> str | None:
+    reasons = [v["unreadable_reason"] for v in validations if v.get("unreadable_reason")]
+    if not reasons:
+        return None
+    return f"{len(reasons)} file(s) could not be read and were moved to rejected/: " + " | ".join(reasons)

@@ -1,0 +1,140 @@
+"""ingest_table end to end with dag.test(): Azurite for blobs, SQLite and PostgreSQL warehouses."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.ingest_helpers import (
+    blob_names,
+    drop_file,
+    drop_sample,
+    read_rejects,
+    run_ingest,
+    task_states,
+)
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+
+def ingest_real_extracts(blob_store):
+    runs = {}
+    for table in ("departments", "jobs", "hired_employees"):
+        drop_sample(blob_store, table)
+        runs[table] = run_ingest(table)
+    return runs
+
+
+def test_real_extracts_load_exactly(blob_store, warehouse):
+    runs = ingest_real_extracts(blob_store)
+
+    assert {t: str(r.state) for t, r in runs.items()} == dict.fromkeys(runs, "success")
+    assert warehouse.row_count("departments") == 12
+    assert warehouse.row_count("jobs") == 183
+    assert warehouse.row_count("hired_employees") == 1929
+
+    day_folder = blob_names(blob_store, "archive/hired_employees/")
+    assert len(day_folder) == 1 and day_folder[0].endswith("/hired_employees.csv")
+    assert blob_names(blob_store, "incoming/") == []
+    assert blob_names(blob_store, "processing/") == []
+    rejects = blob_names(blob_store, "rejected/")
+    assert len(rejects) == 1 and rejects[0].endswith("hired_employees.rejects.csv")
+    rows = read_rejects(blob_store, rejects[0])
+    assert len(rows) == 70
+    assert all("required field is empty" in row["reason"] for row in rows)
+    assert list(rows[0]) == ["id", "name", "datetime", "department_id", "job_id", "reason"]
+    # the only tables with rejects: departments and jobs are clean
+    assert task_states(runs["departments"])["load_departments"] == "success"
+    assert task_states(runs["departments"])["load_jobs"] == "skipped"
+
+
+def test_same_file_twice_leaves_same_tables(blob_store, sqlite_warehouse):
+    ingest_real_extracts(blob_store)
+    before = snapshot(sqlite_warehouse)
+    drop_sample(blob_store, "hired_employees")
+    run = run_ingest("hired_employees")
+    assert str(run.state) == "success"
+    assert snapshot(sqlite_warehouse) == before
+
+
+def test_several_waiting_files_processed_in_name_order(blob_store, sqlite_warehouse):
+    drop_sample(blob_store, "departments")
+    run_ingest("departments")
+    drop_file(blob_store, "jobs", "1,First title\n2,Only in a\n", "2021-01-a.csv")
+    drop_file(blob_store, "jobs", "1,Second title\n", "2021-01-b.csv")
+    run = run_ingest("jobs")
+    assert str(run.state) == "success"
+    with sqlite_warehouse.transaction() as connection:
+        rows = dict(connection.execute("SELECT id, job FROM jobs").fetchall())
+    assert rows == {1: "Second title", 2: "Only in a"}  # b, processed last, wins
+    assert sorted(blob_names(blob_store, "archive/jobs/"))[0].endswith("2021-01-a.csv")
+    assert len(blob_names(blob_store, "archive/jobs/")) == 2
+
+
+def test_unreadable_file_is_rejected_whole_and_run_fails(blob_store, sqlite_warehouse):
+    drop_file(blob_store, "departments", b"1,Sales\n2,\xff\xfeMarketing\n", "latin1.csv")
+    run = run_ingest("departments")
+    assert str(run.state) == "failed"
+    assert task_states(run)["archive"] == "failed"
+    assert sqlite_warehouse.row_count("departments") == 0
+    rejected = blob_names(blob_store, "rejected/departments/")
+    assert any(name.endswith("/latin1.csv") for name in rejected)
+    reason = [n for n in rejected if n.endswith(".reason.txt")]
+    assert reason and b"not UTF-8" in blob_store.download_bytes(
+        blob_store_container(), reason[0])
+    assert blob_names(blob_store, "incoming/") == []
+
+
+def test_bad_rows_go_to_rejects_with_reasons(blob_store, sqlite_warehouse):
+    drop_sample(blob_store, "departments")
+    drop_sample(blob_store, "jobs")
+    run_ingest("departments")
+    run_ingest("jobs")
+    extract = (
+        "\ufeffid,name,datetime,department_id,job_id\r\n"
+        '1,"Doe, Jane ""JD""",2021-01-01T00:00:00Z,1,1\r\n'
+        "2,Zoë Ångström,2021-06-30T23:59:59.123456Z,2,2\r\n"
+        "3,Too few,2021-01-01T00:00:00Z,1\r\n"
+        "4,Too many,2021-01-01T00:00:00Z,1,1,extra\r\n"
+        "x5,Not an id,2021-01-01T00:00:00Z,1,1\r\n"
+        "6,Bad day,2021-02-30T00:00:00Z,1,1\r\n"
+        "7,Not a date,yesterday,1,1\r\n"
+        "8,Dup A,2021-01-01T00:00:00Z,1,1\r\n"
+        "8,Dup B,2021-01-01T00:00:00Z,1,1\r\n"
+        "9,No such department,2021-01-01T00:00:00Z,999,1\r\n"
+        "10,No such job,2021-01-01T00:00:00Z,1,999\r\n"
+    )
+    drop_file(blob_store, "hired_employees", extract, "mixed.csv")
+    run = run_ingest("hired_employees")
+    assert str(run.state) == "success"
+    with sqlite_warehouse.transaction() as connection:
+        loaded = dict(connection.execute("SELECT id, name FROM hired_employees").fetchall())
+    assert loaded == {1: 'Doe, Jane "JD"', 2: "Zoë Ångström"}
+    rejects = read_rejects(blob_store, blob_names(blob_store, "rejected/hired_employees/")[0])
+    reasons = {row["id"]: row["reason"] for row in rejects if row["id"] != "8"}
+    assert len(rejects) + len(loaded) == 11
+    assert "has 4 fields, expected 5" in reasons["3"]
+    assert "has 6 fields, expected 5" in reasons["4"]
+    assert "'x5' is not an integer" in reasons["x5"]
+    assert "not a real date" in reasons["6"]
+    assert "not an ISO 8601 UTC instant" in reasons["7"]
+    assert "department_id: 999 does not exist in departments" in reasons["9"]
+    assert "job_id: 999 does not exist in jobs" in reasons["10"]
+    duplicates = [row for row in rejects if row["id"] == "8"]
+    assert len(duplicates) == 2 and all("appears 2 times" in r["reason"] for r in duplicates)
+    assert reasons["6"].startswith("line 7:")
+
+
+def blob_store_container():
+    import os
+
+    return os.environ["AZURE_BLOB_CONTAINER_RAW_DATA"]
+
+
+def snapshot(warehouse) -> dict[str, list[tuple]]:
+    tables = {}
+    with warehouse.transaction() as connection:
+        cursor = connection.cursor()
+        for table in ("departments", "jobs", "hired_employees"):
+            cursor.execute(f"SELECT * FROM {table} ORDER BY id")
+            tables[table] = [tuple(row) for row in cursor.fetchall()]
+    return tables
