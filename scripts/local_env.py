@@ -114,8 +114,11 @@ def airflow_env(
         # New DAG files show up within seconds, not minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-        # Two cores: a few task processes at a time is plenty.
-        "AIRFLOW__CORE__PARALLELISM": "8",
+        # Two cores: a few task processes at a time is plenty. Parsing a DAG file in a busy
+        # task process can take longer than the 30 s default allows.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
         # Connections and containers of the pipeline (see SPEC.md).
         "AIRFLOW_CONN_AZURE_BLOB": azurite_connection(blob_port),
         "AIRFLOW_CONN_WAREHOUSE": warehouse_uri

@@ -175,7 +175,7 @@ class Stack:
             capture_output=True, text=True,
         )
 
-    def start(self, timeout: float = 180.0) -> float:
+    def start(self, timeout: float = 300.0) -> float:
         """Start whatever is not running yet and wait for the API; return the seconds it took."""
         started = time.monotonic()
         config = self.config
@@ -263,7 +263,7 @@ class Stack:
     def health(self) -> dict | None:
         """The API's /api/v2/monitor/health answer, or None when it does not answer (yet)."""
         try:
-            response = httpx.get(f"{self.config.api_url}/api/v2/monitor/health", timeout=5)
+            response = httpx.get(f"{self.config.api_url}/api/v2/monitor/health", timeout=10)
         except httpx.HTTPError:
             return None
         return response.json() if response.status_code == 200 else None
@@ -371,7 +371,7 @@ class AirflowApi:
         return self.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
             "task_instances"]
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0,
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900.0,
                      interval: float = 0.5) -> dict:
         """Poll a run until it is finished; return the run (raise with task states on timeout)."""
         deadline = time.monotonic() + timeout

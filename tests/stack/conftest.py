@@ -63,11 +63,11 @@ def local_stack():
     stack = stack_driver.Stack(config)
     api = None
     try:
-        startup = stack.start(timeout=300)
-        stack.wait_healthy(timeout=180)
+        startup = stack.start(timeout=600)
+        stack.wait_healthy(timeout=300)
         print(f"\n[stack] API healthy {startup:.1f} s after start ({config.api_url}, state {state_dir})")
         api = stack.api()
-        api.wait_for_dags(DAG_IDS, timeout=240)
+        api.wait_for_dags(DAG_IDS, timeout=600)
         for dag_id in DAG_IDS:
             api.unpause(dag_id)
         yield LocalStack(stack=stack, api=api, warehouse_database=database, startup_seconds=startup)

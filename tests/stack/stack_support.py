@@ -109,7 +109,7 @@ class LocalStack:
         return self.sql(f'SELECT count(*) FROM "{table}"')[0][0]
 
     # -- DAG runs ---------------------------------------------------------------------------------
-    def run_to_end(self, dag_id: str, conf: dict, timeout: float = 300.0) -> dict:
+    def run_to_end(self, dag_id: str, conf: dict, timeout: float = 900.0) -> dict:
         """Trigger ``dag_id`` through the REST API, wait for the end, assert success."""
         run_id = self.api.trigger_run(dag_id, conf)
         run = self.api.wait_for_run(dag_id, run_id, timeout=timeout)
@@ -119,7 +119,7 @@ class LocalStack:
 
 
 def wait_for_metrics_run(stack: LocalStack, after: datetime, asset_name: str,
-                         timeout: float = 300.0) -> dict:
+                         timeout: float = 900.0) -> dict:
     """Wait until publish_metrics has a successful asset-triggered run that consumed an event of
     ``asset_name`` emitted after ``after``, and no run of it is queued or running."""
     api = stack.api

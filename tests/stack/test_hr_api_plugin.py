@@ -62,7 +62,7 @@ def test_ingest_triggers_ingest_table_and_returns_the_run(local_stack, hr, publi
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["dag_id"] == "ingest_table" and body["conf"] == {"table_name": "jobs"}
-    run = local_stack.api.wait_for_run("ingest_table", body["dag_run_id"], timeout=300)
+    run = local_stack.api.wait_for_run("ingest_table", body["dag_run_id"], timeout=900)
     assert run["state"] == "success", local_stack.api.failure_report("ingest_table", body["dag_run_id"])
     assert run["conf"] == {"table_name": "jobs"} and run["triggering_user_name"] == "admin"
     assert local_stack.row_count("jobs") == 183

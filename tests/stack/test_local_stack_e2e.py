@@ -87,7 +87,7 @@ def test_backup_then_restore_as_of_an_instant_before_a_damage(local_stack, publi
     assert local_stack.sql("SELECT sum(q1 + q2 + q3 + q4) FROM quarterly_hires_2021")[0][0] == 1643
 
 
-def _deferred_task(api, dag_id: str, run_id: str, timeout: float = 240.0) -> str:
+def _deferred_task(api, dag_id: str, run_id: str, timeout: float = 600.0) -> str:
     deadline = time.monotonic() + timeout
     states: dict = {}
     while time.monotonic() < deadline:
@@ -109,7 +109,7 @@ def test_a_sensor_waiting_for_a_file_resumes_once_it_arrives(local_stack, ingest
     assert api.run("ingest_table", run_id)["state"] == "running"
 
     local_stack.upload_extract("departments", SAMPLE_DATA / "departments.csv", "late_departments.csv")
-    run = api.wait_for_run("ingest_table", run_id, timeout=300)
+    run = api.wait_for_run("ingest_table", run_id, timeout=900)
     assert run["state"] == "success", api.failure_report("ingest_table", run_id)
     states = {ti["task_id"]: ti["state"] for ti in api.task_instances("ingest_table", run_id)}
     assert states[sensor] == "success"

@@ -76,7 +76,7 @@ def test_trigger_ingest_from_the_form_and_see_the_run_succeed(local_stack, inges
         from urllib.parse import unquote
 
         run_id = unquote(run_id)
-        run = local_stack.api.wait_for_run("ingest_table", run_id, timeout=300)
+        run = local_stack.api.wait_for_run("ingest_table", run_id, timeout=900)
         assert run["state"] == "success", local_stack.api.failure_report("ingest_table", run_id)
         assert run["conf"]["table_name"] == "jobs"  # what the dropdown picked
 
