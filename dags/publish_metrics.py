@@ -25,7 +25,9 @@ from hr_pipeline.assets import TABLE_ASSETS
 from hr_pipeline.metrics import CHECK_TASK_IDS, data_quality_checks
 from hr_pipeline.settings import WAREHOUSE_CONN_ID
 
-departments, jobs, hired_employees = (TABLE_ASSETS[name] for name in TABLE_ASSETS)
+departments, jobs, hired_employees = (
+    TABLE_ASSETS["departments"], TABLE_ASSETS["jobs"], TABLE_ASSETS["hired_employees"]
+)
 
 
 @dag(

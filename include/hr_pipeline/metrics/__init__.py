@@ -423,8 +423,15 @@ def format_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any
     return "\n".join(out)
 
 
-def format_2021_tables(warehouse) -> str:
-    """The two 2021 tables of the SPEC, aligned, in the SPEC's order, ready to print."""
+def format_2021_tables(warehouse=None) -> str:
+    """The two 2021 tables of the SPEC, aligned, in the SPEC's order, ready to print.
+
+    ``warehouse``: a ``Warehouse``; by default the one of the ``warehouse`` connection.
+    """
+    if warehouse is None:
+        from hr_pipeline.warehouse import Warehouse
+
+        warehouse = Warehouse(WAREHOUSE_CONN_ID)
     parts = []
     for name in ("quarterly_hires_2021", "departments_above_mean_2021"):
         metric = METRICS[name]
