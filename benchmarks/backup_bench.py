@@ -1,0 +1,246 @@
+"""Backing up and restoring 1,000,000 hires (PostgreSQL, Azurite) against bare baselines.
+
+Project figures: ``hr_pipeline.backup.backup_table`` and ``hr_pipeline.restore.restore_table``,
+the functions the DAGs' tasks call, on a private Azurite (started here on a free port): snapshot
+read, AVRO (deflate) file, upload, read-back verification; download, checksum and schema checks,
+staging, reference checks and the swap in one transaction.
+
+Baselines, on the same rows in the same run:
+- backup: a bare server-side cursor feeding ``fastavro.writer`` (deflate) into a local file;
+- restore: a bare ``fastavro.reader`` of that file feeding psycopg ``COPY`` into an empty table,
+  and ``psql \\copy`` of the same rows as CSV into an empty table (for scale, no target).
+
+Each figure is the median of ``REPEATS`` runs, each timed inside a fresh child process once its
+modules are imported (peak memory is the child's, imports included). Targets: backup within 1.5x its baseline, restore within 1.5x the reader-to-COPY
+baseline, peak memory under 500 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks.common import (
+    WORK_DIR,
+    dimension_rows,
+    fresh_postgres_database,
+    generate_hires_csv,
+    measure_in_child,
+    postgres_dsn,
+    report,
+    time_command,
+    use_postgres_warehouse,
+)
+
+HIRES = int(os.environ.get("HR_BENCH_BACKUP_HIRES", "1000000"))
+REPEATS = int(os.environ.get("HR_BENCH_BACKUP_REPEATS", "3"))
+TARGET_RATIO = 1.5
+MEMORY_TARGET_MB = 500
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+AZURITE_ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+COLUMNS = ("id", "name", "datetime", "department_id", "job_id")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _use_azurite(port: int) -> None:
+    connection_string = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+    os.environ["AIRFLOW_CONN_AZURE_BLOB"] = json.dumps(
+        {"conn_type": "wasb", "extra": {"connection_string": connection_string}}
+    )
+    os.environ["AZURE_BLOB_CONTAINER_BACKUPS"] = f"bench-backups-{uuid.uuid4().hex[:8]}"
+
+
+def _load(database: str, hires_csv: Path) -> None:
+    """Create the tables (the project's DDL), then load them with plain COPY."""
+    import psycopg
+
+    from hr_pipeline.contracts import CONTRACTS
+    from hr_pipeline.warehouse import Warehouse, copy_rows
+
+    use_postgres_warehouse(database)
+    Warehouse().ensure_tables()
+    with psycopg.connect(postgres_dsn(database)) as connection, connection.cursor() as cursor:
+        for table, label, count in (("departments", "Department", 12), ("jobs", "Job", 183)):
+            copy_rows(cursor, table, CONTRACTS[table], dimension_rows(count, label))
+        with cursor.copy('COPY "hired_employees" FROM STDIN WITH (FORMAT csv)') as copy, \
+                open(hires_csv, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                copy.write(chunk)
+    with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+
+
+def _empty_copy_of_hires(database: str, table: str) -> None:
+    """A fresh table shaped like hired_employees (same DDL, primary key included)."""
+    import psycopg
+
+    from hr_pipeline import ddl
+    from hr_pipeline.contracts import CONTRACTS
+
+    with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:
+        connection.execute(f'DROP TABLE IF EXISTS "{table}"')
+        connection.execute(ddl.create_table(CONTRACTS["hired_employees"], "postgres", table_name=table))
+
+
+# -- what runs in the children (module level: they are pickled by name) -------------------------
+
+
+def _import_project() -> None:
+    """What a worker process has imported before it runs a task (not part of the figure)."""
+    import fastavro  # noqa: F401
+    import psycopg  # noqa: F401
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook  # noqa: F401
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
+
+    from hr_pipeline import backup, blob_store, restore, warehouse  # noqa: F401
+
+
+def _project_backup(database: str, work_dir: str) -> tuple[float, dict]:
+    use_postgres_warehouse(database)
+    _import_project()
+    from hr_pipeline import backup
+
+    started = time.perf_counter()
+    result = backup.backup_table("hired_employees", work_dir=Path(work_dir))
+    return time.perf_counter() - started, result.as_dict()
+
+
+def _baseline_backup(database: str, path: str) -> tuple[float, int]:
+    import fastavro
+    import psycopg
+
+    from hr_pipeline.contracts import CONTRACTS, avro_schema
+
+    schema = fastavro.parse_schema(avro_schema(CONTRACTS["hired_employees"]))
+    started = time.perf_counter()
+    with psycopg.connect(postgres_dsn(database)) as connection:
+        with connection.cursor(name="baseline") as cursor, open(path, "wb") as handle:
+            cursor.itersize = 50_000
+            cursor.execute('SELECT "id", "name", "datetime", "department_id", "job_id" FROM "hired_employees"')
+            fastavro.writer(handle, schema, (dict(zip(COLUMNS, row)) for row in cursor), codec="deflate")
+    return time.perf_counter() - started, os.path.getsize(path)
+
+
+def _project_restore(database: str, work_dir: str) -> tuple[float, dict]:
+    use_postgres_warehouse(database)
+    _import_project()
+    from hr_pipeline import restore
+
+    started = time.perf_counter()
+    result = restore.restore_table("hired_employees", "latest", work_dir=Path(work_dir))
+    return time.perf_counter() - started, result.as_dict()
+
+
+def _baseline_restore(database: str, path: str, table: str) -> tuple[float, int]:
+    import fastavro
+    import psycopg
+
+    started = time.perf_counter()
+    rows = 0
+    with psycopg.connect(postgres_dsn(database)) as connection, connection.cursor() as cursor, \
+            open(path, "rb") as handle:
+        columns = ", ".join(f'"{c}"' for c in COLUMNS)
+        with cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
+            for record in fastavro.reader(handle):
+                copy.write_row((record["id"], record["name"], record["datetime"],
+                                record["department_id"], record["job_id"]))
+                rows += 1
+    return time.perf_counter() - started, rows
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+
+
+def _median(runs):
+    return statistics.median(seconds for seconds, *_ in runs)
+
+
+def _measure(label: str, target, *args):
+    """REPEATS runs in fresh children: (median seconds of work, max peak RSS MB, last result)."""
+    runs = []
+    for _ in range(REPEATS):
+        measurement = measure_in_child(target, *args)
+        seconds, result = measurement.result
+        runs.append((seconds, measurement.peak_rss_mb, result))
+        print(f"  {label}: {seconds:.2f} s, peak {measurement.peak_rss_mb:.0f} MB", flush=True)
+    return _median(runs), max(peak for _, peak, _ in runs), runs[-1][2]
+
+
+def main() -> bool:
+    hires_csv = generate_hires_csv(WORK_DIR / f"hires_{HIRES}.csv", HIRES)
+    work_dir = WORK_DIR / "backup"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("AIRFLOW_HOME", str(WORK_DIR / "airflow"))
+    port = _free_port()
+    azurite_dir = WORK_DIR / "azurite-backup-bench"
+    script = PROJECT_ROOT / "scripts" / "azurite.sh"
+    subprocess.run(["bash", str(script), "start", str(azurite_dir), str(port)], check=True)
+    try:
+        _use_azurite(port)
+        with fresh_postgres_database() as database:
+            _load(database, hires_csv)
+            print(f"{HIRES:,} hires loaded; {REPEATS} run(s) of each figure", flush=True)
+
+            backup_s, backup_mb, backup_result = _measure(
+                "project backup", _project_backup, database, str(work_dir))
+            baseline_file = work_dir / "baseline.avro"
+            base_backup_s, base_backup_mb, size = _measure(
+                "cursor -> fastavro", _baseline_backup, database, str(baseline_file))
+            print(f"  backup file {backup_result['bytes']:,} bytes (baseline {size:,} bytes)", flush=True)
+
+            restore_s, restore_mb, restore_result = _measure(
+                "project restore", _project_restore, database, str(work_dir))
+            assert restore_result["rows"] == HIRES, restore_result
+
+            runs = []
+            for _ in range(REPEATS):
+                _empty_copy_of_hires(database, "hires_baseline")
+                measurement = measure_in_child(_baseline_restore, database, str(baseline_file), "hires_baseline")
+                seconds, rows = measurement.result
+                assert rows == HIRES
+                runs.append((seconds, measurement.peak_rss_mb))
+                print(f"  fastavro -> COPY: {seconds:.2f} s, peak {measurement.peak_rss_mb:.0f} MB", flush=True)
+            base_restore_s = _median(runs)
+
+            csv_file = work_dir / "hires.csv"
+            dsn = postgres_dsn(database)
+            subprocess.run(["psql", dsn, "-qc", f"\\copy hired_employees TO '{csv_file}' CSV"], check=True)
+            psql_runs = []
+            for _ in range(REPEATS):
+                _empty_copy_of_hires(database, "hires_psql")
+                psql_runs.append(time_command(["psql", dsn, "-qc", f"\\copy hires_psql FROM '{csv_file}' CSV"]))
+            psql_s = statistics.median(psql_runs)
+            csv_file.unlink(missing_ok=True)
+            baseline_file.unlink(missing_ok=True)
+
+        print()
+        met = report("backup (project: snapshot, upload, verify)", backup_s,
+                     "cursor -> fastavro.writer (local)", base_backup_s, TARGET_RATIO,
+                     backup_mb, MEMORY_TARGET_MB)
+        met &= report("restore (project: download, check, swap)", restore_s,
+                      "fastavro.reader -> COPY", base_restore_s, TARGET_RATIO,
+                      restore_mb, MEMORY_TARGET_MB)
+        report("restore (project), for scale", restore_s, "psql \\copy CSV", psql_s)
+        return met
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(azurite_dir), str(port)], check=False)
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if main() else 1)
