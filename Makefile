@@ -22,7 +22,8 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@# npm ci wipes node_modules first: only on a clone without it (a running emulator uses it)
+	@test -x node_modules/.bin/azurite-blob || npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 install: $(VENV)/.installed node_modules/.installed ## Create .venv and install the pinned Python and npm packages
