@@ -373,7 +373,13 @@ def backup_table(
                  table_name, rows, size, container, name)
         store.upload_file(container, name, path, metadata=blob_metadata)
         os.unlink(path)
-        verify_backup(store, container, name, expected_rows=rows, expected_sha256=digest, work_dir=Path(tmp))
+        try:
+            verify_backup(store, container, name, expected_rows=rows, expected_sha256=digest,
+                          work_dir=Path(tmp))
+        except BackupError:
+            # A blob that failed its read-back is no backup: never leave it for a restore to pick.
+            store.delete(container, name)
+            raise
     seconds = time.perf_counter() - started
     log.info("%s: backup %s/%s verified: %d rows, %d bytes, sha256 %s, %.1f s",
              table_name, container, name, rows, size, digest, seconds)

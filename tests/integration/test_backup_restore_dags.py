@@ -364,3 +364,19 @@ def test_params_refuse_a_table_outside_the_contract(airflow_db):
     # a run triggered with a table outside the contract never starts
     with pytest.raises(ParamValidationError):
         restore.test(run_conf={"table_name": "employees"})
+
+
+def test_a_backup_that_fails_its_read_back_is_deleted(sqlite_warehouse, blob_store, monkeypatch):
+    fill(sqlite_warehouse, "jobs", JOBS)
+    upload = blob_store.upload_file
+
+    # Fault injection around the real upload to Azurite (not a mock): the blob loses its last bytes.
+    def damaged_upload(container, name, path, metadata=None):
+        data = path.read_bytes()
+        path.write_bytes(data[:-10])
+        upload(container, name, path, metadata)
+
+    monkeypatch.setattr(blob_store, "upload_file", damaged_upload)
+    with pytest.raises(backup_logic.BackupError, match=r"failed verification: sha256 of the uploaded blob"):
+        backup_logic.backup_table("jobs", sqlite_warehouse, blob_store)
+    assert blob_store.list(backups_container()) == []
