@@ -1,0 +1,97 @@
+"""Every DAG file imports cleanly, fast, and follows the project's policies."""
+
+from __future__ import annotations
+
+import ast
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+DAG_FILES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
+EXPECTED_DAG_IDS = {"ingest_table", "backup_tables", "restore_table", "publish_metrics"}
+HEAVY_MODULES = ("great_expectations", "pandas", "fastavro", "numpy", "azure.storage")
+
+
+@pytest.fixture(scope="module")
+def dag_bag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=DAGS_FOLDER)
+
+
+def test_no_import_errors(dag_bag):
+    assert dag_bag.import_errors == {}
+
+
+def test_the_specs_dags_are_all_there(dag_bag):
+    assert EXPECTED_DAG_IDS <= set(dag_bag.dag_ids)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAG_IDS))
+def test_dag_policies(dag_bag, dag_id):
+    dag = dag_bag.dags[dag_id]
+    assert dag.tags, f"{dag_id} has no tags"
+    assert dag.catchup is False, f"{dag_id} must not catch up"
+    for task in dag.tasks:
+        assert task.retries is not None
+    retrying = [t for t in dag.tasks if t.retries >= 1]
+    assert retrying, f"{dag_id}: no task retries"
+    assert dag.default_args.get("retries", 0) >= 1, f"{dag_id}: default_args has no retries"
+
+
+def test_table_params_offer_exactly_the_contract_tables(dag_bag):
+    from hr_pipeline.contracts import TABLE_NAMES
+
+    for dag_id in ("ingest_table", "restore_table"):
+        schema = dag_bag.dags[dag_id].params.get_param("table_name").schema
+        assert schema["enum"] == list(TABLE_NAMES)
+
+
+def test_ingest_table_chain(dag_bag):
+    dag = dag_bag.dags["ingest_table"]
+    assert dag.schedule is None or dag.timetable.summary in ("None", None)
+    sensor = dag.get_task("wait_for_files")
+    assert sensor.deferrable is True
+    assert sensor.timeout > 0
+    assert "validate" in sensor.downstream_task_ids
+    for table in ("departments", "jobs", "hired_employees"):
+        load = dag.get_task(f"load_{table}")
+        assert [a.name for a in load.outlets] == [f"warehouse.{table}"]
+        assert "archive" in load.downstream_task_ids
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_files_import_nothing_heavy_at_top_level(path):
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        for name in names:
+            assert not name.startswith(HEAVY_MODULES), f"{path.name} imports {name} at top level"
+            assert not name.startswith(("airflow.decorators", "airflow.models.dag", "airflow.datasets")), (
+                f"{path.name}: Airflow 2 import {name}; use airflow.sdk"
+            )
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_files_parse_without_loading_heavy_libraries(path):
+    """Import the file in a fresh interpreter and check no heavy library got loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        f"runpy.run_path({str(path)!r}, run_name='dag_file')\n"
+        f"heavy = [m for m in {HEAVY_MODULES[:4]!r} if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HEAVY=\n" in result.stdout + "\n" and "HEAVY=," not in result.stdout, result.stdout[-500:]

@@ -1,0 +1,100 @@
+"""Each rule of the SPEC, checked through the Great Expectations suite built from the contract."""
+
+import pytest
+
+from hr_pipeline.contracts import CONTRACTS
+from hr_pipeline.csv_reader import RawRow
+from hr_pipeline.validation import ChunkValidator, build_rules
+
+HIRES = CONTRACTS["hired_employees"]
+KEYS = {"departments": {1, 2}, "jobs": {10, 11}}
+
+
+def rows(*records):
+    return [RawRow(i, i, list(r)) for i, r in enumerate(records, start=1)]
+
+
+def validate(*records, duplicates=None, contract=HIRES, keys=KEYS):
+    return ChunkValidator(contract, keys, duplicates).validate(rows(*records))
+
+
+def reasons_of(result):
+    return {r.row_number: r.reasons for r in result.rejected}
+
+
+GOOD = ("1", "Ann", "2021-01-01T00:00:00Z", "1", "10")
+
+
+def test_suite_is_derived_from_the_contract():
+    rules = build_rules(HIRES, KEYS)
+    assert {(r.name, r.column) for r in rules} >= {
+        ("required", "id"), ("required", "job_id"), ("integer", "department_id"),
+        ("instant format", "datetime"), ("real instant", "datetime"),
+        ("foreign key", "department_id"), ("foreign key", "job_id"), ("unique key", "id"),
+    }
+    suite = ChunkValidator(HIRES, KEYS).suite
+    assert len(suite.expectations) == len(rules)
+
+
+def test_a_good_row_is_normalised():
+    result = validate(GOOD, ("+2", " Bob ", "2021-06-30T23:59:59.5Z", "02", "11"))
+    assert result.rejected == []
+    assert result.valid_rows == [
+        ["1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10"],
+        ["2", "Bob", "2021-06-30T23:59:59.500000Z", "2", "11"],
+    ]
+
+
+@pytest.mark.parametrize("record,expected", [
+    (("", "Ann", "2021-01-01T00:00:00Z", "1", "10"), "id: required field is empty"),
+    (("1", "", "2021-01-01T00:00:00Z", "1", "10"), "name: required field is empty"),
+    (("a1", "Ann", "2021-01-01T00:00:00Z", "1", "10"), "id: 'a1' is not an integer"),
+    (("1.5", "Ann", "2021-01-01T00:00:00Z", "1", "10"), "id: '1.5' is not an integer"),
+    (("99999999999", "Ann", "2021-01-01T00:00:00Z", "1", "10"), "outside the 32-bit integer range"),
+    (("1", "Ann", "2021-02-30T00:00:00Z", "1", "10"), "'2021-02-30T00:00:00Z' is not a real date"),
+    (("1", "Ann", "2021-01-01T25:00:00Z", "1", "10"), "is not a real date"),
+    (("1", "Ann", "2021-01-01", "1", "10"), "is not an ISO 8601 UTC instant"),
+    (("1", "Ann", "2021-01-01T00:00:00+02:00", "1", "10"), "is not an ISO 8601 UTC instant"),
+    (("1", "Ann", "soon", "1", "10"), "is not an ISO 8601 UTC instant"),
+    (("1", "Ann", "2021-01-01T00:00:00Z", "3", "10"), "department_id: 3 does not exist in departments"),
+    (("1", "Ann", "2021-01-01T00:00:00Z", "1", "12"), "job_id: 12 does not exist in jobs"),
+    (("1", "A" * 256, "2021-01-01T00:00:00Z", "1", "10"), "name: longer than 255 characters"),
+    (("1", "Ann", "2021-01-01T00:00:00Z", "1"), "has 4 fields, expected 5"),
+    (("1", "Ann", "2021-01-01T00:00:00Z", "1", "10", "x"), "has 6 fields, expected 5"),
+])
+def test_each_rule_rejects_with_its_reason(record, expected):
+    result = validate(GOOD, record)
+    assert result.valid_rows == [list(v if i != 2 else "2021-01-01T00:00:00.000000Z" for i, v in enumerate(GOOD))]
+    assert len(result.rejected) == 1
+    assert any(expected in reason for reason in result.rejected[0].reasons), result.rejected[0].reasons
+
+
+def test_every_broken_rule_is_listed():
+    result = validate(("x", "", "2021-13-01T00:00:00Z", "", "7"))
+    reasons = " | ".join(reasons_of(result)[1])
+    for expected in ("id: 'x' is not an integer", "name: required", "is not a real date",
+                     "department_id: required", "job_id: 7 does not exist"):
+        assert expected in reasons
+
+
+def test_duplicate_ids_reject_every_row_with_them():
+    result = validate(GOOD, ("1", "Bob", "2021-01-01T00:00:00Z", "1", "10"),
+                      ("2", "Cy", "2021-01-01T00:00:00Z", "1", "10"), duplicates={1: 2})
+    assert [row[0] for row in result.valid_rows] == ["2"]
+    assert all("id: 1 appears 2 times" in r.reasons[0] for r in result.rejected)
+
+
+def test_reason_names_the_line():
+    result = ChunkValidator(HIRES, KEYS).validate([RawRow(4, 9, ["1", "", "2021-01-01T00:00:00Z", "1", "10"])])
+    assert result.rejected[0].reason == "line 9: name: required field is empty"
+
+
+def test_header_of_another_table_says_so():
+    result = validate(("id", "job"))
+    assert "header row of table jobs" in result.rejected[0].reasons[0]
+
+
+def test_foreign_keys_with_an_empty_reference_table_reject_all():
+    result = validate(GOOD, keys={"departments": set(), "jobs": set()})
+    assert result.valid_rows == []
+    assert "does not exist in departments" in " ".join(result.rejected[0].reasons)
