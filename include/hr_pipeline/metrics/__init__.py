@@ -378,7 +378,7 @@ def publish_metrics(warehouse) -> dict[str, int]:
     run_statements(warehouse, plan.build)
     run_checks(warehouse, plan)
     run_statements(warehouse, plan.swap)
-    counts = {metric.name: published_row_count(warehouse, metric.name) for metric in METRIC_TABLES}
+    counts = published_row_counts(warehouse)
     log.info("Published %s", ", ".join(f"{name}: {n} rows" for name, n in counts.items()))
     return counts
 
@@ -386,12 +386,15 @@ def publish_metrics(warehouse) -> dict[str, int]:
 # -- reading the published tables ----------------------------------------------------------------
 
 
-def published_row_count(warehouse, name: str) -> int:
-    metric = METRICS[name]
+def published_row_counts(warehouse) -> dict[str, int]:
+    """Rows of each published table, read in one transaction."""
+    counts = {}
     with warehouse.transaction() as connection:
         cursor = connection.cursor()
-        cursor.execute(f"SELECT COUNT(*) FROM {quote(metric.name, warehouse.dialect)}")
-        return int(cursor.fetchone()[0])
+        for metric in METRIC_TABLES:
+            cursor.execute(f"SELECT COUNT(*) FROM {quote(metric.name, warehouse.dialect)}")
+            counts[metric.name] = int(cursor.fetchone()[0])
+    return counts
 
 
 def read_metric(warehouse, name: str) -> list[tuple]:
