@@ -31,8 +31,9 @@ RESTORED_TABLE = AssetAlias(name="hr.restored_table", group="hr")
     catchup=False,
     max_active_runs=1,
     tags=["hr", "backup", "restore"],
-    # A refused restore (bad backup, broken references) fails the same way on a retry.
-    default_args={"retries": 0},
+    # Retries are for passing faults (network, a lock timeout); a refusal (no such backup, a
+    # corrupted file, broken references) fails at once: it would fail the same way again.
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
     params={
         "table_name": Param(
             TABLE_NAMES[0],
@@ -61,11 +62,16 @@ RESTORED_TABLE = AssetAlias(name="hr.restored_table", group="hr")
 def restore_table():
     @task(outlets=[RESTORED_TABLE])
     def restore(params=None, outlet_events=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from hr_pipeline import restore as restore_logic
 
-        result = restore_logic.restore_table(
-            params["table_name"], backup=params["backup"], as_of=params["as_of"]
-        )
+        try:
+            result = restore_logic.restore_table(
+                params["table_name"], backup=params["backup"], as_of=params["as_of"]
+            )
+        except restore_logic.REFUSALS as refusal:
+            raise AirflowFailException(str(refusal)) from refusal
         outlet_events[RESTORED_TABLE].add(
             TABLE_ASSETS[result.table],
             extra={"restored_from": result.blob_name, "rows": result.rows},

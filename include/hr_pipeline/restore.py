@@ -76,6 +76,11 @@ class ReferentialIntegrityError(BackupError):
     pass
 
 
+# Refusals: the same restore would be refused again, so a retry is pointless. Other errors (a lost
+# connection, a lock timeout: a plain BackupError wrapping the driver's) may pass.
+REFUSALS = (BackupNotFoundError, BackupCorruptError, BackupSchemaError, ReferentialIntegrityError)
+
+
 # -- choosing the backup -----------------------------------------------------------------------
 
 

@@ -331,6 +331,13 @@ def test_restore_dag_fails_on_a_refused_restore_and_emits_no_event(airflow_db, s
     fill(sqlite_warehouse, "jobs", JOBS)
     run = load_dag("restore_table").test(run_conf={"table_name": "jobs"})
     assert run.state == "failed"
+    # a refusal fails at once (AirflowFailException), not after the retries meant for passing faults
+    from airflow import settings
+    from airflow.models.taskinstance import TaskInstance
+
+    with settings.Session() as session:
+        ti = session.query(TaskInstance).filter_by(dag_id="restore_table", run_id=run.run_id).one()
+        assert (ti.task_id, ti.state, ti.try_number) == ("restore", "failed", 1)
     assert asset_events(run.run_id) == []
     assert table_rows(sqlite_warehouse, "jobs") == JOBS
 
