@@ -93,7 +93,6 @@ def ingested(local_stack):
         runs[table] = local_stack.run_to_end("ingest_table", {"table_name": table})
     seconds = time.monotonic() - started
     local_stack.figures["full_ingest_seconds"] = seconds
-    print(f"\n[stack] full ingest of the real extracts through the REST API: {seconds:.1f} s")
     return runs
 
 
