@@ -12,7 +12,7 @@ import importlib.util
 import threading
 import uuid
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
