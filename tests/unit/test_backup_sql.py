@@ -35,11 +35,23 @@ def test_rendered_mssql_restore_parses_as_tsql(contract):
     assert '"' not in script and "ON CONFLICT" not in script
 
 
-@pytest.mark.parametrize("dialect", ["postgres", "sqlite"])
 @contracts
-def test_restore_sql_parses_for_postgres_and_sqlite(contract, dialect):
-    for sql in restore.create_staging_sql(contract, dialect) + restore.swap_statements(contract, dialect):
-        parse(sql, dialect)
+def test_restore_sql_parses_for_sqlite(contract):
+    for sql in restore.create_staging_sql(contract, "sqlite") + restore.swap_statements(contract, "sqlite"):
+        parse(sql, "sqlite")
+
+
+@contracts
+def test_postgres_restore_loads_the_table_inside_the_transaction(contract):
+    statements = restore.swap_statements(contract, "postgres")
+    delete = statements.index(f'DELETE FROM "{contract.name}"')
+    copy = next(i for i, sql in enumerate(statements) if sql.startswith(f'COPY "{contract.name}"'))
+    assert all(sql.startswith("LOCK TABLE") for sql in statements[:delete])
+    assert delete + 1 == copy and all("NOT EXISTS" in sql for sql in statements[copy + 1:])
+    for sql in statements[:copy] + statements[copy + 1:]:
+        parse(sql, "postgres")
+    with pytest.raises(ValueError):
+        restore.create_staging_sql(contract, "postgres")
 
 
 def test_reference_checks_cover_both_directions():
