@@ -52,7 +52,8 @@ def test_trigger_ingest_from_the_form_and_see_the_run_succeed(local_stack, brows
     local_stack.upload_extract("jobs", name="jobs_from_the_ui.csv")
     base = local_stack.url
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(60_000)  # actions; a busy 2-core machine renders slowly
+    expect.set_options(timeout=60_000)  # assertions
     try:
         page.goto(f"{base}/")
         expect(page).to_have_url(re.compile(r"/auth/login"))
