@@ -20,12 +20,12 @@ case "$action" in
       --blobHost 127.0.0.1 --blobPort "$port" --location "$data_dir" \
       >"$log_file" 2>&1 &
     echo $! >"$pid_file"
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 600); do
       if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "Azurite blob service on 127.0.0.1:$port"; exit 0; fi
       running || { echo "Azurite failed to start, see $log_file" >&2; cat "$log_file" >&2; exit 1; }
       sleep 0.1
     done
-    echo "Azurite did not open port $port within 10 s, see $log_file" >&2; exit 1
+    echo "Azurite did not open port $port within 60 s, see $log_file" >&2; exit 1
     ;;
   stop)
     if running; then kill "$(cat "$pid_file")"; echo "Azurite stopped"; fi

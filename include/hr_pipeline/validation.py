@@ -27,7 +27,7 @@ from hr_pipeline.contracts import (
     ColumnType,
     TableContract,
 )
-from hr_pipeline.csv_reader import RawRow, header_of_other_table
+from hr_pipeline.csv_reader import Chunk, RawRow, header_of_other_table
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,12 @@ class RejectedRow:
 
     @property
     def reason(self) -> str:
-        return f"line {self.line_number}: " + "; ".join(self.reasons)
+        return f"row {self.line_number}: " + "; ".join(self.reasons)
 
 
 @dataclass
 class ChunkResult:
-    valid_rows: list[list[str]]  # normalised text values in contract column order
+    valid_rows: list[tuple[str, ...]]  # normalised text values in contract column order
     rejected: list[RejectedRow]
 
 
@@ -154,58 +154,65 @@ class ChunkValidator:
             gx.ValidationDefinition(data=batch, suite=suite, name=f"{contract.name}_rows")
         )
 
-    def frame(self, rows: list[RawRow]):
-        """The chunk as a DataFrame: raw text (None when empty) plus the derived columns."""
+    def frame(self, chunk: Chunk):
+        """The chunk's well-formed rows as a DataFrame: raw text (missing when empty, Arrow-backed
+        strings) plus the derived columns. Column-wise and vectorised: per-value Python work here
+        would cost more than the whole validation."""
+        import numpy as np
         import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-        names = self.contract.column_names
-        columns: dict[str, Any] = {ROW: [r.row_number for r in rows]}
-        for position, name in enumerate(names):
-            values = [r.fields[position].strip() for r in rows]
-            columns[name] = [v if v else None for v in values]
-        frame = pd.DataFrame(columns, dtype=object)
-        frame[ROW] = frame[ROW].astype("int64")
+        as_text = {pa.string(): pd.StringDtype(storage="pyarrow", na_value=np.nan)}.get
+        frame = pd.DataFrame({ROW: np.asarray(chunk.row_numbers, dtype=np.int64)})
+        for name, column in zip(self.contract.column_names, chunk.columns):
+            trimmed = pc.utf8_trim_whitespace(column)
+            empty_as_null = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+            frame[name] = empty_as_null.to_pandas(types_mapper=as_text)
         for column in self.contract.columns:
             raw = frame[column.name]
             if column.type is ColumnType.INTEGER:
-                shaped = raw.where(raw.str.match(INTEGER_PATTERN, na=False))
-                # float64 holds every 32-bit integer exactly; bigger ones only need to fail the range rule
-                frame[_derived(column.name, "int")] = pd.to_numeric(shaped, errors="coerce")
+                text = pa.array(raw.array)
+                shaped = pc.if_else(pc.match_substring_regex(text, INTEGER_PATTERN),
+                                    text, pa.scalar(None, pa.string()))
+                # float64 holds every 32-bit integer exactly; bigger ones only need to fail the
+                # range rule. Arrow's cast is C++: no per-value Python.
+                frame[_derived(column.name, "int")] = pc.cast(shaped, pa.float64()).to_numpy(
+                    zero_copy_only=False)
             elif column.type is ColumnType.TIMESTAMP:
-                shaped = raw.where(raw.str.match(INSTANT_PATTERN, na=False))
-                parsed = pd.to_datetime(shaped, format="ISO8601", utc=True, errors="coerce")
-                real = parsed.notna().astype(object).where(shaped.notna(), None)
+                is_shaped = raw.str.fullmatch(INSTANT_PATTERN[1:-1]).fillna(False).astype(bool)
+                parsed = pd.to_datetime(raw.where(is_shaped), format="ISO8601", utc=True, errors="coerce")
+                real = pd.array(parsed.notna().to_numpy(), dtype="boolean")
+                real[~is_shaped.to_numpy()] = pd.NA
                 frame[_derived(column.name, "is_real_instant")] = real
                 frame[_derived(column.name, "parsed")] = parsed
         key_ints = frame[_derived(self.contract.key, "int")]
-        frame[_derived(self.contract.key, "count_in_file")] = (
-            key_ints.map(lambda v: self.duplicate_ids.get(int(v), 1) if v == v else 1)
-            if self.duplicate_ids
-            else 1
-        )
+        counts = pd.Series(1, index=frame.index, dtype="int64")
+        if self.duplicate_ids:
+            repeated = key_ints.map(self.duplicate_ids)
+            counts = repeated.fillna(1).astype("int64")
+        frame[_derived(self.contract.key, "count_in_file")] = counts
         return frame
 
-    def validate(self, rows: list[RawRow]) -> ChunkResult:
+    def validate(self, rows: Chunk | list[RawRow]) -> ChunkResult:
         width = len(self.contract.columns)
+        chunk = rows if isinstance(rows, Chunk) else Chunk.of(rows, width)
         rejected: dict[int, RejectedRow] = {}
-        well_formed: list[RawRow] = []
-        for row in rows:
-            if len(row.fields) == width:
-                well_formed.append(row)
-                continue
+        for row in chunk.misshapen:
             reason = (
                 f"has {len(row.fields)} fields, expected {width} "
                 f"({', '.join(self.contract.column_names)})"
             )
             other = header_of_other_table(row.fields, self.contract)
             if other:
-                reason += f"; this is the header row of table {other}: wrong folder?"
+                reason += f"; this looks like the header row of table {other}: wrong folder?"
             rejected[row.row_number] = RejectedRow(row.row_number, row.line_number, row.fields, [reason])
-        if not well_formed:
+        well_formed = chunk
+        if not len(chunk.row_numbers):
             return ChunkResult([], sorted(rejected.values(), key=lambda r: r.row_number))
 
         frame = self.frame(well_formed)
-        by_number = {row.row_number: row for row in well_formed}
+        position_of = {}
         result = self.validation.run(
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW]},
@@ -223,13 +230,17 @@ class ChunkValidator:
                 rule = self.rules[outcome.expectation_config.meta["rule"]]
                 for failure in outcome.result.get("unexpected_index_list") or []:
                     number = int(failure[ROW])
-                    row = by_number[number]
-                    raw = row.fields[self.contract.column_names.index(rule.column)].strip()
-                    entry = rejected.setdefault(
-                        number, RejectedRow(number, row.line_number, row.fields, [])
-                    )
+                    if not position_of:
+                        position_of = dict(zip(well_formed.row_numbers.tolist(), range(len(well_formed.row_numbers))))
+                    row_fields = well_formed.fields(position_of[number])
+                    raw = row_fields[self.contract.column_names.index(rule.column)].strip()
+                    entry = rejected.setdefault(number, RejectedRow(number, number, row_fields, []))
                     entry.reasons.append(rule.explain(raw, failure.get(rule.checked_column)))
 
+        first = rejected.get(1)  # record 1: a header row of the wrong table?
+        if first and "header row" not in first.reasons[0] and (
+                other := header_of_other_table(first.fields, self.contract)):
+            first.reasons.append(f"this looks like the header row of table {other}: wrong folder?")
         valid_rows = self._normalised(frame, rejected)
         return ChunkResult(valid_rows, sorted(rejected.values(), key=lambda r: r.row_number))
 
@@ -240,22 +251,25 @@ class ChunkValidator:
         manager.batch_data_cache.clear()
         manager.reset_batch_cache()
 
-    def _normalised(self, frame, rejected: dict[int, RejectedRow]) -> list[list[str]]:
-        """Valid rows as text in the warehouse's canonical form (integers without sign noise,
-        instants as fixed-width UTC with microseconds)."""
-        keep = ~frame[ROW].isin(list(rejected)) if rejected else None
-        good = frame[keep] if keep is not None else frame
+    def _normalised(self, frame, rejected: dict[int, RejectedRow]) -> list[tuple[str, ...]]:
+        """Valid rows as text in the warehouse's canonical form: integers without sign or zero
+        padding, instants as fixed-width UTC with microseconds (what SQLite stores, what
+        PostgreSQL's COPY and SQL Server read)."""
+        import numpy as np
+
+        good = frame[~frame[ROW].isin(list(rejected))] if rejected else frame
         columns = []
         for column in self.contract.columns:
             if column.type is ColumnType.INTEGER:
-                columns.append(good[_derived(column.name, "int")].astype("int64").astype(str).tolist())
+                values = good[_derived(column.name, "int")].to_numpy(dtype=np.int64)
+                columns.append(values.astype(str).tolist())
             elif column.type is ColumnType.TIMESTAMP:
-                columns.append(
-                    good[_derived(column.name, "parsed")].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").tolist()
-                )
+                instants = good[_derived(column.name, "parsed")].dt.tz_localize(None)
+                text = np.datetime_as_string(instants.to_numpy(dtype="datetime64[us]"), unit="us")
+                columns.append(np.char.add(text, "Z").tolist())
             else:
                 columns.append(good[column.name].tolist())
-        return [list(values) for values in zip(*columns)]
+        return list(zip(*columns))
 
 
 def parse_instant(text: str) -> datetime:

@@ -121,7 +121,7 @@ def test_bad_rows_go_to_rejects_with_reasons(blob_store, sqlite_warehouse):
     assert "job_id: 999 does not exist in jobs" in reasons["10"]
     duplicates = [row for row in rejects if row["id"] == "8"]
     assert len(duplicates) == 2 and all("appears 2 times" in r["reason"] for r in duplicates)
-    assert reasons["6"].startswith("line 7:")
+    assert reasons["6"].startswith("row 7:")
 
 
 def blob_store_container():
@@ -157,5 +157,4 @@ def test_empty_header_only_and_wrong_shape_files(blob_store, sqlite_warehouse):
     assert set(rejects) == {"c-wrong-table.rejects.csv", "d-jobs-header.rejects.csv"}
     assert len(rejects["c-wrong-table.rejects.csv"]) == 2
     assert all("has 5 fields, expected 2" in r["reason"] for r in rejects["c-wrong-table.rejects.csv"])
-    assert "header row of table jobs" in rejects["d-jobs-header.rejects.csv"][0]["reason"] or \
-        "is not an integer" in rejects["d-jobs-header.rejects.csv"][0]["reason"]
+    assert "header row of table jobs" in rejects["d-jobs-header.rejects.csv"][0]["reason"]

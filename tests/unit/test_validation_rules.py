@@ -40,8 +40,8 @@ def test_a_good_row_is_normalised():
     result = validate(GOOD, ("+2", " Bob ", "2021-06-30T23:59:59.5Z", "02", "11"))
     assert result.rejected == []
     assert result.valid_rows == [
-        ["1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10"],
-        ["2", "Bob", "2021-06-30T23:59:59.500000Z", "2", "11"],
+        ("1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10"),
+        ("2", "Bob", "2021-06-30T23:59:59.500000Z", "2", "11"),
     ]
 
 
@@ -64,7 +64,7 @@ def test_a_good_row_is_normalised():
 ])
 def test_each_rule_rejects_with_its_reason(record, expected):
     result = validate(GOOD, record)
-    assert result.valid_rows == [list(v if i != 2 else "2021-01-01T00:00:00.000000Z" for i, v in enumerate(GOOD))]
+    assert result.valid_rows == [tuple(v if i != 2 else "2021-01-01T00:00:00.000000Z" for i, v in enumerate(GOOD))]
     assert len(result.rejected) == 1
     assert any(expected in reason for reason in result.rejected[0].reasons), result.rejected[0].reasons
 
@@ -85,8 +85,8 @@ def test_duplicate_ids_reject_every_row_with_them():
 
 
 def test_reason_names_the_line():
-    result = ChunkValidator(HIRES, KEYS).validate([RawRow(4, 9, ["1", "", "2021-01-01T00:00:00Z", "1", "10"])])
-    assert result.rejected[0].reason == "line 9: name: required field is empty"
+    result = ChunkValidator(HIRES, KEYS).validate([RawRow(9, 9, ["1", "", "2021-01-01T00:00:00Z", "1", "10"])])
+    assert result.rejected[0].reason == "row 9: name: required field is empty"
 
 
 def test_header_of_another_table_says_so():
