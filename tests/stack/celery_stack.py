@@ -184,15 +184,51 @@ class CeleryStack:
     def worker_pgid(self, worker: str) -> int | None:
         return self.stack._pgid(self.component(worker))
 
-    def kill_worker(self, worker: str) -> None:
-        """SIGKILL the worker's process group: the worker and every task process under it."""
+    def worker_processes(self, worker: str) -> list:
+        """The worker's processes: its process group and every descendant (psutil.Process list).
+
+        Descendants matter: Airflow 3.3's task supervisor puts each task-runner process in a
+        process group of its own (``os.setpgid(0, 0)``), so killing the worker's group alone
+        would leave the running task behind, orphaned and still writing.
+        """
+        import psutil
+
+        pgid = self.worker_pgid(worker)
+        if pgid is None:
+            return []
+        found = {}
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(process.pid) == pgid:
+                    found[process.pid] = process
+                    for child in process.children(recursive=True):
+                        found[child.pid] = child
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                continue
+        return list(found.values())
+
+    def kill_worker(self, worker: str) -> list[int]:
+        """SIGKILL the worker and every process under it, task runners included (a lost VM).
+
+        Returns the pids killed.
+        """
+        import psutil
+
         pgid = self.worker_pgid(worker)
         if pgid is None:
             raise StackError(f"worker {worker} is not running")
+        processes = self.worker_processes(worker)
         os.killpg(pgid, signal.SIGKILL)
+        for process in processes:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(processes, timeout=30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and local_stack._group_alive(pgid):
             time.sleep(0.2)
+        return [p.pid for p in processes]
 
     # -- what ran where --------------------------------------------------------------------------
 
