@@ -150,12 +150,21 @@ class CeleryStack:
         return self.config.logs_dir / f"{component}.log"
 
     def _flush_queue(self) -> None:
+        """Remove this stack's queue, its binding, and messages a killed worker left unacked."""
         import redis
 
         client = redis.Redis.from_url(REDIS_URL)
         try:
-            for key in client.scan_iter(f"{self.queue}*"):
+            for key in [*client.scan_iter(f"{self.queue}*"), f"_kombu.binding.{self.queue}"]:
                 client.delete(key)
+            for tag, payload in client.hgetall("unacked").items():
+                try:
+                    _message, _exchange, routing_key = json.loads(payload)
+                except (ValueError, TypeError):
+                    continue
+                if routing_key == self.queue:
+                    client.hdel("unacked", tag)
+                    client.zrem("unacked_index", tag)
         finally:
             client.close()
 
