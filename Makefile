@@ -41,6 +41,7 @@ demo: install azurite-start ## Run the whole pipeline on DATA (default: the samp
 	$(PY) scripts/demo.py --data "$(DATA)"
 
 test: install ## Run the whole test suite (starts its own emulator and Airflow processes)
+	@bash scripts/install_chromium.sh || echo "Chromium could not be installed: the browser test will say why"
 	$(PY) -m pytest
 
 test-fast: install ## Unit tests only
