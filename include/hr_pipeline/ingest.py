@@ -196,6 +196,17 @@ def _valid_batches(path: Path, warehouse: Warehouse, table: str, batch_size: int
             yield batch
 
 
+def _progress_logger(source: str, total: int, batch_size: int):
+    """Logs loaded rows about every 100,000 rows (every batch when batches are larger)."""
+    every = max(batch_size, 100_000)
+
+    def log_progress(loaded: int) -> None:
+        if loaded % every < batch_size or loaded == total:
+            log.info("%s: %d of %d rows loaded", source, loaded, total)
+
+    return log_progress
+
+
 def load_validated(
     table: str,
     validations: list[dict],
@@ -221,8 +232,7 @@ def load_validated(
             written = warehouse.load_batches(
                 contract,
                 _valid_batches(local, warehouse, table, batch_size),
-                on_batch=lambda n, src=item.source: log.info("%s: %d of %d rows loaded", src, n, item.valid)
-                if n % max(batch_size, 100_000) < batch_size or n == item.valid else None,
+                on_batch=_progress_logger(item.source, item.valid, batch_size),
             )
         if written != item.valid:
             raise IngestError(f"{item.source}: {item.valid} valid rows but {written} loaded")

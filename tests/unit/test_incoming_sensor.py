@@ -1,0 +1,29 @@
+"""The sensor of ingest_table fails with a message that names the empty folder."""
+
+import pytest
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from hr_pipeline.sensors import IncomingFilesSensor
+
+
+def sensor(**kwargs):
+    return IncomingFilesSensor(task_id="wait_for_files", container_name="raw-data",
+                               prefix="incoming/jobs/", wasb_conn_id="azure_blob",
+                               deferrable=True, timeout=90, **kwargs)
+
+
+def test_trigger_timeout_says_which_folder_stayed_empty_and_what_to_do():
+    with pytest.raises(AirflowSensorTimeout) as failure:
+        sensor().resume_execution(
+            TRIGGER_FAIL_REPR, {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, context={})
+    message = str(failure.value)
+    assert "No file arrived under raw-data/incoming/jobs/ within 90 s" in message
+    assert "Upload the extract there" in message
+
+
+def test_other_trigger_failures_are_not_reported_as_timeouts():
+    with pytest.raises(Exception) as failure:
+        sensor().resume_execution(TRIGGER_FAIL_REPR, {"error": "connection refused"}, context={})
+    assert not isinstance(failure.value, AirflowSensorTimeout)
+    assert "connection refused" in str(failure.value)
