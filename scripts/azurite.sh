@@ -25,7 +25,8 @@ case "$action" in
       running || { echo "Azurite failed to start, see $log_file" >&2; cat "$log_file" >&2; exit 1; }
       sleep 0.1
     done
-    echo "Azurite did not open port $port within 60 s, see $log_file" >&2; exit 1
+    echo "Azurite did not open port $port within 60 s, see $log_file" >&2
+    kill "$(cat "$pid_file")" 2>/dev/null; rm -f "$pid_file"; exit 1
     ;;
   stop)
     if running; then kill "$(cat "$pid_file")"; echo "Azurite stopped"; fi
