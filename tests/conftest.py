@@ -159,3 +159,21 @@ def postgres_warehouse(postgres_database, monkeypatch):
 def warehouse(request):
     """Each test using this runs once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_warehouse")
+
+
+FIGURE_PREFIXES = ("[stack]", "[celery]", "probe run")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Repeat the figures the stack tests print (start-up and run durations, tasks per worker)
+    at the end of the run, where a CI log reader finds them without -s."""
+    lines = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for line in (getattr(report, "capstdout", "") or "").splitlines():
+                if line.startswith(FIGURE_PREFIXES) and line not in lines:
+                    lines.append(line)
+    if lines:
+        terminalreporter.section("figures measured by the tests")
+        for line in lines:
+            terminalreporter.write_line(line)
