@@ -198,9 +198,15 @@ def scan(path: Path, contract: TableContract, chunk_rows: int = 200_000) -> File
         digits = pc.replace_substring_regex(pc.if_else(plain, keys, pa.scalar(None, pa.string())), r"^\+", "")
         ids.append(pc.cast(digits, pa.int64()).drop_null().to_numpy())
     if ids:
-        values, counts = np.unique(np.concatenate(ids), return_counts=True)
-        repeated = counts > 1
-        result.duplicate_ids = dict(zip(values[repeated].tolist(), counts[repeated].tolist()))
+        # Sorted in place, duplicates are equal neighbours: no copy of the ids beyond the one
+        # concatenation (np.unique would make several).
+        all_ids = np.concatenate(ids)
+        ids.clear()
+        all_ids.sort()
+        repeated = all_ids[1:][all_ids[1:] == all_ids[:-1]]
+        if repeated.size:
+            values, counts = np.unique(repeated, return_counts=True)
+            result.duplicate_ids = dict(zip(values.tolist(), (counts + 1).tolist()))
     return result
 
 

@@ -28,7 +28,7 @@ from hr_pipeline.blob_store import BlobStore
 from hr_pipeline.contracts import get_contract
 from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, scan
 from hr_pipeline.settings import DEFAULT_READ_CHUNK_ROWS, raw_container
-from hr_pipeline.warehouse import Warehouse
+from hr_pipeline.warehouse import CsvBatch, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -183,17 +183,28 @@ def _reject_whole_file(store: BlobStore, result: FileValidation, day: str, reaso
     return result
 
 
-def _valid_batches(path: Path, warehouse: Warehouse, table: str, batch_size: int) -> Iterator[list]:
-    contract = get_contract(table)
+def _valid_batches(path: Path, batch_size: int) -> Iterator[CsvBatch]:
+    """The validated file in batches of ``batch_size`` records, as CSV text.
+
+    Split on record boundaries without parsing: a line ends a record unless it leaves a quoted
+    field open (an odd number of quotes toggles that), which is how csv writes a value with a
+    newline in it.
+    """
+    lines: list[str] = []
+    records = 0
+    open_quote = False
     with open(path, newline="", encoding="utf-8") as handle:
-        batch = []
-        for row in csv.reader(handle):
-            batch.append(warehouse.from_text_row(contract, row))
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        for line in handle:
+            lines.append(line)
+            if line.count('"') % 2:
+                open_quote = not open_quote
+            if not open_quote:
+                records += 1
+                if records == batch_size:
+                    yield CsvBatch("".join(lines), records)
+                    lines, records = [], 0
+    if records:
+        yield CsvBatch("".join(lines), records)
 
 
 def _progress_logger(source: str, total: int, batch_size: int):
@@ -231,7 +242,7 @@ def load_validated(
             store.download_to_file(raw_container(), item.valid_blob, local)
             written = warehouse.load_batches(
                 contract,
-                _valid_batches(local, warehouse, table, batch_size),
+                _valid_batches(local, batch_size),
                 on_batch=_progress_logger(item.source, item.valid, batch_size),
             )
         if written != item.valid:

@@ -14,7 +14,7 @@ WAREHOUSE_CONN_ID = "warehouse"
 DEFAULT_BATCH_SIZE = 1000
 # Rows read and validated together. Independent of the load batch size: validation cost per
 # chunk is dominated by fixed overhead, so chunks are larger than load transactions.
-DEFAULT_READ_CHUNK_ROWS = 100_000
+DEFAULT_READ_CHUNK_ROWS = 50_000
 
 
 def ingest_wait_timeout_seconds() -> int:

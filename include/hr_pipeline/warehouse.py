@@ -13,9 +13,12 @@ Bulk paths, chosen per dialect:
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,6 +41,21 @@ SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 class WarehouseError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class CsvBatch:
+    """Validated rows as canonical CSV text (see validation.py): PostgreSQL's COPY reads it as
+    is, with no per-row work in Python; the other dialects parse it into rows."""
+
+    text: str
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def parsed(self) -> list[list[str]]:
+        return list(csv.reader(io.StringIO(self.text)))
 
 
 def _hook_for(conn_id: str):
@@ -183,12 +201,18 @@ class Warehouse:
         return written
 
     def upsert_batch(self, connection, contract: TableContract, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert or replace ``rows`` (typed tuples in contract column order) by key.
+        """Insert or replace ``rows`` (typed tuples in contract column order, or a ``CsvBatch``)
+        by key.
 
         Runs on the caller's connection: the caller owns the transaction.
         """
-        if not rows:
+        if not len(rows):
             return
+        if isinstance(rows, CsvBatch):
+            if self.dialect == "postgres":
+                self._upsert_postgres(connection, contract, rows)
+                return
+            rows = [self.from_text_row(contract, row) for row in rows.parsed()]
         if self.dialect == "sqlite":
             connection.cursor().executemany(
                 ddl.upsert_values(contract, "sqlite"), [self.to_db_row(contract, r) for r in rows]
@@ -205,7 +229,13 @@ class Warehouse:
             f"CREATE TEMP TABLE IF NOT EXISTS {ddl.quote(staging, 'postgres')} "
             f"(LIKE {ddl.quote(contract.name, 'postgres')} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        copy_rows(cursor, staging, contract, rows)
+        if isinstance(rows, CsvBatch):
+            sql = (f"COPY {ddl.quote(staging, 'postgres')} ({ddl.column_list(contract, 'postgres')}) "
+                   "FROM STDIN (FORMAT csv)")
+            with cursor.copy(sql) as copy:
+                copy.write(rows.text)
+        else:
+            copy_rows(cursor, staging, contract, rows)
         cursor.execute(ddl.upsert_from_staging(contract, "postgres", staging))
 
     def _upsert_mssql(self, connection, contract: TableContract, rows) -> None:
