@@ -27,8 +27,8 @@ import uuid
 from pathlib import Path
 
 from benchmarks.common import (
+    load_postgres_warehouse,
     WORK_DIR,
-    dimension_rows,
     fresh_postgres_database,
     generate_hires_csv,
     measure_in_child,
@@ -64,26 +64,6 @@ def _use_azurite(port: int) -> None:
         {"conn_type": "wasb", "extra": {"connection_string": connection_string}}
     )
     os.environ["AZURE_BLOB_CONTAINER_BACKUPS"] = f"bench-backups-{uuid.uuid4().hex[:8]}"
-
-
-def _load(database: str, hires_csv: Path) -> None:
-    """Create the tables (the project's DDL), then load them with plain COPY."""
-    import psycopg
-
-    from hr_pipeline.contracts import CONTRACTS
-    from hr_pipeline.warehouse import Warehouse, copy_rows
-
-    use_postgres_warehouse(database)
-    Warehouse().ensure_tables()
-    with psycopg.connect(postgres_dsn(database)) as connection, connection.cursor() as cursor:
-        for table, label, count in (("departments", "Department", 12), ("jobs", "Job", 183)):
-            copy_rows(cursor, table, CONTRACTS[table], dimension_rows(count, label))
-        with cursor.copy('COPY "hired_employees" FROM STDIN WITH (FORMAT csv)') as copy, \
-                open(hires_csv, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                copy.write(chunk)
-    with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE")
 
 
 def _empty_copy_of_hires(database: str, table: str) -> None:
@@ -194,7 +174,7 @@ def main() -> bool:
     try:
         _use_azurite(port)
         with fresh_postgres_database() as database:
-            _load(database, hires_csv)
+            load_postgres_warehouse(database, hires_csv)
             print(f"{HIRES:,} hires loaded; {REPEATS} run(s) of each figure", flush=True)
 
             backup_s, backup_mb, backup_result = _measure(

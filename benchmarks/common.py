@@ -125,3 +125,24 @@ def report(name: str, project_seconds: float, baseline_name: str, baseline_secon
         line += f"   peak {peak_rss_mb:6.0f} MB" + (f" (target < {memory_target_mb:.0f})" if memory_target_mb else "")
     print(line + ("   OK" if met else "   MISSED"), flush=True)
     return met
+
+
+def load_postgres_warehouse(database: str, hires_csv: Path) -> None:
+    """Create the tables with the project's DDL, then fill them with plain COPY: 12 departments,
+    183 jobs and the generated hires."""
+    import psycopg
+
+    from hr_pipeline.contracts import CONTRACTS
+    from hr_pipeline.warehouse import Warehouse, copy_rows
+
+    use_postgres_warehouse(database)
+    Warehouse().ensure_tables()
+    with psycopg.connect(postgres_dsn(database)) as connection, connection.cursor() as cursor:
+        for table, label, count in (("departments", "Department", 12), ("jobs", "Job", 183)):
+            copy_rows(cursor, table, CONTRACTS[table], dimension_rows(count, label))
+        with cursor.copy('COPY "hired_employees" FROM STDIN WITH (FORMAT csv)') as copy, \
+                open(hires_csv, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                copy.write(chunk)
+    with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
+    load_postgres_warehouse,
     WORK_DIR,
-    dimension_rows,
     fresh_postgres_database,
     generate_hires_csv,
     measure_in_child,
@@ -34,25 +34,6 @@ from benchmarks.common import (
 HIRES = int(os.environ.get("HR_BENCH_METRICS_HIRES", "1000000"))
 REPEATS = 3
 TARGET_RATIO = 1.5
-
-
-def _load(database: str, hires_csv: Path) -> None:
-    """Create the tables (the project's DDL), then load them with plain COPY."""
-    import psycopg
-
-    from hr_pipeline.contracts import CONTRACTS
-    from hr_pipeline.warehouse import Warehouse, copy_rows
-
-    use_postgres_warehouse(database)
-    Warehouse().ensure_tables()
-    with psycopg.connect(postgres_dsn(database)) as connection, connection.cursor() as cursor:
-        for table, label, count in (("departments", "Department", 12), ("jobs", "Job", 183)):
-            copy_rows(cursor, table, CONTRACTS[table], dimension_rows(count, label))
-        with cursor.copy('COPY "hired_employees" FROM STDIN WITH (FORMAT csv)') as copy, open(hires_csv, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                copy.write(chunk)
-    with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE")
 
 
 @contextlib.contextmanager
@@ -106,7 +87,7 @@ def main() -> bool:
     hires_csv = generate_hires_csv(WORK_DIR / f"hires_{HIRES}.csv", HIRES)
     with fresh_postgres_database() as database:
         started = time.perf_counter()
-        _load(database, hires_csv)
+        load_postgres_warehouse(database, hires_csv)
         print(f"loaded {HIRES:,} hires with COPY in {time.perf_counter() - started:.1f} s", flush=True)
         selects = _selects_file(WORK_DIR / "metric_selects.sql")
         psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", postgres_dsn(database), "-f", str(selects)]
