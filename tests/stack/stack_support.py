@@ -14,7 +14,6 @@ ingested through the REST API) -> ``published`` (publish_metrics ran from the as
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,22 +32,8 @@ sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 import local_env  # noqa: E402
 import stack as stack_driver  # noqa: E402
 
-
-def _services_required() -> bool:
-    return os.environ.get("CI", "").lower() == "true" or os.environ.get("HR_REQUIRE_SERVICES") == "1"
-
-
-def skip_or_fail(reason: str):
-    """Skip locally, fail under CI (the rule of tests/conftest.py)."""
-    if _services_required():
-        pytest.fail(f"{reason} (required under CI; the test cannot be skipped)")
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The skip-locally / fail-under-CI rule and free ports are the suite's own (tests/conftest.py).
+from tests.conftest import free_port, skip_or_fail  # noqa: E402,F401
 
 
 def parse_instant(value: str) -> datetime:
