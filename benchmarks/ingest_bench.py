@@ -46,27 +46,52 @@ def _start_azurite() -> tuple[int, Path]:
     return port, data_dir
 
 
-def _validate_and_load(database: str, blob_env: str, source: str, batch_size: int) -> dict:
-    """In a child process: exactly what ingest_table's validate and load tasks run."""
+def _task_start_up(database: str, blob_env: str) -> float:
+    """What a task process has done before the task's own code runs, timed apart because it is
+    paid once per task whatever the file's size: imports, and Airflow's first connection lookup,
+    which loads its configuration and secrets backends (a worker's task runner does that first).
+    """
     import time
 
     os.environ["AIRFLOW_CONN_AZURE_BLOB"] = blob_env
     use_postgres_warehouse(database)
     started = time.perf_counter()
-    # Imports are paid once per task process, whatever the file's size: timed apart.
     import great_expectations  # noqa: F401
     import pyarrow.compute  # noqa: F401
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook  # noqa: F401
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
+    from airflow.sdk import BaseHook
 
-    from hr_pipeline.ingest import load_validated, validate_incoming
+    import hr_pipeline.ingest  # noqa: F401
+    from hr_pipeline.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
 
-    imported = time.perf_counter()
+    for conn_id in (BLOB_CONN_ID, WAREHOUSE_CONN_ID):
+        BaseHook.get_connection(conn_id)
+    return time.perf_counter() - started
+
+
+def _validate_task(database: str, blob_env: str) -> dict:
+    """In a child process, as in ingest_table's validate task."""
+    import time
+
+    start_up = _task_start_up(database, blob_env)
+    from hr_pipeline.ingest import validate_incoming
+
+    started = time.perf_counter()
     validations = validate_incoming("hired_employees", run_id="bench", day="2021-01-01")
-    validated = time.perf_counter()
+    return {"validations": validations, "seconds": time.perf_counter() - started, "start_up": start_up}
+
+
+def _load_task(database: str, blob_env: str, validations: list[dict], batch_size: int) -> dict:
+    """In another child process, as in ingest_table's load task."""
+    import time
+
+    start_up = _task_start_up(database, blob_env)
+    from hr_pipeline.ingest import load_validated
+
+    started = time.perf_counter()
     loaded = load_validated("hired_employees", validations, batch_size=batch_size)
-    done = time.perf_counter()
-    return {"valid": sum(v["valid"] for v in validations),
-            "rejected": sum(v["rejected"] for v in validations), "loaded": sum(loaded.values()),
-            "imports": imported - started, "validate": validated - imported, "load": done - validated}
+    return {"loaded": sum(loaded.values()), "seconds": time.perf_counter() - started, "start_up": start_up}
 
 
 def _prepare_warehouse(database: str) -> None:
@@ -108,16 +133,21 @@ def main() -> bool:
 
                 store = BlobStore()
                 store.upload_file("raw-data", "incoming/hired_employees/bench.csv", extract)
-                measured = measure_in_child(_validate_and_load, database, blob_env,
-                                            "incoming/hired_employees/bench.csv", batch_size)
+                # Two processes, as the DAG's two tasks are: each one's peak memory is its own.
+                validate = measure_in_child(_validate_task, database, blob_env)
+                validations = validate.result["validations"]
+                load = measure_in_child(_load_task, database, blob_env, validations, batch_size)
                 store.delete("raw-data", "incoming/hired_employees/bench.csv")
-                assert measured.result["loaded"] == rows, measured.result
-                work = measured.result["validate"] + measured.result["load"]
-                print(f"  (validate {measured.result['validate']:.1f} s, load {measured.result['load']:.1f} s;"
-                      f" imports {measured.result['imports']:.1f} s, not counted)")
+                assert sum(v["valid"] for v in validations) == rows, validations
+                assert load.result["loaded"] == rows, load.result
+                work = validate.result["seconds"] + load.result["seconds"]
+                print(f"  (validate {validate.result['seconds']:.1f} s, peak {validate.peak_rss_mb:.0f} MB;"
+                      f" load {load.result['seconds']:.1f} s, peak {load.peak_rss_mb:.0f} MB;"
+                      f" task start-up {validate.result['start_up']:.1f} s and"
+                      f" {load.result['start_up']:.1f} s, not counted)")
                 met &= report(f"ingest {rows:,} rows, batch {batch_size:,}: validate + load",
                               work, "psql \\copy of the same file", baseline,
-                              target_ratio=3.0, peak_rss_mb=measured.peak_rss_mb,
+                              target_ratio=3.0, peak_rss_mb=max(validate.peak_rss_mb, load.peak_rss_mb),
                               memory_target_mb=500)
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "azurite.sh"), "stop", str(data_dir), str(port)],

@@ -7,6 +7,7 @@ of the SPEC in one place.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +96,10 @@ class BlobStore:
         log.info("Downloaded %s/%s: %d bytes", container, name, written)
         return written
 
+    def iter_blocks(self, container: str, name: str) -> Iterator[bytes]:
+        """A blob's bytes as they arrive (blocks of a few MB): memory does not grow with it."""
+        yield from self.container(container).get_blob_client(name).download_blob().chunks()
+
     def download_bytes(self, container: str, name: str) -> bytes:
         return self.container(container).get_blob_client(name).download_blob().readall()
 
@@ -107,6 +112,12 @@ class BlobStore:
                 name, handle, overwrite=True, metadata=metadata, max_concurrency=2
             )
         log.info("Uploaded %s/%s: %d bytes", container, name, Path(path).stat().st_size)
+
+    def streaming_upload(self, container: str, name: str, block_bytes: int = 8 << 20) -> "StreamingUpload":
+        """A writable file whose bytes become blob ``name`` as they are written (see
+        ``StreamingUpload``)."""
+        self.ensure_container(container)
+        return StreamingUpload(self.container(container).get_blob_client(name), block_bytes)
 
     def upload_bytes(
         self, container: str, name: str, data: bytes, metadata: dict[str, str] | None = None
@@ -126,3 +137,99 @@ class BlobStore:
 
     def delete(self, container: str, name: str) -> None:
         self.container(container).get_blob_client(name).delete_blob()
+
+
+class StreamingUpload:
+    """A blob written like a file, uploaded while its writer goes on.
+
+    Writes are gathered into blocks of ``block_bytes``; a background thread stages each block
+    (Put Block) while the caller produces the next, and ``close`` commits the block list (Put
+    Block List), which is when the blob appears, whole. At most two blocks wait, so memory stays
+    a few blocks whatever the blob's size. If the upload fails, the next ``write`` or ``close``
+    raises; an uncommitted blob is discarded by the service.
+    """
+
+    def __init__(self, blob_client, block_bytes: int):
+        import queue
+        import threading
+
+        self._client = blob_client
+        self._block_bytes = block_bytes
+        self._buffer = bytearray()
+        self._block_ids: list[str] = []
+        self._pending: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self.bytes_written = 0
+        self._thread = threading.Thread(target=self._stage_blocks, name="blob-upload", daemon=True)
+        self._thread.start()
+
+    def _stage_blocks(self) -> None:
+        while (item := self._pending.get()) is not None:
+            block_id, data = item
+            if self._error is None:
+                try:
+                    self._client.stage_block(block_id, data, length=len(data))
+                except BaseException as error:  # re-raised in the writer's thread
+                    self._error = error
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"Upload of {self._client.blob_name} failed: {self._error}") from self._error
+
+    def _send(self, data: bytes) -> None:
+        import base64
+
+        self._raise_if_failed()
+        # Block ids must all have the same length: a zero-padded counter.
+        block_id = base64.b64encode(f"{len(self._block_ids):08d}".encode()).decode()
+        self._block_ids.append(block_id)
+        self._pending.put((block_id, data))
+
+    def write(self, data) -> int:
+        self._buffer += data
+        self.bytes_written += len(data)
+        if len(self._buffer) >= self._block_bytes:
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return not self._thread.is_alive()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self._buffer:
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+        self._pending.put(None)
+        self._thread.join()
+        self._raise_if_failed()
+        from azure.storage.blob import BlobBlock
+
+        self._client.commit_block_list([BlobBlock(block_id=b) for b in self._block_ids])
+        log.info("Uploaded %s/%s: %d bytes in %d block(s)", self._client.container_name,
+                 self._client.blob_name, self.bytes_written, len(self._block_ids))
+
+    def abort(self) -> None:
+        """Stop without committing: the staged blocks are never made into a blob."""
+        if not self.closed:
+            self._error = self._error or RuntimeError("aborted")
+            self._pending.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> "StreamingUpload":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()

@@ -135,12 +135,21 @@ def read_chunks(path: Path, contract: TableContract, chunk_rows: int) -> Iterato
         yield _merge(pending)
 
 
+def release_arrow_memory() -> None:
+    """Give the pages Arrow's allocator keeps after a pass back to the system (measured: 70 MB
+    kept after the first pass over 1M rows), so they do not add to the next pass's peak."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 def _merge(parts: list[Chunk]) -> Chunk:
     import numpy as np
     import pyarrow as pa
 
     if len(parts) == 1:
         return parts[0]
+    # Concatenated (a copy): pandas and GX are markedly slower on chunked arrays.
     columns = [pa.concat_arrays([part.columns[i] for part in parts]) for i in range(len(parts[0].columns))]
     return Chunk(columns, np.concatenate([part.row_numbers for part in parts]),
                  [row for part in parts for row in part.misshapen],
@@ -246,6 +255,7 @@ def scan(path: Path, contract: TableContract, chunk_rows: int = 200_000) -> File
         if "Empty CSV file" not in str(error):
             raise UnreadableFileError(f"not parseable as CSV: {error}") from None
     result.data_rows -= int(result.header_skipped)
+    release_arrow_memory()
     if ids:
         # Sorted in place, duplicates are equal neighbours: no copy of the ids beyond the one
         # concatenation (np.unique would make several).

@@ -19,16 +19,15 @@ import csv
 import logging
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hr_pipeline import blob_store as layout
 from hr_pipeline.blob_store import BlobStore
 from hr_pipeline.contracts import get_contract
-from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, scan
-from hr_pipeline.settings import DEFAULT_READ_CHUNK_ROWS, raw_container
-from hr_pipeline.warehouse import CsvBatch, Warehouse
+from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, release_arrow_memory, scan
+from hr_pipeline.settings import raw_container, validation_chunk_rows
+from hr_pipeline.warehouse import Warehouse, csv_batches
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def validate_incoming(
     table: str,
     run_id: str,
     day: str,
-    chunk_rows: int = DEFAULT_READ_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     store: BlobStore | None = None,
     warehouse: Warehouse | None = None,
 ) -> list[dict]:
@@ -96,7 +95,8 @@ def validate_incoming(
     results = []
     for name in names:
         results.append(
-            validate_file(table, name, run_id, day, reference_keys, chunk_rows, store).to_dict()
+            validate_file(table, name, run_id, day, reference_keys,
+                          chunk_rows or validation_chunk_rows(), store).to_dict()
         )
     return results
 
@@ -134,34 +134,48 @@ def validate_file(
                  len(file_scan.duplicate_ids))
 
         validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
-        valid_path = Path(work) / "valid.csv"
         rejects_path = Path(work) / "rejects.csv"
-        with open(valid_path, "w", newline="", encoding="utf-8") as valid_file, \
+        # The valid rows go to Blob Storage as they are produced (uploaded by a background thread
+        # while the next chunk is validated); the rejects, usually few, are uploaded at the end.
+        with store.streaming_upload(container, result.valid_blob) as valid_file, \
                 open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file:
-            valid_writer = csv.writer(valid_file, lineterminator="\n")
+            valid_writer = None
             rejects_writer = csv.writer(rejects_file, lineterminator="\n")
             rejects_writer.writerow([*contract.column_names, "reason"])
             for chunk in read_chunks(local, contract, chunk_rows):
                 checked = validator.validate(chunk)
-                valid_writer.writerows(checked.valid_rows)
+                if valid_writer is None:
+                    valid_writer = _canonical_csv_writer(valid_file, checked.valid.schema)
+                valid_writer.write_table(checked.valid)
                 for rejected in checked.rejected:
                     rejects_writer.writerow([*_fit(rejected.fields, len(contract.columns)), rejected.reason])
                 result.rows += len(chunk)
-                result.valid += len(checked.valid_rows)
+                result.valid += checked.valid_count
                 result.rejected += len(checked.rejected)
-                log.info("%s: %d rows read, %d valid, %d rejected", source, result.rows,
-                         result.valid, result.rejected)
+                log.info("%s: %d rows read, %d valid, %d rejected; %d bytes of valid rows written",
+                         source, result.rows, result.valid, result.rejected, valid_file.bytes_written)
+                del chunk, checked  # before the next chunk is read: one chunk in memory at a time
+                release_arrow_memory()
+            if valid_writer is not None:
+                valid_writer.close()
         if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
             raise IngestError(
                 f"{source}: {result.rows} rows read but {result.valid} valid + "
                 f"{result.rejected} rejected; refusing to continue"
             )
-        store.upload_file(container, result.valid_blob, valid_path)
         store.upload_file(container, result.rejects_blob, rejects_path)
     if result.rows and result.valid == 0:
         log.warning("%s: every one of its %d rows was rejected; is it the right table's file?",
                     source, result.rows)
     return result
+
+
+def _canonical_csv_writer(handle, schema):
+    """Arrow's CSV writer: no header, LF line ends, every text value quoted (inner quotes
+    doubled), which PostgreSQL's COPY, csv.reader and ``csv_batches`` all read back."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.CSVWriter(handle, schema, write_options=pacsv.WriteOptions(include_header=False))
 
 
 def _fit(fields: list[str], width: int) -> list[str]:
@@ -181,30 +195,6 @@ def _reject_whole_file(store: BlobStore, result: FileValidation, day: str, reaso
                        f"{result.source}: {reason}\n".encode())
     result.unreadable_reason = f"{result.source} cannot be read ({reason}); moved to {container}/{destination}"
     return result
-
-
-def _valid_batches(path: Path, batch_size: int) -> Iterator[CsvBatch]:
-    """The validated file in batches of ``batch_size`` records, as CSV text.
-
-    Split on record boundaries without parsing: a line ends a record unless it leaves a quoted
-    field open (an odd number of quotes toggles that), which is how csv writes a value with a
-    newline in it.
-    """
-    lines: list[str] = []
-    records = 0
-    open_quote = False
-    with open(path, newline="", encoding="utf-8") as handle:
-        for line in handle:
-            lines.append(line)
-            if line.count('"') % 2:
-                open_quote = not open_quote
-            if not open_quote:
-                records += 1
-                if records == batch_size:
-                    yield CsvBatch("".join(lines), records)
-                    lines, records = [], 0
-    if records:
-        yield CsvBatch("".join(lines), records)
 
 
 def _progress_logger(source: str, total: int, batch_size: int):
@@ -237,14 +227,12 @@ def load_validated(
         if item.unreadable_reason or item.valid == 0:
             loaded[item.source] = 0
             continue
-        with tempfile.TemporaryDirectory(prefix="hr-load-") as work:
-            local = Path(work) / "valid.csv"
-            store.download_to_file(raw_container(), item.valid_blob, local)
-            written = warehouse.load_batches(
-                contract,
-                _valid_batches(local, batch_size),
-                on_batch=_progress_logger(item.source, item.valid, batch_size),
-            )
+        # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
+        written = warehouse.load_batches(
+            contract,
+            csv_batches(store.iter_blocks(raw_container(), item.valid_blob), batch_size),
+            on_batch=_progress_logger(item.source, item.valid, batch_size),
+        )
         if written != item.valid:
             raise IngestError(f"{item.source}: {item.valid} valid rows but {written} loaded")
         loaded[item.source] = written

@@ -25,7 +25,7 @@ from typing import Any
 from hr_pipeline import ddl
 from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract
 from hr_pipeline.ddl import Dialect
-from hr_pipeline.settings import WAREHOUSE_CONN_ID
+from hr_pipeline.settings import WAREHOUSE_CONN_ID, load_connections
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,60 @@ class WarehouseError(RuntimeError):
 
 @dataclass(frozen=True)
 class CsvBatch:
-    """Validated rows as canonical CSV text (see validation.py): PostgreSQL's COPY reads it as
-    is, with no per-row work in Python; the other dialects parse it into rows."""
+    """Validated rows as canonical CSV bytes (see validation.py): PostgreSQL's COPY reads them
+    as they are, with no per-row work in Python; the other dialects parse them into rows."""
 
-    text: str
+    data: bytes
     rows: int
 
     def __len__(self) -> int:
         return self.rows
 
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8")
+
     def parsed(self) -> list[list[str]]:
         return list(csv.reader(io.StringIO(self.text)))
+
+
+def csv_batches(blocks: Iterable[bytes], batch_size: int) -> Iterator[CsvBatch]:
+    """CSV bytes arriving in arbitrary blocks, cut into batches of ``batch_size`` records.
+
+    Cut on record boundaries without parsing: a newline ends a record unless a quoted field is
+    open at that point, i.e. unless an odd number of quotes precedes it (a quote inside a quoted
+    field is doubled, so it never changes the parity). Vectorised with numpy, a block at a time.
+    """
+    import numpy as np
+
+    pending: list[bytes] = []  # bytes after the last cut
+    pending_records = 0
+    quote_open = 0
+    for block in blocks:
+        if not block:
+            continue
+        data = np.frombuffer(block, dtype=np.uint8)
+        # A running count of quotes, modulo 256: its parity is all that matters.
+        quotes = np.cumsum(data == ord('"'), dtype=np.uint8)
+        newlines = np.flatnonzero(data == ord("\n"))
+        ends = newlines[((quotes[newlines] + quote_open) & 1) == 0]
+        quote_open = (int(quotes[-1]) + quote_open) & 1
+        start = 0
+        needed = batch_size - pending_records
+        while len(ends) >= needed:
+            cut = int(ends[needed - 1]) + 1
+            pending.append(block[start:cut])
+            yield CsvBatch(b"".join(pending), batch_size)
+            pending, pending_records, start = [], 0, cut
+            ends = ends[needed:]
+            needed = batch_size
+        if start < len(block):
+            pending.append(block[start:])
+        pending_records += len(ends)
+    tail = b"".join(pending)
+    if tail.strip():
+        # A last record without its newline still counts.
+        yield CsvBatch(tail, pending_records + (0 if tail.endswith(b"\n") else 1))
 
 
 def _hook_for(conn_id: str):
@@ -176,28 +219,107 @@ class Warehouse:
                 values.append(text)
         return tuple(values)
 
-    def load_batches(self, contract: TableContract, batches: Iterable[Sequence[Sequence[Any]]],
-                     on_batch=None) -> int:
-        """Upsert each batch in its own transaction on one connection; returns rows written.
+    def load_connections(self) -> int:
+        """How many connections a bulk load writes through at once. PostgreSQL: several (a
+        COPY keeps one server process busy, the others idle); SQLite has one writer at a time;
+        SQL Server is not measured here, so it stays at one."""
+        return load_connections() if self.dialect == "postgres" else 1
 
-        A failure rolls back only the batch in flight: the batches before it stay, and since every
+    def load_batches(self, contract: TableContract, batches: Iterable[Sequence[Sequence[Any]]],
+                     on_batch=None, connections: int | None = None) -> int:
+        """Upsert each batch in its own transaction; returns rows written.
+
+        A failure rolls back only the batches in flight: the batches before stay, and since every
         write is an upsert by key, running the same load again converges to the same table.
+        Batches may commit out of order when several connections write, so they must not share
+        keys (validation rejects every row of a key that occurs twice in a file).
+
+        On PostgreSQL, ``CsvBatch`` batches go straight into the table by COPY as long as none
+        meets a key already there (the common case: new rows); the first that does is rolled
+        back and upserted through a staging table, as is every batch after it.
         """
-        written = 0
-        connection = self.connect()
-        try:
-            for batch in batches:
+        state = {"direct": self.dialect == "postgres"}
+
+        def write(connection, batch) -> None:
+            if state["direct"] and isinstance(batch, CsvBatch):
+                from psycopg.errors import UniqueViolation
+
                 try:
-                    self.upsert_batch(connection, contract, batch)
+                    self._copy_csv(connection, contract, contract.name, batch)
                     connection.commit()
-                except BaseException:
+                    return
+                except UniqueViolation:
                     connection.rollback()
+                    if state["direct"]:
+                        state["direct"] = False
+                        log.info("%s already holds some of these keys: upserting through a "
+                                 "staging table from here on", contract.name)
+            try:
+                self.upsert_batch(connection, contract, batch)
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+
+        connections = connections or self.load_connections()
+        report = on_batch or (lambda written: None)
+        if connections <= 1:
+            written = 0
+            connection = self.connect()
+            try:
+                for batch in batches:
+                    write(connection, batch)
+                    written += len(batch)
+                    report(written)
+            finally:
+                connection.close()
+            return written
+        return self._load_in_parallel(write, batches, connections, report)
+
+    def _load_in_parallel(self, write, batches, connections: int, report) -> int:
+        """``write`` each batch on one of ``connections`` connections, at most one batch waiting
+        beyond those being written (memory stays a few batches, whatever the file)."""
+        import queue
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        idle: queue.SimpleQueue = queue.SimpleQueue()
+        opened = []
+
+        def run(batch) -> int:
+            connection = idle.get()
+            try:
+                write(connection, batch)
+            finally:
+                idle.put(connection)
+            return len(batch)
+
+        written = 0
+        try:
+            for _ in range(connections):
+                opened.append(self.connect())
+                idle.put(opened[-1])
+            with ThreadPoolExecutor(connections, thread_name_prefix="load") as pool:
+                in_flight: set = set()
+                try:
+                    for batch in batches:
+                        in_flight.add(pool.submit(run, batch))
+                        while len(in_flight) > connections:
+                            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                            for future in done:
+                                written += future.result()
+                                report(written)
+                    while in_flight:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            written += future.result()
+                            report(written)
+                except BaseException:
+                    for future in in_flight:
+                        future.cancel()
                     raise
-                written += len(batch)
-                if on_batch:
-                    on_batch(written)
         finally:
-            connection.close()
+            for connection in opened:
+                connection.close()
         return written
 
     def upsert_batch(self, connection, contract: TableContract, rows: Sequence[Sequence[Any]]) -> None:
@@ -230,13 +352,17 @@ class Warehouse:
             f"(LIKE {ddl.quote(contract.name, 'postgres')} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         if isinstance(rows, CsvBatch):
-            sql = (f"COPY {ddl.quote(staging, 'postgres')} ({ddl.column_list(contract, 'postgres')}) "
-                   "FROM STDIN (FORMAT csv)")
-            with cursor.copy(sql) as copy:
-                copy.write(rows.text)
+            self._copy_csv(connection, contract, staging, rows)
         else:
             copy_rows(cursor, staging, contract, rows)
         cursor.execute(ddl.upsert_from_staging(contract, "postgres", staging))
+
+    @staticmethod
+    def _copy_csv(connection, contract: TableContract, table: str, batch: CsvBatch) -> None:
+        sql = (f"COPY {ddl.quote(table, 'postgres')} ({ddl.column_list(contract, 'postgres')}) "
+               "FROM STDIN (FORMAT csv)")
+        with connection.cursor().copy(sql) as copy:
+            copy.write(batch.data)
 
     def _upsert_mssql(self, connection, contract: TableContract, rows) -> None:
         staging = f"#staging_{contract.name}"

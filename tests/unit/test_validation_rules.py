@@ -98,3 +98,27 @@ def test_foreign_keys_with_an_empty_reference_table_reject_all():
     result = validate(GOOD, keys={"departments": set(), "jobs": set()})
     assert result.valid_rows == []
     assert "does not exist in departments" in " ".join(result.rejected[0].reasons)
+
+
+def test_instants_are_checked_against_the_calendar_at_c_speed():
+    import pyarrow as pa
+
+    from hr_pipeline.validation import canonical_instants, parse_instants
+
+    cases = {
+        "2020-02-29T12:00:00Z": "2020-02-29T12:00:00.000000Z",  # leap year
+        "2000-02-29T00:00:00Z": "2000-02-29T00:00:00.000000Z",  # divisible by 400
+        "2021-03-31T23:59:59.123456789Z": "2021-03-31T23:59:59.123456Z",  # truncated to us
+        "2021-01-01T00:00:00.5Z": "2021-01-01T00:00:00.500000Z",
+        "0001-01-01T00:00:00Z": "0001-01-01T00:00:00.000000Z",
+        "9999-12-31T23:59:59.999999Z": "9999-12-31T23:59:59.999999Z",
+        "2021-02-29T12:00:00Z": False, "1900-02-29T00:00:00Z": False, "2021-04-31T00:00:00Z": False,
+        "2021-02-30T00:00:00Z": False, "2021-13-01T00:00:00Z": False, "2021-00-10T00:00:00Z": False,
+        "2021-01-00T00:00:00Z": False, "2021-01-01T24:00:00Z": False, "2021-01-01T23:60:00Z": False,
+        "2021-01-01T23:59:60Z": False, "0000-01-01T00:00:00Z": False,
+        "yesterday": None, "2021-01-01 00:00:00": None, None: None,
+    }
+    is_real, instants = parse_instants(pa.array(list(cases), pa.string()))
+    assert is_real.to_pylist() == [v if v in (None, False) else True for v in cases.values()]
+    text = canonical_instants(instants).to_pylist()
+    assert text == [v if isinstance(v, str) else None for v in cases.values()]
