@@ -261,6 +261,8 @@ class Warehouse:
                 connection.rollback()
                 raise
 
+        if self.dialect != "postgres":
+            connections = 1  # see load_connections
         connections = connections or self.load_connections()
         report = on_batch or (lambda written: None)
         if connections <= 1:
