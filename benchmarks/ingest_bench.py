@@ -46,7 +46,7 @@ def _start_azurite() -> tuple[int, Path]:
     return port, data_dir
 
 
-def _task_start_up(database: str, blob_env: str) -> float:
+def _task_start_up(database: str, blob_env: str, validating: bool) -> float:
     """What a task process has done before the task's own code runs, timed apart because it is
     paid once per task whatever the file's size: imports, and Airflow's first connection lookup,
     which loads its configuration and secrets backends (a worker's task runner does that first).
@@ -56,8 +56,9 @@ def _task_start_up(database: str, blob_env: str) -> float:
     os.environ["AIRFLOW_CONN_AZURE_BLOB"] = blob_env
     use_postgres_warehouse(database)
     started = time.perf_counter()
-    import great_expectations  # noqa: F401
-    import pyarrow.compute  # noqa: F401
+    if validating:
+        import great_expectations  # noqa: F401
+        import pyarrow.compute  # noqa: F401
     from airflow.providers.microsoft.azure.hooks.wasb import WasbHook  # noqa: F401
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
     from airflow.sdk import BaseHook
@@ -74,7 +75,7 @@ def _validate_task(database: str, blob_env: str) -> dict:
     """In a child process, as in ingest_table's validate task."""
     import time
 
-    start_up = _task_start_up(database, blob_env)
+    start_up = _task_start_up(database, blob_env, validating=True)
     from hr_pipeline.ingest import validate_incoming
 
     started = time.perf_counter()
@@ -86,7 +87,7 @@ def _load_task(database: str, blob_env: str, validations: list[dict], batch_size
     """In another child process, as in ingest_table's load task."""
     import time
 
-    start_up = _task_start_up(database, blob_env)
+    start_up = _task_start_up(database, blob_env, validating=False)
     from hr_pipeline.ingest import load_validated
 
     started = time.perf_counter()

@@ -90,15 +90,55 @@ class BlobStore:
 
     def download_to_file(self, container: str, name: str, path: Path) -> int:
         """Stream a blob to a local file; returns the bytes written."""
-        downloader = self.container(container).get_blob_client(name).download_blob()
+        written = 0
         with open(path, "wb") as handle:
-            written = downloader.readinto(handle)
+            for block in self.iter_blocks(container, name):
+                written += handle.write(block)
         log.info("Downloaded %s/%s: %d bytes", container, name, written)
         return written
 
-    def iter_blocks(self, container: str, name: str) -> Iterator[bytes]:
-        """A blob's bytes as they arrive (blocks of a few MB): memory does not grow with it."""
-        yield from self.container(container).get_blob_client(name).download_blob().chunks()
+    def iter_blocks(self, container: str, name: str, block_bytes: int = 4 << 20) -> Iterator[bytes]:
+        """A blob's bytes in blocks of ``block_bytes``, one ranged read each: memory holds one
+        block whatever the blob's size (the SDK's plain download takes its first 32 MB at once)."""
+        blob = self.container(container).get_blob_client(name)
+        size = blob.get_blob_properties().size
+        for offset in range(0, size, block_bytes):
+            yield blob.download_blob(offset=offset, length=min(block_bytes, size - offset)).readall()
+
+    def prefetched_blocks(self, container: str, name: str, depth: int = 4) -> Iterator[bytes]:
+        """``iter_blocks``, fetched by a background thread up to ``depth`` blocks ahead, so the
+        consumer (a load) does not wait for the network between blocks."""
+        import queue
+        import threading
+
+        blocks: queue.Queue = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+        end = object()
+
+        def fetch() -> None:
+            try:
+                for block in self.iter_blocks(container, name):
+                    while not stop.is_set():
+                        try:
+                            blocks.put(block, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                blocks.put(end)
+            except BaseException as error:  # handed to the consumer, raised there
+                blocks.put(error)
+
+        thread = threading.Thread(target=fetch, name="blob-download", daemon=True)
+        thread.start()
+        try:
+            while (item := blocks.get()) is not end:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
 
     def download_bytes(self, container: str, name: str) -> bytes:
         return self.container(container).get_blob_client(name).download_blob().readall()
@@ -113,7 +153,7 @@ class BlobStore:
             )
         log.info("Uploaded %s/%s: %d bytes", container, name, Path(path).stat().st_size)
 
-    def streaming_upload(self, container: str, name: str, block_bytes: int = 8 << 20) -> "StreamingUpload":
+    def streaming_upload(self, container: str, name: str, block_bytes: int = 2 << 20) -> "StreamingUpload":
         """A writable file whose bytes become blob ``name`` as they are written (see
         ``StreamingUpload``)."""
         self.ensure_container(container)

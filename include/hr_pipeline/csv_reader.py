@@ -111,7 +111,7 @@ def _arrow_reader(path: Path, contract: TableContract, block_bytes: int, misshap
 # Arrow's streaming CSV reader holds on to more memory as a file goes on when its blocks are
 # large (measured: 241 MB of its pool for 5M rows with 12.8 MB blocks, 35 MB with 1 MB blocks), so
 # it reads small blocks and the batches are gathered into chunks of the size validation wants.
-READ_BLOCK_BYTES = 1 << 20
+READ_BLOCK_BYTES = 1 << 18
 
 
 def read_chunks(path: Path, contract: TableContract, chunk_rows: int) -> Iterator[Chunk]:

@@ -230,7 +230,7 @@ def load_validated(
         # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
         written = warehouse.load_batches(
             contract,
-            csv_batches(store.iter_blocks(raw_container(), item.valid_blob), batch_size),
+            csv_batches(store.prefetched_blocks(raw_container(), item.valid_blob), batch_size),
             on_batch=_progress_logger(item.source, item.valid, batch_size),
         )
         if written != item.valid:

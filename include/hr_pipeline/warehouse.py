@@ -279,8 +279,10 @@ class Warehouse:
         return self._load_in_parallel(write, batches, connections, report)
 
     def _load_in_parallel(self, write, batches, connections: int, report) -> int:
-        """``write`` each batch on one of ``connections`` connections, at most one batch waiting
-        beyond those being written (memory stays a few batches, whatever the file)."""
+        """``write`` each batch on one of ``connections`` connections. Batches wait their turn
+        up to ``IN_FLIGHT_BYTES`` (at least one per connection plus one), so that the writers
+        keep busy while the next block of the file is fetched, and memory stays bounded
+        whatever the file."""
         import queue
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -305,7 +307,8 @@ class Warehouse:
                 try:
                     for batch in batches:
                         in_flight.add(pool.submit(run, batch))
-                        while len(in_flight) > connections:
+                        limit = max(connections + 1, IN_FLIGHT_BYTES // max(1, _size(batch)))
+                        while len(in_flight) > limit:
                             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                             for future in done:
                                 written += future.result()
@@ -375,6 +378,13 @@ class Warehouse:
             cursor.execute(sql, params)
         cursor.execute(ddl.upsert_from_staging(contract, "mssql", staging))
         cursor.execute(f"TRUNCATE TABLE {staging}")
+
+
+IN_FLIGHT_BYTES = 16 << 20
+
+
+def _size(batch) -> int:
+    return len(batch.data) if isinstance(batch, CsvBatch) else 100 * len(batch)
 
 
 def copy_rows(cursor, table: str, contract: TableContract, rows: Iterable[Sequence[Any]]) -> None:
