@@ -97,3 +97,11 @@ def test_misshapen_rows_keep_their_position_and_text(tmp_path):
                                         ("1.0", None), ("x", None), ("", None), ("١٢", None)])
 def test_parse_int(text, value):
     assert parse_int(text) == value
+
+
+def test_scan_leaves_ids_outside_the_integer_range_to_the_range_rule(tmp_path):
+    path = tmp_path / "jobs.csv"
+    path.write_text("2147483648,a\n2147483648,b\n-2147483648,c\n-2147483648,d\n2147483647,e\n")
+    result = scan(path, JOBS)
+    assert result.data_rows == 5
+    assert result.duplicate_ids == {-2147483648: 2}
