@@ -83,13 +83,10 @@ def _derived(column: str, kind: str) -> str:
     return f"{column}__{kind}"
 
 
-def build_rules(
-    contract: TableContract, reference_keys: dict[str, Iterable[int]] | None = None
-) -> list[Rule]:
+def build_rules(contract: TableContract) -> list[Rule]:
     """The contract's rules, in the order their reasons are listed."""
     import great_expectations.expectations as gxe
 
-    reference_keys = reference_keys or {}
     rules: list[Rule] = []
 
     def add(name, column, checked, expectation, explain):
@@ -123,11 +120,14 @@ def build_rules(
                 lambda i, col=is_real: gxe.ExpectColumnValuesToBeInSet(column=col, value_set=[True], meta={"rule": i}),
                 lambda raw, _, c=c: f"{c}: {raw!r} is not a real date and time")
         if column.references:
-            known = sorted(reference_keys.get(column.references, ()))
-            as_int = _derived(c, "int")
-            add("foreign key", c, as_int,
-                lambda i, col=as_int, known=known: gxe.ExpectColumnValuesToBeInSet(
-                    column=col, value_set=known, meta={"rule": i}),
+            # Whether the id exists in the referenced table is a derived column (looked up in
+            # Arrow against the warehouse's keys), checked to be true. A value_set of every key
+            # would do the same, but GX copies it for every metric of every run: measured, 0.2 s
+            # per run with 183 jobs and 1 s with 5,000.
+            exists = _derived(c, "exists")
+            add("foreign key", c, exists,
+                lambda i, col=exists: gxe.ExpectColumnValuesToBeInSet(
+                    column=col, value_set=[True], meta={"rule": i}),
                 lambda raw, _, c=c, t=column.references: f"{c}: {raw} does not exist in {t}")
     key_count = _derived(contract.key, "count_in_file")
     add("unique key", contract.key, key_count,
@@ -147,6 +147,7 @@ class ChunkValidator:
     ):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
+        import numpy as np
         from great_expectations.data_context.types.base import ProgressBarsConfig
         from great_expectations.execution_engine import pandas_execution_engine
 
@@ -157,7 +158,10 @@ class ChunkValidator:
 
         self.contract = contract
         self.duplicate_ids = duplicate_ids or {}
-        self.rules = build_rules(contract, reference_keys)
+        self.rules = build_rules(contract)
+        self.reference_keys = {
+            table: np.unique(np.fromiter(keys, dtype=np.int64)) for table, keys in (reference_keys or {}).items()
+        }
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self._datasource = context.data_sources.add_pandas(f"{contract.name}_extract")
@@ -200,8 +204,13 @@ class ChunkValidator:
                 shaped = pc.if_else(pc.match_substring_regex(text, INTEGER_PATTERN), text, null_text)
                 # float64 holds every 32-bit integer exactly; bigger ones only need to fail the
                 # range rule.
-                frame[_derived(column.name, "int")] = pc.cast(shaped, pa.float64()).to_numpy(
-                    zero_copy_only=False)
+                ints = pc.cast(shaped, pa.float64()).to_numpy(zero_copy_only=False)
+                frame[_derived(column.name, "int")] = ints
+                if column.references:  # null where the text is not an integer: that rule says so
+                    known = self.reference_keys.get(column.references, np.array([], dtype=np.int64))
+                    exists = pd.array(np.isin(ints, known), dtype="boolean")
+                    exists[np.isnan(ints)] = pd.NA
+                    frame[_derived(column.name, "exists")] = exists
             elif column.type is ColumnType.TIMESTAMP:
                 is_real, instants[column.name] = parse_instants(text)
                 frame[_derived(column.name, "is_real_instant")] = is_real.to_pandas(

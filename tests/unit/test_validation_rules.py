@@ -26,7 +26,7 @@ GOOD = ("1", "Ann", "2021-01-01T00:00:00Z", "1", "10")
 
 
 def test_suite_is_derived_from_the_contract():
-    rules = build_rules(HIRES, KEYS)
+    rules = build_rules(HIRES)
     assert {(r.name, r.column) for r in rules} >= {
         ("required", "id"), ("required", "job_id"), ("integer", "department_id"),
         ("instant format", "datetime"), ("real instant", "datetime"),
@@ -122,3 +122,18 @@ def test_instants_are_checked_against_the_calendar_at_c_speed():
     assert is_real.to_pylist() == [v if v in (None, False) else True for v in cases.values()]
     text = canonical_instants(instants).to_pylist()
     assert text == [v if isinstance(v, str) else None for v in cases.values()]
+
+
+def test_foreign_keys_against_a_large_referenced_table():
+    keys = {"departments": range(1, 200_001, 2), "jobs": {10}}  # 100,000 odd department ids
+    result = validate(("1", "Ann", "2021-01-01T00:00:00Z", "199999", "10"),
+                      ("2", "Bob", "2021-01-01T00:00:00Z", "200000", "10"),
+                      ("3", "Cy", "2021-01-01T00:00:00Z", "x7", "10"),
+                      ("4", "Di", "2021-01-01T00:00:00Z", "9999999999", "10"), keys=keys)
+    assert [row[0] for row in result.valid_rows] == ["1"]
+    assert reasons_of(result) == {
+        2: ["department_id: 200000 does not exist in departments"],
+        3: ["department_id: 'x7' is not an integer"],  # not also "does not exist"
+        4: ["department_id: 9999999999 is outside the 32-bit integer range",
+            "department_id: 9999999999 does not exist in departments"],
+    }
