@@ -3,6 +3,10 @@
 
 Run at 1,000,000 rows (speed, memory) and 5,000,000 rows (memory stays flat).
 Targets: validate + load within 3x the COPY time; peak memory under 500 MB at both sizes.
+
+Validate and load run in two child processes, as the DAG's two tasks do, from the blob in
+Azurite to the rows in PostgreSQL; the peak memory is the larger of the two processes' peak RSS.
+Task start-up (imports, Airflow's first connection lookup) is timed apart and not counted.
 """
 
 from __future__ import annotations

@@ -298,26 +298,26 @@ class Warehouse:
             return len(batch)
 
         written = 0
+        in_flight: set = set()
+
+        def collect(keep: int) -> None:  # wait until at most `keep` batches are in flight
+            nonlocal written, in_flight
+            while len(in_flight) > keep:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    written += future.result()
+                    report(written)
+
         try:
             for _ in range(connections):
                 opened.append(self.connect())
                 idle.put(opened[-1])
             with ThreadPoolExecutor(connections, thread_name_prefix="load") as pool:
-                in_flight: set = set()
                 try:
                     for batch in batches:
                         in_flight.add(pool.submit(run, batch))
-                        limit = max(connections + 1, IN_FLIGHT_BYTES // max(1, _size(batch)))
-                        while len(in_flight) > limit:
-                            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                            for future in done:
-                                written += future.result()
-                                report(written)
-                    while in_flight:
-                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            written += future.result()
-                            report(written)
+                        collect(keep=max(connections + 1, IN_FLIGHT_BYTES // max(1, _size(batch))))
+                    collect(keep=0)
                 except BaseException:
                     for future in in_flight:
                         future.cancel()
