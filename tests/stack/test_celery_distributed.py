@@ -223,7 +223,9 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
 
     api = user.api
     started = time.monotonic()
-    run_id = api.trigger_run("ingest_table", {"table_name": "hired_employees", "batch_size": 500})
+    # Small batches (2,000 transactions): the load, COPY straight into the table over two
+    # connections, must still be running when the kill lands.
+    run_id = api.trigger_run("ingest_table", {"table_name": "hired_employees", "batch_size": 100})
 
     def loading():
         for ti in api.task_instances("ingest_table", run_id):
