@@ -156,13 +156,14 @@ def validate_file(
                          source, result.rows, result.valid, result.rejected, valid_file.bytes_written)
                 del chunk, checked  # before the next chunk is read: one chunk in memory at a time
                 release_arrow_memory()
+            if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
+                # Raised inside the upload: the valid rows' blob is then never committed.
+                raise IngestError(
+                    f"{source}: {result.rows} rows read but {result.valid} valid + "
+                    f"{result.rejected} rejected; refusing to continue"
+                )
             if valid_writer is not None:
                 valid_writer.close()
-        if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
-            raise IngestError(
-                f"{source}: {result.rows} rows read but {result.valid} valid + "
-                f"{result.rejected} rejected; refusing to continue"
-            )
         store.upload_file(container, result.rejects_blob, rejects_path)
     if result.rows and result.valid == 0:
         log.warning("%s: every one of its %d rows was rejected; is it the right table's file?",

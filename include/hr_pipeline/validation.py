@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -311,7 +310,6 @@ class ChunkValidator:
         Great Expectations itself."""
         import numpy as np
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         types = {ColumnType.INTEGER: pa.int64(), ColumnType.STRING: pa.string(),
                  ColumnType.TIMESTAMP: pa.string()}
