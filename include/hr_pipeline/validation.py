@@ -190,7 +190,8 @@ class ChunkValidator:
         texts = {}
         for name, column in zip(self.contract.column_names, chunk.columns):
             # Copies only where needed: most extracts have nothing to trim and no empty field.
-            if pc.any(pc.match_substring_regex(column, r"^\s|\s$")).as_py():
+            # (The class is the Unicode whitespace that utf8_trim_whitespace trims.)
+            if pc.any(pc.match_substring_regex(column, r"^[\s\p{Z}\x{85}]|[\s\p{Z}\x{85}]$")).as_py():
                 column = pc.utf8_trim_whitespace(column)
             if pc.any(pc.equal(column, "")).as_py():
                 column = pc.if_else(pc.equal(column, ""), null_text, column)

@@ -137,3 +137,9 @@ def test_foreign_keys_against_a_large_referenced_table():
         4: ["department_id: 9999999999 is outside the 32-bit integer range",
             "department_id: 9999999999 does not exist in departments"],
     }
+
+
+def test_unicode_whitespace_around_a_field_is_trimmed():
+    result = validate(("\u00a01", "Ann\u2003", "\t2021-01-01T00:00:00Z\u3000", "1\u0085", " 10"))
+    assert result.rejected == []
+    assert result.valid_rows == [("1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10")]
