@@ -62,7 +62,8 @@ def ingest_table():
         deferrable=True,
         poke_interval=15,
         timeout=ingest_wait_timeout_seconds(),
-        retries=0,
+        # The DAG's retries apply: a failed listing of the folder (the trigger reports any error
+        # once and gives up) is retried; running out of time is not (AirflowSensorTimeout).
     )
 
     @task

@@ -385,10 +385,15 @@ class AirflowApi:
         raise StackError(f"{dag_id} run {run_id} still {run.get('state')} after {timeout:.0f} s: {states}")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """A task try's log as text, one line per event (the API serves JSON or NDJSON only)."""
         response = self.request(
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            headers={"Accept": "text/plain"})
-        return response.text
+            headers={"Accept": "application/json"})
+        try:
+            events = response.json().get("content", [])
+        except ValueError:
+            return response.text
+        return "\n".join(_log_line(event) for event in events)
 
     def failure_report(self, dag_id: str, run_id: str) -> str:
         """The states of a run's tasks and the logs of the failed ones, for an assertion message."""
@@ -401,6 +406,17 @@ class AirflowApi:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _log_line(event) -> str:
+    """One structured log event as ``timestamp level event`` plus any error detail."""
+    if not isinstance(event, dict):
+        return str(event)
+    line = " ".join(str(event[key]) for key in ("timestamp", "level", "event") if event.get(key))
+    for key in ("error_detail", "exception"):
+        if event.get(key):
+            line += f"\n{event[key]}"
+    return line
 
 
 def _group_alive(pgid: int) -> bool:

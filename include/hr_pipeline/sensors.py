@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from airflow.providers.microsoft.azure.sensors.wasb import WasbPrefixSensor
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 
 class IncomingFilesSensor(WasbPrefixSensor):
@@ -21,6 +21,16 @@ class IncomingFilesSensor(WasbPrefixSensor):
             return super().execute(context)
         except AirflowSensorTimeout as error:  # the non-deferred path
             raise AirflowSensorTimeout(self._timeout_message()) from error
+
+    def execute_complete(self, context, event):
+        # The trigger stops at the first error listing the folder (Azurite or Azure unreachable,
+        # say) and reports it: say where, so the failure - retried by the task's retries - is clear.
+        if event and event.get("status") == "error":
+            raise AirflowException(
+                f"Could not list {self.container_name}/{self.prefix} on connection "
+                f"{self.wasb_conn_id!r}: {event.get('message')}"
+            )
+        return super().execute_complete(context, event)
 
     def resume_execution(self, next_method, next_kwargs, context):
         try:

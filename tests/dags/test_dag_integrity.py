@@ -56,6 +56,7 @@ def test_ingest_table_chain(dag_bag):
     sensor = dag.get_task("wait_for_files")
     assert sensor.deferrable is True
     assert sensor.timeout > 0
+    assert sensor.retries >= 1  # a failed listing is retried; a timeout is not (AirflowSensorTimeout)
     assert "validate" in sensor.downstream_task_ids
     for table in ("departments", "jobs", "hired_employees"):
         load = dag.get_task(f"load_{table}")

@@ -111,7 +111,10 @@ def test_a_sensor_waiting_for_a_file_resumes_once_it_arrives(local_stack, ingest
     local_stack.upload_extract("departments", SAMPLE_DATA / "departments.csv", "late_departments.csv")
     run = api.wait_for_run("ingest_table", run_id, timeout=900)
     assert run["state"] == "success", api.failure_report("ingest_table", run_id)
-    states = {ti["task_id"]: ti["state"] for ti in api.task_instances("ingest_table", run_id)}
-    assert states[sensor] == "success"
+    instances = {ti["task_id"]: ti for ti in api.task_instances("ingest_table", run_id)}
+    assert instances[sensor]["state"] == "success"
+    # Its log, read through the REST API, holds the trigger's finding.
+    log_text = api.task_log("ingest_table", run_id, sensor, instances[sensor]["try_number"])
+    assert "Prefix incoming/departments/ found in container" in log_text, log_text[-2000:]
     assert local_stack.row_count("departments") == 12  # an upsert of the same rows
     assert local_stack.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "incoming/departments/") == []

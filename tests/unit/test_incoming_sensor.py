@@ -27,3 +27,16 @@ def test_other_trigger_failures_are_not_reported_as_timeouts():
         sensor().resume_execution(TRIGGER_FAIL_REPR, {"error": "connection refused"}, context={})
     assert not isinstance(failure.value, AirflowSensorTimeout)
     assert "connection refused" in str(failure.value)
+
+
+def test_an_error_listing_the_folder_names_the_folder_and_the_connection():
+    with pytest.raises(Exception) as failure:
+        sensor().execute_complete({}, {"status": "error", "message": "Connection reset by peer"})
+    assert not isinstance(failure.value, AirflowSensorTimeout)
+    assert str(failure.value) == (
+        "Could not list raw-data/incoming/jobs/ on connection 'azure_blob': Connection reset by peer")
+
+
+def test_a_found_file_completes_the_sensor():
+    assert sensor().execute_complete({}, {"status": "success", "message": "found"}) is None
+
