@@ -6,6 +6,7 @@ of the SPEC in one place.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,6 +106,17 @@ class BlobStore:
         for offset in range(0, size, block_bytes):
             yield blob.download_blob(offset=offset, length=min(block_bytes, size - offset)).readall()
 
+    def decompressed_blocks(self, container: str, name: str, compression: str = "zstd",
+                            block_bytes: int = 4 << 20) -> Iterator[bytes]:
+        """The decompressed bytes of a compressed blob (see ``prefetched_blocks``), in blocks of
+        ``block_bytes``, decompressed as they arrive (Arrow's codec, in C++)."""
+        import pyarrow as pa
+
+        source = pa.PythonFile(io.BufferedReader(_BlockReader(self.prefetched_blocks(container, name))), mode="r")
+        with pa.CompressedInputStream(source, compression) as stream:
+            while block := stream.read(block_bytes):
+                yield block
+
     def prefetched_blocks(self, container: str, name: str, depth: int = 4) -> Iterator[bytes]:
         """``iter_blocks``, fetched by a background thread up to ``depth`` blocks ahead, so the
         consumer (a load) does not wait for the network between blocks."""
@@ -179,6 +191,28 @@ class BlobStore:
         self.container(container).get_blob_client(name).delete_blob()
 
 
+class _BlockReader(io.RawIOBase):
+    """An iterator of byte blocks read as a file."""
+
+    def __init__(self, blocks: Iterator[bytes]):
+        self._blocks = iter(blocks)
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not len(self._rest):
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._rest = memoryview(block)
+        count = min(len(buffer), len(self._rest))
+        buffer[:count] = self._rest[:count]
+        self._rest = self._rest[count:]
+        return count
+
+
 class StreamingUpload:
     """A blob written like a file, uploaded while its writer goes on.
 
@@ -199,6 +233,7 @@ class StreamingUpload:
         self._block_ids: list[str] = []
         self._pending: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
+        self._aborted = False
         self.bytes_written = 0
         self._thread = threading.Thread(target=self._stage_blocks, name="blob-upload", daemon=True)
         self._thread.start()
@@ -226,6 +261,12 @@ class StreamingUpload:
         self._pending.put((block_id, data))
 
     def write(self, data) -> int:
+        if self._aborted:
+            # Discarded: a stream wrapping this one (compression) flushes on its way out, and
+            # the error that stopped the upload is the one to report.
+            return len(data)
+        if self.closed:
+            raise ValueError(f"write to {self._client.blob_name} after its upload was closed")
         self._buffer += data
         self.bytes_written += len(data)
         if len(self._buffer) >= self._block_bytes:
@@ -260,6 +301,7 @@ class StreamingUpload:
 
     def abort(self) -> None:
         """Stop without committing: the staged blocks are never made into a blob."""
+        self._aborted = True
         if not self.closed:
             self._error = self._error or RuntimeError("aborted")
             self._pending.put(None)

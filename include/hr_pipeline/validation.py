@@ -191,7 +191,8 @@ class ChunkValidator:
         for name, column in zip(self.contract.column_names, chunk.columns):
             # Copies only where needed: most extracts have nothing to trim and no empty field.
             # (The class is the Unicode whitespace that utf8_trim_whitespace trims.)
-            if pc.any(pc.match_substring_regex(column, r"^[\s\p{Z}\x{85}]|[\s\p{Z}\x{85}]$")).as_py():
+            if edge_whitespace_possible(column) and pc.any(pc.match_substring_regex(
+                    column, r"^[\s\p{Z}\x{85}]|[\s\p{Z}\x{85}]$")).as_py():
                 column = pc.utf8_trim_whitespace(column)
             if pc.any(pc.equal(column, "")).as_py():
                 column = pc.if_else(pc.equal(column, ""), null_text, column)
@@ -334,6 +335,37 @@ class ChunkValidator:
         return pa.Table.from_arrays(columns, schema=schema)
 
 
+# Bytes that can start (end) a whitespace character that utf8_trim_whitespace trims: ASCII
+# whitespace, and the lead (last) bytes of U+0085, U+00A0, U+1680, U+2000-U+205F, U+3000.
+_MAY_START_WHITESPACE = bytes(range(9, 14)) + b" \xc2\xe1\xe2\xe3"
+_MAY_END_WHITESPACE = bytes(range(9, 14)) + b" " + bytes(range(0x80, 0xC0))
+
+
+def edge_whitespace_possible(column) -> bool:
+    """Whether any value of an Arrow string array may start or end with whitespace, judged from
+    its first and last bytes (numpy over Arrow's buffers, no copy). False means certainly not;
+    true sends the column to the exact check (a non-ASCII last letter, say, gives true)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not len(column) or column.type != pa.string():
+        return bool(len(column))
+    _, offsets_buffer, data_buffer = column.buffers()
+    if data_buffer is None or not data_buffer.size:
+        return False
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[column.offset: column.offset + len(column) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    starts, ends = offsets[:-1], offsets[1:]
+    filled = ends > starts
+    if not filled.any():
+        return False
+    may_start = np.zeros(256, dtype=bool)
+    may_start[list(_MAY_START_WHITESPACE)] = True
+    may_end = np.zeros(256, dtype=bool)
+    may_end[list(_MAY_END_WHITESPACE)] = True
+    return bool(may_start[data[starts[filled]]].any() or may_end[data[ends[filled] - 1]].any())
+
+
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -344,17 +376,39 @@ def parse_instants(text):
     (the format rule reports those), true where it is a real calendar instant of years
     0001-9999 (what SQL Server's DATETIME2 holds), false otherwise (2021-02-30, 24:00:00,
     23:59:60); ``instants`` holds each real one as ``timestamp[us, UTC]`` (a finer fraction is
-    truncated), null elsewhere. Calendar arithmetic is done here, vectorised, because a single
-    impossible date would make Arrow's cast fail for the whole array.
+    truncated), null elsewhere.
+
+    Arrow's cast checks the calendar but fails the whole array on one impossible instant, so it
+    is tried first (a clean extract, the common case, costs one cast); only if it fails is the
+    calendar checked field by field, vectorised, to find which ones are impossible.
     """
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     shaped = pc.fill_null(pc.match_substring_regex(text, INSTANT_PATTERN), False)
+    if (pc.max(pc.utf8_length(text)).as_py() or 0) > len("2021-11-07T02:48:42.123456Z"):
+        text = pc.replace_substring_regex(text, r"(\.[0-9]{6})[0-9]+Z$", r"\1Z")  # to microseconds
     candidate = pc.if_else(shaped, text, "2000-01-01T00:00:00Z")
+    utc = pa.timestamp("us", tz="UTC")
+    try:
+        parsed = pc.cast(candidate, utc)
+        real = pc.and_(shaped, pc.invert(pc.starts_with(candidate, "0000"))).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        real = _real_calendar_instants(candidate, shaped.to_numpy(zero_copy_only=False))
+        parsed = pc.cast(pc.if_else(pa.array(real), candidate, pa.scalar(None, pa.string())), utc)
+    is_real = pa.array(real, mask=~shaped.to_numpy(zero_copy_only=False))
+    instants = pc.if_else(pa.array(real), parsed, pa.scalar(None, utc))
+    return is_real, instants
+
+
+def _real_calendar_instants(candidate, shaped):
+    """Which of ``candidate`` (each shaped like ``INSTANT_PATTERN``) are real calendar instants
+    of years 0001-9999, as a numpy boolean array, ``shaped`` and-ed in."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     def field(start: int, stop: int):
         return pc.cast(pc.utf8_slice_codeunits(candidate, start, stop), pa.int32()).to_numpy()
@@ -364,13 +418,8 @@ def parse_instants(text):
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
     month_ok = (month >= 1) & (month <= 12)
     days = np.asarray(_DAYS_IN_MONTH)[np.where(month_ok, month, 0)] + ((month == 2) & leap)
-    real = (shaped.to_numpy(zero_copy_only=False) & (year >= 1) & month_ok & (day >= 1)
-            & (day <= days) & (hour < 24) & (minute < 60) & (second < 60))
-    is_real = pa.array(real, mask=~shaped.to_numpy(zero_copy_only=False))
-    microseconds = pc.replace_substring_regex(text, r"(\.[0-9]{6})[0-9]+Z$", r"\1Z")
-    instants = pc.cast(pc.if_else(pa.array(real), microseconds, pa.scalar(None, pa.string())),
-                       pa.timestamp("us", tz="UTC"))
-    return is_real, instants
+    return (shaped & (year >= 1) & month_ok & (day >= 1) & (day <= days)
+            & (hour < 24) & (minute < 60) & (second < 60))
 
 
 def canonical_instants(instants):

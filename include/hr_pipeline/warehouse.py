@@ -279,52 +279,61 @@ class Warehouse:
         return self._load_in_parallel(write, batches, connections, report)
 
     def _load_in_parallel(self, write, batches, connections: int, report) -> int:
-        """``write`` each batch on one of ``connections`` connections. Batches wait their turn
-        up to ``IN_FLIGHT_BYTES`` (at least one per connection plus one), so that the writers
-        keep busy while the next block of the file is fetched, and memory stays bounded
-        whatever the file."""
+        """``write`` each batch on one of ``connections`` connections, one writer thread per
+        connection, fed through a queue. The queue holds batches up to ``IN_FLIGHT_BYTES`` (at
+        least two per writer), so that the writers keep busy while the next block of the file is
+        fetched, and memory stays bounded whatever the file. The first error stops the feeding
+        and is raised once the writers have stopped (batches in flight are rolled back by
+        ``write``; those already committed stay, as in a single-connection load)."""
         import queue
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+        import threading
 
-        idle: queue.SimpleQueue = queue.SimpleQueue()
-        opened = []
-
-        def run(batch) -> int:
-            connection = idle.get()
-            try:
-                write(connection, batch)
-            finally:
-                idle.put(connection)
-            return len(batch)
-
+        done = object()
+        first = next(iter_batches := iter(batches), None)
+        if first is None:
+            return 0
+        depth = max(2 * connections, IN_FLIGHT_BYTES // max(1, _size(first)))
+        pending: queue.Queue = queue.Queue(maxsize=depth)
+        progress = threading.Lock()
+        errors: list[BaseException] = []
         written = 0
-        in_flight: set = set()
+        opened = [self.connect() for _ in range(connections)]
 
-        def collect(keep: int) -> None:  # wait until at most `keep` batches are in flight
-            nonlocal written, in_flight
-            while len(in_flight) > keep:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    written += future.result()
+        def writer(connection) -> None:
+            nonlocal written
+            while (batch := pending.get()) is not done:
+                if errors:
+                    continue  # drain without writing once something failed
+                try:
+                    write(connection, batch)
+                except BaseException as error:  # noqa: BLE001 - re-raised by the feeding thread
+                    errors.append(error)
+                    continue
+                with progress:
+                    written += len(batch)
                     report(written)
 
+        threads = [threading.Thread(target=writer, args=(c,), name=f"load-{i}", daemon=True)
+                   for i, c in enumerate(opened)]
         try:
-            for _ in range(connections):
-                opened.append(self.connect())
-                idle.put(opened[-1])
-            with ThreadPoolExecutor(connections, thread_name_prefix="load") as pool:
-                try:
-                    for batch in batches:
-                        in_flight.add(pool.submit(run, batch))
-                        collect(keep=max(connections + 1, IN_FLIGHT_BYTES // max(1, _size(batch))))
-                    collect(keep=0)
-                except BaseException:
-                    for future in in_flight:
-                        future.cancel()
-                    raise
+            for thread in threads:
+                thread.start()
+            try:
+                pending.put(first)
+                for batch in iter_batches:
+                    if errors:
+                        break
+                    pending.put(batch)
+            finally:
+                for _ in threads:
+                    pending.put(done)
+                for thread in threads:
+                    thread.join()
         finally:
             for connection in opened:
                 connection.close()
+        if errors:
+            raise errors[0]
         return written
 
     def upsert_batch(self, connection, contract: TableContract, rows: Sequence[Sequence[Any]]) -> None:

@@ -59,3 +59,47 @@ def test_prefetching_a_missing_blob_raises_in_the_reader(blob_store):
 
     with pytest.raises(ResourceNotFoundError):
         list(blob_store.prefetched_blocks(raw_container(), "missing.csv"))
+
+
+def test_a_write_after_the_upload_is_closed_is_refused(blob_store):
+    with blob_store.streaming_upload(raw_container(), "closed.csv") as upload:
+        upload.write(b"a,b\n")
+    with pytest.raises(ValueError, match="after its upload was closed"):
+        upload.write(b"c,d\n")
+    assert blob_store.download_bytes(raw_container(), "closed.csv") == b"a,b\n"
+
+
+@pytest.mark.parametrize("size", [0, 1, 3_000_001])
+def test_the_compressed_hand_over_reads_back_as_the_bytes_written(blob_store, size):
+    """The valid rows travel zstd-compressed: written through ``_compressed``, read back
+    decompressed block by block, whatever the sizes of writes and blocks."""
+    from hr_pipeline.ingest import VALID_ROWS_COMPRESSION, _compressed
+
+    data = os.urandom(size // 2) + b"1,\"Ann\"\n" * (size // 16)
+    with blob_store.streaming_upload(raw_container(), "rows.csv.zst", block_bytes=64 * 1024) as upload:
+        compressed = _compressed(upload)
+        for start in range(0, len(data), 100_003):
+            compressed.write(data[start:start + 100_003])
+        compressed.close()
+    assert upload.bytes_written < max(len(data), 100)  # the repeated rows compress
+    blocks = list(blob_store.decompressed_blocks(raw_container(), "rows.csv.zst", VALID_ROWS_COMPRESSION,
+                                                 block_bytes=1 << 20))
+    assert all(len(block) <= 1 << 20 for block in blocks)
+    assert b"".join(blocks) == data
+
+
+def test_a_compressed_upload_stopped_by_an_error_leaves_no_blob(blob_store):
+    """As when the rows invariant fails half way through a file: nothing is committed, and the
+    compressed stream left behind cannot commit it later either."""
+    import gc
+
+    from hr_pipeline.ingest import _compressed
+
+    with pytest.raises(ValueError, match="invariant"):
+        with blob_store.streaming_upload(raw_container(), "refused.csv.zst", block_bytes=1024) as upload:
+            compressed = _compressed(upload)
+            compressed.write(os.urandom(50_000))
+            raise ValueError("invariant broken")
+    del compressed
+    gc.collect()
+    assert not blob_store.exists(raw_container(), "refused.csv.zst")

@@ -124,6 +124,43 @@ def test_instants_are_checked_against_the_calendar_at_c_speed():
     assert text == [v if isinstance(v, str) else None for v in cases.values()]
 
 
+@pytest.mark.parametrize("cases", [
+    # every instant real: Arrow's one cast decides (year 0000 aside, which it accepts)
+    {"2020-02-29T12:00:00Z": "2020-02-29T12:00:00.000000Z",
+     "2021-03-31T23:59:59.123456789Z": "2021-03-31T23:59:59.123456Z",
+     "0000-01-01T00:00:00Z": False, "soon": None, None: None},
+    # one impossible instant among them: the field-by-field check finds it, the rest stand
+    {"2021-03-31T23:59:59.5Z": "2021-03-31T23:59:59.500000Z", "2021-02-30T00:00:00Z": False},
+    {"yesterday": None},
+])
+def test_instants_with_and_without_an_impossible_one(cases):
+    import pyarrow as pa
+
+    from hr_pipeline.validation import canonical_instants, parse_instants
+
+    is_real, instants = parse_instants(pa.array(list(cases), pa.string()))
+    assert is_real.to_pylist() == [v if v in (None, False) else True for v in cases.values()]
+    assert canonical_instants(instants).to_pylist() == [v if isinstance(v, str) else None for v in cases.values()]
+
+
+@pytest.mark.parametrize("values, possible", [
+    (["1", "Ann", "2021-01-01T00:00:00Z"], False),
+    ([" 1"], True), (["1 "], True), (["1\t"], True), (["\u00a01"], True), (["1\u3000"], True),
+    (["1\u0085"], True), (["Jos\u00e9"], True),  # a non-ASCII last letter: the exact check decides
+    (["", None], False), ([], False),
+])
+def test_edge_whitespace_prefilter_never_misses(values, possible):
+    import pyarrow as pa
+
+    from hr_pipeline.validation import edge_whitespace_possible
+
+    column = pa.array(values, pa.string())
+    assert edge_whitespace_possible(column) is possible
+    # on a slice too (Arrow's offset into shared buffers)
+    padded = pa.array(["x"] + values + [" y "], pa.string()).slice(1, len(values))
+    assert edge_whitespace_possible(padded) is possible
+
+
 def test_foreign_keys_against_a_large_referenced_table():
     keys = {"departments": range(1, 200_001, 2), "jobs": {10}}  # 100,000 odd department ids
     result = validate(("1", "Ann", "2021-01-01T00:00:00Z", "199999", "10"),
