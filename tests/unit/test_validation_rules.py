@@ -180,3 +180,42 @@ def test_unicode_whitespace_around_a_field_is_trimmed():
     result = validate(("\u00a01", "Ann\u2003", "\t2021-01-01T00:00:00Z\u3000", "1\u0085", " 10"))
     assert result.rejected == []
     assert result.valid_rows == [("1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10")]
+
+
+MIXED = (
+    GOOD, ("", "", "", "", ""), ("a1", "Bo", "2021-02-30T00:00:00Z", "3", "12"),
+    ("99999999999", "x" * 300, "soon", "1.5", "10"), ("5", " Cy ", "2021-06-30T23:59:59.5Z", "02", "11"),
+    ("6", "Di", "2021-01-01T24:00:00Z", "2", "x"), ("7", "Ed", "2021-01-01T00:00:00Z", "1", "10"),
+)
+
+
+def test_gx_memo_changes_no_result(monkeypatch):
+    """The per-run memo of Expectation.configuration (a speed-up) gives the same valid rows and
+    the same reasons, rule by rule, as GX on its own."""
+    from contextlib import nullcontext
+
+    import hr_pipeline.validation as validation
+
+    memoized = validate(*MIXED, duplicates={7: 2})
+    monkeypatch.setattr(validation, "_expectation_configurations_memoized", nullcontext)
+    plain = validate(*MIXED, duplicates={7: 2})
+    assert memoized.valid_rows == plain.valid_rows == [
+        ("1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10"),
+        ("5", "Cy", "2021-06-30T23:59:59.500000Z", "2", "11")]
+    assert reasons_of(memoized) == reasons_of(plain)
+    assert len(reasons_of(plain)) == 5 and len(reasons_of(plain)[3]) == 4
+
+
+def test_gx_memo_is_undone_after_a_run_even_a_failed_one():
+    from great_expectations.expectations.expectation import Expectation
+
+    from hr_pipeline.validation import _expectation_configurations_memoized
+
+    original = Expectation.__dict__["configuration"]
+    validate(*MIXED)
+    assert Expectation.__dict__["configuration"] is original
+    with pytest.raises(RuntimeError):
+        with _expectation_configurations_memoized():
+            assert Expectation.__dict__["configuration"] is not original
+            raise RuntimeError("stopped")
+    assert Expectation.__dict__["configuration"] is original
