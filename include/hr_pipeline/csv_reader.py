@@ -269,12 +269,15 @@ def scan_blocks(blocks: Iterable[bytes], contract: TableContract) -> FileScan:
                 result.header_skipped = keys[0].as_py().lower() == contract.key and not misshapen
             result.data_rows += len(keys) + len(misshapen)
             misshapen.clear()
-            plain = pc.match_substring_regex(keys, r"^[+-]?[0-9]{1,18}$")
-            digits = pc.replace_substring_regex(
-                pc.if_else(plain, keys, pa.scalar(None, pa.string())), r"^\+", "")
+            try:  # a block of plain integers (the common case) in one cast
+                values = pc.cast(batch.column(0), pa.int64()).drop_null()
+            except pa.ArrowInvalid:  # "+5", " 5", text: only the integers are counted
+                plain = pc.match_substring_regex(keys, r"^[+-]?[0-9]{1,18}$")
+                digits = pc.replace_substring_regex(
+                    pc.if_else(plain, keys, pa.scalar(None, pa.string())), r"^\+", "")
+                values = pc.cast(digits, pa.int64()).drop_null()
             # Held as 32-bit integers, the range of a valid id: an id outside it is rejected by
             # the range rule anyway, and is left out of the duplicate count.
-            values = pc.cast(digits, pa.int64()).drop_null()
             in_range = pc.and_(pc.greater_equal(values, INTEGER_MIN), pc.less_equal(values, INTEGER_MAX))
             ids.append(values.filter(in_range).cast(pa.int32()).to_numpy())
         result.data_rows += len(misshapen)

@@ -12,6 +12,7 @@ index column), so a row gets one reason per rule it breaks, not only the first.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -203,10 +204,14 @@ class ChunkValidator:
         for column in self.contract.columns:
             text = texts[column.name]
             if column.type is ColumnType.INTEGER:
-                shaped = pc.if_else(pc.match_substring_regex(text, INTEGER_PATTERN), text, null_text)
                 # float64 holds every 32-bit integer exactly; bigger ones only need to fail the
-                # range rule.
-                ints = pc.cast(shaped, pa.float64()).to_numpy(zero_copy_only=False)
+                # range rule. Arrow's integer cast reads exactly INTEGER_PATTERN without the
+                # "+": a column it accepts whole (the common case) needs no regex here.
+                try:
+                    ints = pc.cast(text, pa.int64()).cast(pa.float64()).to_numpy(zero_copy_only=False)
+                except pa.ArrowInvalid:
+                    shaped = pc.if_else(pc.match_substring_regex(text, INTEGER_PATTERN), text, null_text)
+                    ints = pc.cast(shaped, pa.float64()).to_numpy(zero_copy_only=False)
                 frame[_derived(column.name, "int")] = ints
                 if column.references:  # null where the text is not an integer: that rule says so
                     known = self.reference_keys.get(column.references, np.array([], dtype=np.int64))
@@ -344,6 +349,16 @@ _MAY_START_WHITESPACE = bytes(range(9, 14)) + b" \xc2\xe1\xe2\xe3"
 _MAY_END_WHITESPACE = bytes(range(9, 14)) + b" " + bytes(range(0x80, 0xC0))
 
 
+@functools.cache
+def _byte_table(members: bytes):
+    """A lookup table of the 256 byte values: true for ``members``."""
+    import numpy as np
+
+    table = np.zeros(256, dtype=bool)
+    table[list(members)] = True
+    return table
+
+
 def edge_whitespace_possible(column) -> bool:
     """Whether any value of an Arrow string array may start or end with whitespace, judged from
     its first and last bytes (numpy over Arrow's buffers, no copy). False means certainly not;
@@ -357,16 +372,15 @@ def edge_whitespace_possible(column) -> bool:
     if data_buffer is None or not data_buffer.size:
         return False
     offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[column.offset: column.offset + len(column) + 1]
-    data = np.frombuffer(data_buffer, dtype=np.uint8)
-    starts, ends = offsets[:-1], offsets[1:]
-    filled = ends > starts
-    if not filled.any():
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]: offsets[-1]]
+    if not len(data):
         return False
-    may_start = np.zeros(256, dtype=bool)
-    may_start[list(_MAY_START_WHITESPACE)] = True
-    may_end = np.zeros(256, dtype=bool)
-    may_end[list(_MAY_END_WHITESPACE)] = True
-    return bool(may_start[data[starts[filled]]].any() or may_end[data[ends[filled] - 1]].any())
+    # An empty value's "first byte" is the next value's, its "last" the previous one's: only
+    # ever a false alarm, never a miss. Lookup tables of the 256 byte values.
+    firsts = np.minimum(offsets[:-1] - offsets[0], len(data) - 1)
+    lasts = np.maximum(offsets[1:] - offsets[0] - 1, 0)
+    return bool(_byte_table(_MAY_START_WHITESPACE)[data[firsts]].any()
+                or _byte_table(_MAY_END_WHITESPACE)[data[lasts]].any())
 
 
 @contextmanager
