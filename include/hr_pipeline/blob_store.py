@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from hr_pipeline.settings import BLOB_CONN_ID
+from hr_pipeline.streams import BlocksFile, read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -120,37 +121,7 @@ class BlobStore:
     def prefetched_blocks(self, container: str, name: str, depth: int = 4) -> Iterator[bytes]:
         """``iter_blocks``, fetched by a background thread up to ``depth`` blocks ahead, so the
         consumer (a load) does not wait for the network between blocks."""
-        import queue
-        import threading
-
-        blocks: queue.Queue = queue.Queue(maxsize=depth)
-        stop = threading.Event()
-        end = object()
-
-        def fetch() -> None:
-            try:
-                for block in self.iter_blocks(container, name):
-                    while not stop.is_set():
-                        try:
-                            blocks.put(block, timeout=0.5)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                blocks.put(end)
-            except BaseException as error:  # handed to the consumer, raised there
-                blocks.put(error)
-
-        thread = threading.Thread(target=fetch, name="blob-download", daemon=True)
-        thread.start()
-        try:
-            while (item := blocks.get()) is not end:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
+        return read_ahead(self.iter_blocks(container, name), depth, "blob-download")
 
     def download_bytes(self, container: str, name: str) -> bytes:
         return self.container(container).get_blob_client(name).download_blob().readall()
@@ -189,29 +160,6 @@ class BlobStore:
 
     def delete(self, container: str, name: str) -> None:
         self.container(container).get_blob_client(name).delete_blob()
-
-
-class BlocksFile(io.RawIOBase):
-    """An iterable of byte blocks read as a file (for readers that want one: Arrow's CSV reader
-    and decompressor)."""
-
-    def __init__(self, blocks: Iterable[bytes]):
-        self._blocks = iter(blocks)
-        self._rest = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not len(self._rest):
-            block = next(self._blocks, None)
-            if block is None:
-                return 0
-            self._rest = memoryview(block)
-        count = min(len(buffer), len(self._rest))
-        buffer[:count] = self._rest[:count]
-        self._rest = self._rest[count:]
-        return count
 
 
 class StreamingUpload:

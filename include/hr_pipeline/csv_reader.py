@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hr_pipeline.blob_store import BlocksFile
 from hr_pipeline.contracts import CONTRACTS, INTEGER_MAX, INTEGER_MIN, TableContract
+from hr_pipeline.streams import BlocksFile
 
 # csv refuses fields above 128 KiB by default; a field that long is a broken file, and the reason
 # given for it should say so rather than a bare csv.Error.

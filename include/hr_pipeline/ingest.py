@@ -33,6 +33,7 @@ from hr_pipeline.csv_reader import (
     use_system_allocator,
 )
 from hr_pipeline.settings import raw_container, validation_chunk_rows
+from hr_pipeline.streams import read_ahead
 from hr_pipeline.warehouse import Warehouse, csv_batches
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ def validate_file(
             valid_writer = None
             rejects_writer = csv.writer(rejects_file, lineterminator="\n")
             rejects_writer.writerow([*contract.column_names, "reason"])
-            for chunk in read_chunks(local, contract, chunk_rows):
+            # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated.
+            for chunk in read_ahead(read_chunks(local, contract, chunk_rows), 1, "read-chunks"):
                 checked = validator.validate(chunk)
                 if valid_writer is None:
                     valid_writer = _canonical_csv_writer(valid_file, checked.valid.schema)

@@ -265,7 +265,7 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
 
     tries = [t for t in celery_stack.task_tries("ingest_table", run_id)
              if t["task_id"] == "load_hired_employees"]
-    print(f"[celery] load_hired_employees tries: "
+    print("[celery] load_hired_employees tries: "
           + "; ".join(f"#{t['try_number']} {t['state']} on {t['hostname']}" for t in tries)
           + f"; run succeeded {seconds:.1f} s after trigger")
     first = [t for t in tries if t["try_number"] == running["try_number"]]

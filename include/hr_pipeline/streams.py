@@ -1,0 +1,71 @@
+"""Small stream helpers shared by the blob and CSV code: producing ahead in a thread, and
+blocks of bytes read as a file."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+Item = TypeVar("Item")
+
+
+def read_ahead(items: Iterable[Item], depth: int, name: str) -> Iterator[Item]:
+    """``items``, produced by a background thread up to ``depth`` items ahead of the consumer,
+    so that producing (a download, Arrow parsing a CSV, both outside the GIL) overlaps with
+    consuming. An error in the producer is raised in the consumer; a consumer that stops early
+    stops the producer at its next item."""
+    import queue
+    import threading
+
+    produced: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        produced.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            produced.put(end)
+        except BaseException as error:  # handed to the consumer, raised there
+            produced.put(error)
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while (item := produced.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class BlocksFile(io.RawIOBase):
+    """An iterable of byte blocks read as a file (for readers that want one: Arrow's CSV reader
+    and decompressor)."""
+
+    def __init__(self, blocks: Iterable[bytes]):
+        self._blocks = iter(blocks)
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not len(self._rest):
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._rest = memoryview(block)
+        count = min(len(buffer), len(self._rest))
+        buffer[:count] = self._rest[:count]
+        self._rest = self._rest[count:]
+        return count
