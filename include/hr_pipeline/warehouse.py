@@ -245,15 +245,19 @@ class Warehouse:
                 from psycopg.errors import UniqueViolation
 
                 try:
+                    # On an autocommit connection the COPY is a transaction by itself: all of
+                    # the batch or none of it, one round trip fewer than COPY then COMMIT.
                     self._copy_csv(connection, contract, contract.name, batch)
-                    connection.commit()
                     return
                 except UniqueViolation:
-                    connection.rollback()
                     if state["direct"]:
                         state["direct"] = False
                         log.info("%s already holds some of these keys: upserting through a "
                                  "staging table from here on", contract.name)
+            if self.dialect == "postgres":
+                with connection.transaction():
+                    self.upsert_batch(connection, contract, batch)
+                return
             try:
                 self.upsert_batch(connection, contract, batch)
                 connection.commit()
@@ -267,7 +271,7 @@ class Warehouse:
         report = on_batch or (lambda written: None)
         if connections <= 1:
             written = 0
-            connection = self.connect()
+            connection = self._load_connection()
             try:
                 for batch in batches:
                     write(connection, batch)
@@ -277,6 +281,14 @@ class Warehouse:
                 connection.close()
             return written
         return self._load_in_parallel(write, batches, connections, report)
+
+    def _load_connection(self):
+        """A connection for ``load_batches``: on PostgreSQL in autocommit mode, each batch
+        making its own transaction (see ``write`` there)."""
+        connection = self.connect()
+        if self.dialect == "postgres":
+            connection.autocommit = True
+        return connection
 
     def _load_in_parallel(self, write, batches, connections: int, report) -> int:
         """``write`` each batch on one of ``connections`` connections, one writer thread per
@@ -297,7 +309,7 @@ class Warehouse:
         progress = threading.Lock()
         errors: list[BaseException] = []
         written = 0
-        opened = [self.connect() for _ in range(connections)]
+        opened = [self._load_connection() for _ in range(connections)]
 
         def writer(connection) -> None:
             nonlocal written
