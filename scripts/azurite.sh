@@ -29,7 +29,16 @@ case "$action" in
     kill "$(cat "$pid_file")" 2>/dev/null; rm -f "$pid_file"; exit 1
     ;;
   stop)
-    if running; then kill "$(cat "$pid_file")"; echo "Azurite stopped"; fi
+    if running; then
+      pid="$(cat "$pid_file")"
+      kill "$pid"
+      # On SIGTERM Azurite closes gracefully, waiting for its clients' open keep-alive
+      # connections: while the caller (a test session, say) still holds some it never exits.
+      # Wait a little, then KILL: its data is flushed as it goes.
+      for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
+      echo "Azurite stopped"
+    fi
     rm -f "$pid_file"
     ;;
   status)
