@@ -174,6 +174,7 @@ class ChunkValidator:
         for index, rule in enumerate(self.rules):
             suite.add_expectation(rule.expectation(index))
         self.suite = suite
+        self._failure_suites: dict[tuple[int, ...], Any] = {}
 
     def frame(self, chunk: Chunk):
         """The chunk's well-formed rows as a DataFrame: raw text (missing when empty, Arrow-backed
@@ -249,20 +250,29 @@ class ChunkValidator:
 
         frame, instants = self.frame(well_formed)
         batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        # Batch.validate, unlike a ValidationDefinition's run, keeps no copy of the results in
-        # the context's store: with every failing row listed, that copy grew with the file.
         with _expectation_configurations_memoized():
-            result = batch.validate(
-                self.suite,
-                # Every failing row by its number (the named index), without the failing values:
-                # GX then hands back one list of row numbers per rule instead of a dict per row,
-                # which made a file of only failing rows 10x slower. The reasons are built from
-                # the text.
-                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
-                               "exclude_unexpected_values": True},
-            )
+            # First pass or fail per rule: GX then builds no list of failing rows, which costs
+            # as much again (measured: 0.06 s against 0.11 s for 120,000 rows). A clean chunk,
+            # the common case, is done after it.
+            verdict = batch.validate(self.suite, result_format={"result_format": "BOOLEAN_ONLY"})
+            result = None
+            if not verdict.success:
+                failed = tuple(sorted(outcome.expectation_config.meta["rule"]
+                                      for outcome in verdict.results if not outcome.success))
+                # Batch.validate, unlike a ValidationDefinition's run, keeps no copy of the
+                # results in the context's store: with every failing row listed, that copy grew
+                # with the file.
+                result = batch.validate(
+                    self._suite_of(failed),
+                    # Every failing row by its number (the named index), without the failing
+                    # values: GX then hands back one list of row numbers per rule instead of a
+                    # dict per row, which made a file of only failing rows 10x slower. The
+                    # reasons are built from the text.
+                    result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
+                                   "exclude_unexpected_values": True},
+                )
         self._forget_batches()
-        if not result.success:
+        if result is not None:
             self._explain_failures(result, well_formed, rejected)
         first = rejected.get(1)  # record 1: a header row of the wrong table?
         if first and "header row" not in first.reasons[0] and (
@@ -270,6 +280,19 @@ class ChunkValidator:
             first.reasons.append(f"this looks like the header row of table {other}: wrong folder?")
         return ChunkResult(self._canonical(frame, instants, list(rejected)),
                            sorted(rejected.values(), key=lambda r: r.row_number))
+
+    def _suite_of(self, rules: tuple[int, ...]):
+        """The suite of only these rules (by index), to list their failing rows: built once per
+        set of failing rules, not registered in the context (Batch.validate needs no store)."""
+        suite = self._failure_suites.get(rules)
+        if suite is None:
+            import great_expectations as gx
+
+            suite = self._failure_suites[rules] = gx.ExpectationSuite(
+                name=f"{self.contract.name}_rules_{'_'.join(map(str, rules))}",
+                expectations=[self.rules[index].expectation(index) for index in rules],
+            )
+        return suite
 
     def _explain_failures(self, result, chunk: Chunk, rejected: dict[int, RejectedRow]) -> None:
         """One reason per failed rule on each failing row, in the suite's order of rules."""

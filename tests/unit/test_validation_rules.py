@@ -219,3 +219,29 @@ def test_gx_memo_is_undone_after_a_run_even_a_failed_one():
             assert Expectation.__dict__["configuration"] is not original
             raise RuntimeError("stopped")
     assert Expectation.__dict__["configuration"] is original
+
+
+def test_a_clean_chunk_takes_one_gx_run_and_a_dirty_one_lists_only_its_failed_rules(monkeypatch):
+    """Pass/fail per rule first (BOOLEAN_ONLY); the failing rows are listed (COMPLETE) only for
+    the rules that failed, so their reasons are the same as from one full run."""
+    from great_expectations.datasource.fluent.interfaces import Batch
+
+    runs = []
+    real_validate = Batch.validate
+
+    def spy(self, expect, *args, **kwargs):
+        runs.append((kwargs["result_format"]["result_format"],
+                     sorted(e.meta["rule"] for e in expect.expectations)))
+        return real_validate(self, expect, *args, **kwargs)
+
+    monkeypatch.setattr(Batch, "validate", spy)
+    validator = ChunkValidator(HIRES, KEYS)
+    all_rules = list(range(len(validator.rules)))
+    assert validator.validate(rows(GOOD)).rejected == []
+    assert runs == [("BOOLEAN_ONLY", all_rules)]
+
+    runs.clear()
+    result = validator.validate(rows(GOOD, ("2", "Bo", "2021-01-01T00:00:00Z", "3", "10")))
+    assert reasons_of(result) == {2: ["department_id: 3 does not exist in departments"]}
+    foreign_key = [i for i, r in enumerate(validator.rules) if (r.name, r.column) == ("foreign key", "department_id")]
+    assert runs == [("BOOLEAN_ONLY", all_rules), ("COMPLETE", foreign_key)]
