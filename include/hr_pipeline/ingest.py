@@ -33,7 +33,7 @@ from hr_pipeline.csv_reader import (
     use_system_allocator,
 )
 from hr_pipeline.settings import raw_container, validation_chunk_rows
-from hr_pipeline.streams import read_ahead
+from hr_pipeline.streams import WriteBehind, read_ahead
 from hr_pipeline.warehouse import Warehouse, csv_batches
 
 log = logging.getLogger(__name__)
@@ -152,24 +152,31 @@ def validate_file(
                 open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file:
             valid_file = _compressed(valid_upload)
             valid_writer = None
+
+            def write_valid(table) -> None:
+                nonlocal valid_writer
+                if valid_writer is None:
+                    valid_writer = _canonical_csv_writer(valid_file, table.schema)
+                valid_writer.write_table(table)
+
             rejects_writer = csv.writer(rejects_file, lineterminator="\n")
             rejects_writer.writerow([*contract.column_names, "reason"])
-            # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated.
-            for chunk in read_ahead(read_chunks(local, contract, chunk_rows), 1, "read-chunks"):
-                checked = validator.validate(chunk)
-                if valid_writer is None:
-                    valid_writer = _canonical_csv_writer(valid_file, checked.valid.schema)
-                valid_writer.write_table(checked.valid)
-                for rejected in checked.rejected:
-                    rejects_writer.writerow([*_fit(rejected.fields, len(contract.columns)), rejected.reason])
-                result.rows += len(chunk)
-                result.valid += checked.valid_count
-                result.rejected += len(checked.rejected)
-                log.info("%s: %d rows read, %d valid, %d rejected; %d bytes of valid rows written"
-                         " (compressed)", source, result.rows, result.valid, result.rejected,
-                         valid_upload.bytes_written)
-                del chunk, checked  # before the next chunk is read: one chunk in memory at a time
-                release_arrow_memory()
+            # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated,
+            # and the valid rows of the last one are written (CSV, zstd) by another thread.
+            with WriteBehind(write_valid, 1, "write-valid-rows") as valid_rows:
+                for chunk in read_ahead(read_chunks(local, contract, chunk_rows), 1, "read-chunks"):
+                    checked = validator.validate(chunk)
+                    valid_rows.put(checked.valid)
+                    for rejected in checked.rejected:
+                        rejects_writer.writerow([*_fit(rejected.fields, len(contract.columns)), rejected.reason])
+                    result.rows += len(chunk)
+                    result.valid += checked.valid_count
+                    result.rejected += len(checked.rejected)
+                    log.info("%s: %d rows read, %d valid, %d rejected; %d bytes of valid rows"
+                             " uploaded (compressed)", source, result.rows, result.valid,
+                             result.rejected, valid_upload.bytes_written)
+                    del chunk, checked  # one chunk validated at a time (one more read ahead)
+                    release_arrow_memory()
             if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
                 # Raised inside the upload: the valid rows' blob is then never committed.
                 raise IngestError(

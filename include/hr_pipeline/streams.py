@@ -69,3 +69,50 @@ class BlocksFile(io.RawIOBase):
         buffer[:count] = self._rest[:count]
         self._rest = self._rest[count:]
         return count
+
+
+class WriteBehind:
+    """Hands items to ``write`` in a background thread, up to ``depth`` waiting, so that writing
+    (Arrow's CSV writer and compressor, outside the GIL) overlaps with producing the next item.
+    Used as a context manager: leaving it waits for the writes; an error in ``write`` is raised
+    in the producer (at its next ``put`` or on leaving), and after an error, or when the block is
+    left by an error, the items still waiting are dropped, not written."""
+
+    def __init__(self, write, depth: int, name: str):
+        import queue
+        import threading
+
+        self._write = write
+        self._pending: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._discard = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        end = WriteBehind
+        while (item := self._pending.get()) is not end:
+            if self._error is not None or self._discard:
+                continue
+            try:
+                self._write(item)
+            except BaseException as error:  # raised in the producer
+                self._error = error
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item) -> None:
+        self._raise_if_failed()
+        self._pending.put(item)
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._discard = kind is not None
+        self._pending.put(WriteBehind)
+        self._thread.join()
+        if kind is None:
+            self._raise_if_failed()
