@@ -220,7 +220,8 @@ class ChunkValidator:
                     exists[np.isnan(ints)] = pd.NA
                     frame[_derived(column.name, "exists")] = exists
             elif column.type is ColumnType.TIMESTAMP:
-                is_real, instants[column.name] = parse_instants(text)
+                is_real, parsed = parse_instants(text)
+                instants[column.name] = (parsed, text)
                 frame[_derived(column.name, "is_real_instant")] = is_real.to_pandas(
                     types_mapper=as_boolean).array
         key_ints = frame[_derived(self.contract.key, "int")]
@@ -360,7 +361,8 @@ class ChunkValidator:
                 floats = valid_only(pa.array(frame[_derived(column.name, "int")].to_numpy(), pa.float64()))
                 columns.append(floats.cast(pa.int64()))
             elif column.type is ColumnType.TIMESTAMP:
-                columns.append(canonical_instants(valid_only(instants[column.name])))
+                parsed, text = instants[column.name]
+                columns.append(canonical_instants(valid_only(parsed), valid_only(text)))
             else:
                 columns.append(valid_only(pa.array(frame[column.name].array, pa.string())))
         return pa.Table.from_arrays(columns, schema=schema)
@@ -494,10 +496,20 @@ def _real_calendar_instants(candidate, shaped):
             & (hour < 24) & (minute < 60) & (second < 60))
 
 
-def canonical_instants(instants):
-    """``timestamp[us, UTC]`` values as the canonical text, e.g. 2021-11-07T02:48:42.000000Z."""
+def canonical_instants(instants, text=None):
+    """``timestamp[us, UTC]`` values as the canonical text, e.g. 2021-11-07T02:48:42.000000Z.
+
+    ``text``, if given, is what the instants were parsed from: when every one of them is written
+    to the second without a fraction (2021-11-07T02:48:42Z, as the SPEC shows, the common case)
+    the canonical text is that text with ".000000" put in, which is cheaper than formatting.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    if text is not None and len(text) and text.null_count == 0:
+        lengths = pc.min_max(pc.utf8_length(text)).as_py()
+        if lengths["min"] == lengths["max"] == len("2021-11-07T02:48:42Z"):
+            return pc.binary_join_element_wise(pc.utf8_slice_codeunits(text, 0, 19), ".000000Z", "")
 
     text = pc.cast(instants.cast(pa.timestamp("us")), pa.string())  # "2021-11-07 02:48:42.000000"
     return pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "Z", "")

@@ -245,3 +245,18 @@ def test_a_clean_chunk_takes_one_gx_run_and_a_dirty_one_lists_only_its_failed_ru
     assert reasons_of(result) == {2: ["department_id: 3 does not exist in departments"]}
     foreign_key = [i for i, r in enumerate(validator.rules) if (r.name, r.column) == ("foreign key", "department_id")]
     assert runs == [("BOOLEAN_ONLY", all_rules), ("COMPLETE", foreign_key)]
+
+
+@pytest.mark.parametrize("texts", [
+    ["2021-11-07T02:48:42Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"],  # the text is used
+    ["2021-11-07T02:48:42Z", "2021-11-07T02:48:42.5Z"],  # formatted from the instants
+])
+def test_canonical_text_from_the_source_text_equals_the_formatted_one(texts):
+    import pyarrow as pa
+
+    from hr_pipeline.validation import canonical_instants, parse_instants
+
+    text = pa.array(texts, pa.string())
+    _, instants = parse_instants(text)
+    assert canonical_instants(instants, text).to_pylist() == canonical_instants(instants).to_pylist()
+    assert canonical_instants(instants, text).to_pylist()[0] == "2021-11-07T02:48:42.000000Z"
