@@ -113,7 +113,8 @@ class BlobStore:
         ``block_bytes``, decompressed as they arrive (Arrow's codec, in C++)."""
         import pyarrow as pa
 
-        source = pa.PythonFile(io.BufferedReader(BlocksFile(self.prefetched_blocks(container, name))), mode="r")
+        fetched = io.BufferedReader(BlocksFile(self.prefetched_blocks(container, name)))
+        source = pa.PythonFile(fetched, mode="r")
         with pa.CompressedInputStream(source, compression) as stream:
             while block := stream.read(block_bytes):
                 yield block

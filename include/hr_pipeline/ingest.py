@@ -6,7 +6,8 @@ different worker. They hand over through Blob Storage, never through a worker's 
 - ``validate_incoming`` streams every waiting file (in name order) through the contract's Great
   Expectations suite, chunk by chunk, and writes two files per extract to
   ``processing/<table>/<run>/``: the valid rows in canonical text form (CSV, zstd-compressed),
-  and the rejected rows with their reasons. An unreadable file (not UTF-8 text, binary) is moved whole to ``rejected/``.
+  and the rejected rows with their reasons. An unreadable file (not UTF-8 text, binary) is
+  moved whole to ``rejected/``.
 - ``load_validated`` upserts the valid rows, in transactions of ``batch_size`` rows, in file order.
 - ``archive_ingested`` moves each extract to ``archive/`` and its rejects to ``rejected/``.
 
