@@ -19,6 +19,9 @@ $(VENV)/.installed: requirements.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(VENV)/bin/pip install --quiet uv==0.13.9
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -r requirements.txt -c constraints.txt
+	@# Bytecode now, as a production image has it: uv does not compile, and with
+	@# PYTHONDONTWRITEBYTECODE set every task process would recompile Airflow and GX on import.
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -67,7 +67,9 @@ def csv_batches(blocks: Iterable[bytes], batch_size: int) -> Iterator[CsvBatch]:
 
     Cut on record boundaries without parsing: a newline ends a record unless a quoted field is
     open at that point, i.e. unless an odd number of quotes precedes it (a quote inside a quoted
-    field is doubled, so it never changes the parity). Vectorised with numpy, a block at a time.
+    field is doubled, so it never changes the parity). Vectorised with numpy, a block at a time:
+    the quotes before each newline are counted by a binary search in the quotes' positions
+    (half the CPU of a running count over every byte, which the load's COPYs need more).
     """
     import numpy as np
 
@@ -78,11 +80,10 @@ def csv_batches(blocks: Iterable[bytes], batch_size: int) -> Iterator[CsvBatch]:
         if not block:
             continue
         data = np.frombuffer(block, dtype=np.uint8)
-        # A running count of quotes, modulo 256: its parity is all that matters.
-        quotes = np.cumsum(data == ord('"'), dtype=np.uint8)
+        quotes = np.flatnonzero(data == ord('"'))
         newlines = np.flatnonzero(data == ord("\n"))
-        ends = newlines[((quotes[newlines] + quote_open) & 1) == 0]
-        quote_open = (int(quotes[-1]) + quote_open) & 1
+        ends = newlines[((np.searchsorted(quotes, newlines) + quote_open) & 1) == 0]
+        quote_open = (len(quotes) + quote_open) & 1
         start = 0
         needed = batch_size - pending_records
         while len(ends) >= needed:
