@@ -84,6 +84,16 @@ def _derived(column: str, kind: str) -> str:
     return f"{column}__{kind}"
 
 
+def _flags(passed, text):
+    """A rule's per-row outcome as a derived column for GX: true or false, missing where the
+    field is empty (the "required" rule reports those, as a map expectation skips nulls)."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.arrays.BooleanArray(np.asarray(passed, dtype=bool),
+                                  text.is_null().to_numpy(zero_copy_only=False))
+
+
 def build_rules(contract: TableContract) -> list[Rule]:
     """The contract's rules, in the order their reasons are listed."""
     import great_expectations.expectations as gxe
@@ -98,9 +108,15 @@ def build_rules(contract: TableContract) -> list[Rule]:
         add("required", c, c,
             lambda i, c=c: gxe.ExpectColumnValuesToNotBeNull(column=c, meta={"rule": i}),
             lambda raw, _, c=c: f"{c}: required field is empty")
+        # The two format rules (integer, instant) are decided in Arrow while the chunk is read
+        # into typed columns (a cast that succeeds on the whole column proves the shape, a
+        # regex only where it fails) and checked here as a derived flag: GX's own regex
+        # expectation ran the same patterns again, 0.2 s per million rows, measured.
         if column.type is ColumnType.INTEGER:
-            add("integer", c, c,
-                lambda i, c=c: gxe.ExpectColumnValuesToMatchRegex(column=c, regex=INTEGER_PATTERN, meta={"rule": i}),
+            is_integer = _derived(c, "is_integer")
+            add("integer", c, is_integer,
+                lambda i, col=is_integer: gxe.ExpectColumnValuesToBeInSet(
+                    column=col, value_set=[True], meta={"rule": i}),
                 lambda raw, _, c=c: f"{c}: {raw!r} is not an integer")
             as_int = _derived(c, "int")
             add("integer range", c, as_int,
@@ -113,8 +129,10 @@ def build_rules(contract: TableContract) -> list[Rule]:
                     column=c, max_value=STRING_MAX_LENGTH, meta={"rule": i}),
                 lambda raw, _, c=c: f"{c}: longer than {STRING_MAX_LENGTH} characters")
         elif column.type is ColumnType.TIMESTAMP:
-            add("instant format", c, c,
-                lambda i, c=c: gxe.ExpectColumnValuesToMatchRegex(column=c, regex=INSTANT_PATTERN, meta={"rule": i}),
+            is_instant = _derived(c, "is_instant")
+            add("instant format", c, is_instant,
+                lambda i, col=is_instant: gxe.ExpectColumnValuesToBeInSet(
+                    column=col, value_set=[True], meta={"rule": i}),
                 lambda raw, _, c=c: f"{c}: {raw!r} is not an ISO 8601 UTC instant like 2021-11-07T02:48:42Z")
             is_real = _derived(c, "is_real_instant")
             add("real instant", c, is_real,
@@ -214,6 +232,7 @@ class ChunkValidator:
                     shaped = pc.if_else(pc.match_substring_regex(text, INTEGER_PATTERN), text, null_text)
                     ints = pc.cast(shaped, pa.float64()).to_numpy(zero_copy_only=False)
                 frame[_derived(column.name, "int")] = ints
+                frame[_derived(column.name, "is_integer")] = _flags(~np.isnan(ints), text)
                 if column.references:  # null where the text is not an integer: that rule says so
                     known = self.reference_keys.get(column.references, np.array([], dtype=np.int64))
                     exists = pd.array(np.isin(ints, known), dtype="boolean")
@@ -224,6 +243,8 @@ class ChunkValidator:
                 instants[column.name] = (parsed, text)
                 frame[_derived(column.name, "is_real_instant")] = is_real.to_pandas(
                     types_mapper=as_boolean).array
+                frame[_derived(column.name, "is_instant")] = _flags(
+                    ~is_real.is_null().to_numpy(zero_copy_only=False), text)
         key_ints = frame[_derived(self.contract.key, "int")]
         counts = pd.Series(1, index=frame.index, dtype="int64")
         if self.duplicate_ids:
