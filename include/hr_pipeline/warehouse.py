@@ -69,7 +69,7 @@ def csv_batches(blocks: Iterable[bytes], batch_size: int) -> Iterator[CsvBatch]:
     open at that point, i.e. unless an odd number of quotes precedes it (a quote inside a quoted
     field is doubled, so it never changes the parity). Vectorised with numpy, a block at a time:
     the quotes before each newline are counted by a binary search in the quotes' positions
-    (half the CPU of a running count over every byte, which the load's COPYs need more).
+    (half the CPU of a running count over every byte; the load's COPYs need that CPU more).
     """
     import numpy as np
 
