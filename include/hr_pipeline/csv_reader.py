@@ -1,25 +1,28 @@
-"""Streaming reader of the CSV extracts, as the SPEC describes them.
+"""Streaming reader of the CSV extracts, as the contract describes them.
 
-UTF-8 (a byte-order mark tolerated), LF or CRLF, quoted fields, no header row (a first row equal
-to the column names is accepted and skipped). Rows come out in chunks so that memory does not grow
-with the file. A file that cannot be read as text at all raises ``UnreadableFileError`` before a
-single row is handed out by ``scan`` - the first pass over every file - so nothing of it is loaded.
+UTF-8 (a byte-order mark tolerated), LF or CRLF, quoted fields, no header row (a first record
+equal to the column names is accepted and skipped). Records come out in chunks so that memory
+does not grow with the file. A file that cannot be read as text at all raises
+``UnreadableFileError`` before a single row is handed out by ``scan`` - the first pass over every
+file - so nothing of it is loaded.
+
+Two readers give the same records: Arrow's (C++, the fast path) and Python's csv module (the
+plain path, for a file with a record longer than Arrow's read block). The tests hold both to an
+independent reference.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hr_pipeline.contracts import CONTRACTS, INTEGER_MAX, INTEGER_MIN, TableContract
+from hr_pipeline.field_values import integer_values, normalized_text
 from hr_pipeline.streams import BlocksFile
-
-# csv refuses fields above 128 KiB by default; a field that long is a broken file, and the reason
-# given for it should say so rather than a bare csv.Error.
-csv.field_size_limit(1 << 20)
 
 
 class UnreadableFileError(ValueError):
@@ -28,8 +31,8 @@ class UnreadableFileError(ValueError):
 
 @dataclass(slots=True)
 class RawRow:
-    row_number: int  # 1-based data row number in the file (a skipped header row is not counted)
-    line_number: int  # physical line where the record starts, for a user opening the file
+    row_number: int  # 1-based record number in the file (blank lines not counted, a header is)
+    line_number: int  # the number the rejects file reports the record by (the same, for now)
     fields: list[str]
 
 
@@ -37,15 +40,11 @@ class RawRow:
 class FileScan:
     """What the first pass learns about a file before anything is loaded."""
 
-    data_rows: int = 0
-    header_skipped: bool = False
-    # id -> how many rows of the file carry it, for ids that occur more than once
+    records: int = 0  # non-blank records, a header row included
+    # id -> how many well-formed rows of the file carry it, for ids that occur more than once
     duplicate_ids: dict[int, int] = field(default_factory=dict)
-
-
-def _open_text(path: Path) -> io.TextIOWrapper:
-    # utf-8-sig strips a byte-order mark; newline="" lets csv handle CRLF and quoted newlines.
-    return open(path, encoding="utf-8-sig", errors="strict", newline="")
+    # a record is longer than Arrow's read block: read the file with the plain reader
+    plain_reader: bool = False
 
 
 def _is_header(fields: list[str], contract: TableContract) -> bool:
@@ -86,7 +85,8 @@ class Chunk:
 
 def _arrow_reader(source, contract: TableContract, block_bytes: int, misshapen: list,
                   only: list[str] | None = None):
-    """Arrow's streaming CSV reader on a path or a readable file."""
+    """Arrow's streaming CSV reader on a path or a readable file. Records with the wrong number
+    of fields are appended to ``misshapen`` (Arrow's ``InvalidRow``: number and text)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -97,6 +97,8 @@ def _arrow_reader(source, contract: TableContract, block_bytes: int, misshapen: 
     names = list(contract.column_names)
     return pacsv.open_csv(
         source,
+        # use_threads=False: Arrow then knows each record's number, which placing the
+        # misshapen records needs.
         read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=block_bytes),
         parse_options=pacsv.ParseOptions(
             newlines_in_values=True, ignore_empty_lines=True, invalid_row_handler=keep_misshapen
@@ -110,24 +112,77 @@ def _arrow_reader(source, contract: TableContract, block_bytes: int, misshapen: 
     )
 
 
-# Arrow's streaming CSV reader holds memory in proportion to its block size (measured: 241 MB of
-# its pool for 5M rows with 12.8 MB blocks, 36 MB with 1 MB blocks, 9 MB with 256 KB blocks), so
-# it reads small blocks and the batches are gathered into chunks of the size validation wants.
-READ_BLOCK_BYTES = 1 << 18
+class _NoBlockEndsInCR(io.RawIOBase):
+    """A binary file whose reads never end between a CR and the byte after it.
+
+    Arrow's CSV reader (pyarrow 26) loses the LF of a CRLF inside a quoted field when one of its
+    blocks ends between the two ("multi\\r\\nline" comes out as "multi\\rline"); its blocks are
+    the reads of its source, so a read that would end in CR keeps that CR for the next one. The
+    readers' differential test (test_csv_reader) crosses such block ends.
+    """
+
+    def __init__(self, handle):
+        self._handle = handle
+        self._carry = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = -1 if size is None or size < 0 else max(size - len(self._carry), 0)
+        data = self._carry + self._handle.read(wanted)
+        self._carry = b""
+        if len(data) > 1 and data.endswith(b"\r"):
+            data, self._carry = data[:-1], data[-1:]
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
 
 
-def read_chunks(path: Path, contract: TableContract, chunk_rows: int) -> Iterator[Chunk]:
+def _arrow_source(handle):
+    import pyarrow as pa
+
+    return pa.PythonFile(_NoBlockEndsInCR(handle), mode="r")
+
+
+def read_block_bytes() -> int:
+    """The block Arrow's reader parses at a time (HR_READ_BLOCK_BYTES, default 256 KiB). Its
+    streaming reader holds memory in proportion to it (measured: 241 MB of its pool for 5M rows
+    with 12.8 MB blocks, 9 MB with 256 KB blocks). A record longer than a block is read by the
+    plain reader instead (see ``RecordTooLongForBlocks``); tests set small blocks to cross them."""
+    return max(1024, int(os.environ.get("HR_READ_BLOCK_BYTES", str(1 << 18))))
+
+
+# Records longer than this are not held whole in memory by the plain reader: a field that long is
+# a broken file, far beyond the contract's 255 characters.
+PLAIN_READER_FIELD_LIMIT = 256 << 20
+
+
+class RecordTooLongForBlocks(Exception):
+    """A record is longer than Arrow's read block: the file is read by the plain reader."""
+
+
+def _is_straddling(error: Exception) -> bool:
+    return "straddl" in str(error)
+
+
+def read_chunks(path: Path, contract: TableContract, chunk_rows: int,
+                plain: bool = False) -> Iterator[Chunk]:
     """The file's records in chunks of at least ``chunk_rows`` (the last may be smaller), the
     header row (if any) dropped.
 
     Parsed by Arrow's CSV reader (C++): quoting, CRLF, a byte-order mark and UTF-8 checking are
-    handled there. Records with the wrong number of fields are handed to us one by one, with their
-    record number and text, and come out in ``Chunk.misshapen``; nothing is skipped silently.
-    Row numbers count the file's non-blank records from 1, the header row included.
+    handled there. Records with the wrong number of fields come out in ``Chunk.misshapen``;
+    nothing is skipped silently. Row numbers count the file's non-blank records from 1, the
+    header row included. ``plain`` reads with Python's csv module instead, record by record: the
+    way for a file with a record longer than Arrow's block (``FileScan.plain_reader``).
     """
     pending: list[Chunk] = []
     pending_rows = 0
-    for batch in _read_batches(path, contract):
+    batches = _plain_batches(path, contract, chunk_rows) if plain else _read_batches(path, contract)
+    for batch in batches:
         pending.append(batch)
         pending_rows += len(batch)
         if pending_rows >= chunk_rows:
@@ -139,16 +194,16 @@ def read_chunks(path: Path, contract: TableContract, chunk_rows: int) -> Iterato
 
 def use_system_allocator() -> None:
     """Arrow's allocations from here on through malloc instead of its default (mimalloc), which
-    keeps freed pages for reuse: measured over 1M rows in chunks of 200,000, a peak 28 MB lower
-    for the same speed. For a task process, whose peak memory is the figure that counts."""
+    keeps freed pages for reuse: a lower peak for the same speed, which is the figure that counts
+    for a task process."""
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
 
 
 def release_arrow_memory() -> None:
-    """Give the pages Arrow's allocator keeps after a pass back to the system (measured: 70 MB
-    kept after the first pass over 1M rows), so they do not add to the next pass's peak."""
+    """Give the pages Arrow's allocator keeps after a pass back to the system, so they do not add
+    to the next pass's peak."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
@@ -167,120 +222,224 @@ def _merge(parts: list[Chunk]) -> Chunk:
                  header_skipped=any(part.header_skipped for part in parts))
 
 
+class _RecordNumbers:
+    """Numbers the records of Arrow's batches.
+
+    A batch holds the well-formed records of one block; the misshapen ones are reported to the
+    invalid-row handler with their own record number, but not in step with the batches: Arrow
+    parses a block ahead, so a report may come while the batch before its own is handed out.
+    So nothing is assumed about timing: the well-formed records of a batch are the next numbers
+    that no misshapen record has taken, and a misshapen record goes out with the first batch
+    that reaches past it (or at the end).
+    """
+
+    def __init__(self):
+        self.next = 1  # the first number not yet given out
+        self.waiting: list = []  # misshapen records reported and not yet placed, by number
+
+    def place(self, good: int, reported: list):
+        """(numbers of the batch's ``good`` well-formed records, misshapen records placed with
+        them) after ``reported`` more misshapen records."""
+        import numpy as np
+
+        for row in reported:
+            if row.number is None or row.number < self.next:
+                raise RuntimeError(f"the CSV reader reported record {row.number} out of order "
+                                   f"(expected {self.next} or later): cannot number the records")
+        self.waiting.extend(reported)
+        self.waiting.sort(key=lambda row: row.number)
+        taken = np.array([row.number for row in self.waiting], dtype=np.int64)
+        span = np.arange(self.next, self.next + good + len(taken), dtype=np.int64)
+        numbers = np.setdiff1d(span, taken, assume_unique=True)[:good] if len(taken) else span
+        last = int(numbers[-1]) if good else self.next - 1
+        placed = [row for row in self.waiting if row.number <= last]
+        self.waiting = self.waiting[len(placed):]
+        self.next = last + 1
+        return numbers, placed
+
+    def rest(self) -> list:
+        """The misshapen records after the last well-formed one; checks they follow on."""
+        rest, self.waiting = self.waiting, []
+        expected = list(range(self.next, self.next + len(rest)))
+        if [row.number for row in rest] != expected:
+            raise RuntimeError("the CSV reader's record numbers have gaps: cannot number the records")
+        return rest
+
+
 def _read_batches(path: Path, contract: TableContract) -> Iterator[Chunk]:
     """One Chunk per block Arrow reads."""
     import numpy as np
     import pyarrow as pa
 
     misshapen: list = []
-    next_record = 1
-    first = first_batch = True
+    numbering = _RecordNumbers()
+    first_batch = True
+    handle = open(path, "rb")
     try:
-        reader = _arrow_reader(path, contract, READ_BLOCK_BYTES, misshapen)
+        reader = _arrow_reader(_arrow_source(handle), contract, read_block_bytes(), misshapen)
         for batch in reader:
             reported, misshapen[:] = list(misshapen), []
-            bad_numbers = np.array([row.number for row in reported], dtype=np.int64)
-            span = np.arange(next_record, next_record + batch.num_rows + len(reported), dtype=np.int64)
-            next_record += len(span)
-            numbers = np.setdiff1d(span, bad_numbers, assume_unique=True) if len(reported) else span
-            columns = list(batch.columns)
-            odd = [RawRow(int(row.number), int(row.number), _split(row.text)) for row in reported]
-            header_first = False
-            if first:
-                first = False
-                header_first = bool(len(numbers) and numbers[0] == 1 and _is_header(
-                    [c[0].as_py() for c in columns], contract))
-                if header_first:
-                    columns = [c.slice(1) for c in columns]
-                    numbers = numbers[1:]
-            yield Chunk([pa.array(c) if isinstance(c, pa.ChunkedArray) else c for c in columns],
-                        numbers, odd, header_skipped=first_batch and header_first)
+            numbers, placed = numbering.place(batch.num_rows, reported)
+            columns = [pa.array(c) if isinstance(c, pa.ChunkedArray) else c for c in batch.columns]
+            odd = [RawRow(int(row.number), int(row.number), _split(row.text)) for row in placed]
+            header = bool(len(numbers) and numbers[0] == 1 and _is_header(
+                [c[0].as_py() for c in columns], contract))
+            if header:
+                columns = [c.slice(1) for c in columns]
+                numbers = numbers[1:]
+            yield Chunk(columns, numbers, odd, header_skipped=first_batch and header)
             first_batch = False
-        if misshapen:  # records reported after the last batch (a file of only misshapen rows)
-            numbers = [int(row.number) for row in misshapen]
+        numbering.place(0, list(misshapen))
+        if rest := numbering.rest():  # misshapen records after the last well-formed one
             yield Chunk([pa.array([], type=pa.string()) for _ in contract.columns],
                         np.array([], dtype=np.int64),
-                        [RawRow(n, n, _split(row.text)) for n, row in zip(numbers, misshapen)])
+                        [RawRow(int(row.number), int(row.number), _split(row.text)) for row in rest])
     except pa.ArrowInvalid as error:
         message = str(error)
         if "UTF8" in message or "UTF-8" in message:
             raise UnreadableFileError(f"not UTF-8 text ({message})") from None
         if "Empty CSV file" in message:
             return
+        if _is_straddling(error):
+            raise RecordTooLongForBlocks(message) from None
         raise UnreadableFileError(f"not parseable as CSV: {message}") from None
+    finally:
+        handle.close()
+
+
+def _plain_batches(path: Path, contract: TableContract, batch_rows: int) -> Iterator[Chunk]:
+    """Chunks read with Python's csv module: the same records, numbers and header rule as
+    ``_read_batches``, for files with a record longer than Arrow's block."""
+    import numpy as np
+    import pyarrow as pa
+
+    width = len(contract.columns)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(PLAIN_READER_FIELD_LIMIT)
+    try:
+        with open(path, encoding="utf-8-sig", errors="strict", newline="") as handle:
+            columns: list[list[str]] = [[] for _ in range(width)]
+            numbers: list[int] = []
+            odd: list[RawRow] = []
+            header = False
+            number = 0
+            try:
+                for fields in csv.reader(handle):
+                    if not fields:  # a blank line is not a record
+                        continue
+                    number += 1
+                    if number == 1 and _is_header(fields, contract):
+                        header = True
+                        continue
+                    if len(fields) == width:
+                        numbers.append(number)
+                        for column, value in zip(columns, fields):
+                            column.append(value)
+                    else:
+                        odd.append(RawRow(number, number, fields))
+                    if len(numbers) + len(odd) >= batch_rows:
+                        yield Chunk([pa.array(c, type=pa.string()) for c in columns],
+                                    np.array(numbers, dtype=np.int64), odd, header_skipped=header)
+                        columns, numbers, odd, header = [[] for _ in range(width)], [], [], False
+            except csv.Error as error:
+                raise UnreadableFileError(f"not parseable as CSV after record {number}: {error}") from None
+            if numbers or odd or header:
+                yield Chunk([pa.array(c, type=pa.string()) for c in columns],
+                            np.array(numbers, dtype=np.int64), odd, header_skipped=header)
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _split(text: str) -> list[str]:
     """The fields of one record's text, as the CSV reader would split them."""
-    return next(csv.reader([text]), [])
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error:
+        return text.split(",")
 
 
-def read_rows(path: Path, contract: TableContract) -> Iterator[RawRow]:
+def read_rows(path: Path, contract: TableContract, plain: bool = False) -> Iterator[RawRow]:
     """Every data row of the file in order, the header row (if present) skipped."""
-    for chunk in read_chunks(path, contract, 10_000):
+    for chunk in read_chunks(path, contract, 10_000, plain=plain):
         yield from chunk
 
 
-def parse_int(text: str) -> int | None:
-    """The integer a field holds, or None if it is not a plain integer."""
-    text = text.strip()
-    body = text[1:] if text[:1] in "+-" else text
-    if not body.isascii() or not body.isdigit():
-        return None
-    return int(text)
-
-
 def scan(path: Path, contract: TableContract) -> FileScan:
-    """``scan_blocks`` of a local file."""
+    """``scan_blocks`` of a local file, by the plain reader if Arrow's blocks cannot hold a
+    record."""
 
     def blocks():
         with open(path, "rb") as handle:
             while block := handle.read(1 << 20):
                 yield block
 
-    return scan_blocks(blocks(), contract)
+    result = scan_blocks(blocks(), contract)
+    return scan_plain(path, contract) if result.plain_reader else result
+
+
+def _key_ids(text) -> "object":
+    """The ids a key column holds that can be ids (integers of the 32-bit range), as int32."""
+    import numpy as np
+
+    values = integer_values(normalized_text(text)) if len(text) else np.array([], dtype=np.float64)
+    return values[(values >= INTEGER_MIN) & (values <= INTEGER_MAX)].astype(np.int32)
+
+
+def _duplicates(ids: list) -> dict[int, int]:
+    import numpy as np
+
+    if not ids:
+        return {}
+    # Sorted in place, duplicates are equal neighbours: no copy of the ids beyond the one
+    # concatenation (np.unique would make several).
+    all_ids = np.concatenate(ids)
+    ids.clear()
+    all_ids.sort()
+    repeated = all_ids[1:][all_ids[1:] == all_ids[:-1]]
+    if not repeated.size:
+        return {}
+    values, counts = np.unique(repeated, return_counts=True)
+    return dict(zip(values.tolist(), (counts + 1).tolist()))
+
+
+def scan_plain(path: Path, contract: TableContract) -> FileScan:
+    """``scan_blocks`` by the plain reader, of a file already checked to be UTF-8 text."""
+    result = FileScan(plain_reader=True)
+    ids: list = []
+    key = contract.column_names.index(contract.key)
+    for chunk in read_chunks(path, contract, 100_000, plain=True):
+        result.records += len(chunk) + int(chunk.header_skipped)
+        ids.append(_key_ids(chunk.columns[key]))
+    result.duplicate_ids = _duplicates(ids)
+    return result
 
 
 def scan_blocks(blocks: Iterable[bytes], contract: TableContract) -> FileScan:
-    """First pass: check the whole file is UTF-8 text, count rows, find ids that occur more
-    than once. The file comes as blocks of bytes, so the pass can run while it downloads.
+    """First pass: check the whole file is UTF-8 text, count records, find ids that occur more
+    than once in well-formed records. The file comes as blocks of bytes, so the pass can run while
+    it downloads.
 
     Raises ``UnreadableFileError`` for a file that is not UTF-8 CSV text, before anything of it
-    is loaded. Only the key column is converted, and ids are held as 32-bit integers ("02" and
-    "2" are one id), so a 5-million-row file costs about 20 MB here.
+    is loaded. Only the key column is converted, and ids are held as 32-bit integers, read by the
+    validation's own definition of an integer (``field_values.integer_values``), so a 5-million-row
+    file costs about 20 MB here. If a record is longer than Arrow's block, the rest of the blocks
+    are still checked (and consumed, for a caller that copies them) and the result says
+    ``plain_reader``: the caller scans the file again with ``scan_plain``.
     """
-    import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     checked = _CheckedText(blocks)
     result = FileScan()
     ids: list = []
     misshapen: list = []
-    first = True
     try:
-        source = pa.PythonFile(io.BufferedReader(BlocksFile(checked)), mode="r")
-        reader = _arrow_reader(source, contract, READ_BLOCK_BYTES, misshapen, only=[contract.key])
+        source = _arrow_source(io.BufferedReader(BlocksFile(checked)))
+        reader = _arrow_reader(source, contract, read_block_bytes(), misshapen, only=[contract.key])
         for batch in reader:
-            keys = pc.utf8_trim_whitespace(batch.column(0))
-            if first and len(keys):
-                first = False
-                # A header row's key field is the key's name (other fields are not read here).
-                result.header_skipped = keys[0].as_py().lower() == contract.key and not misshapen
-            result.data_rows += len(keys) + len(misshapen)
+            result.records += batch.num_rows + len(misshapen)
             misshapen.clear()
-            try:  # a block of plain integers (the common case) in one cast
-                values = pc.cast(batch.column(0), pa.int64()).drop_null()
-            except pa.ArrowInvalid:  # "+5", " 5", text: only the integers are counted
-                plain = pc.match_substring_regex(keys, r"^[+-]?[0-9]{1,18}$")
-                digits = pc.replace_substring_regex(
-                    pc.if_else(plain, keys, pa.scalar(None, pa.string())), r"^\+", "")
-                values = pc.cast(digits, pa.int64()).drop_null()
-            # Held as 32-bit integers, the range of a valid id: an id outside it is rejected by
-            # the range rule anyway, and is left out of the duplicate count.
-            in_range = pc.and_(pc.greater_equal(values, INTEGER_MIN), pc.less_equal(values, INTEGER_MAX))
-            ids.append(values.filter(in_range).cast(pa.int32()).to_numpy())
-        result.data_rows += len(misshapen)
+            ids.append(_key_ids(batch.column(0)))
+        result.records += len(misshapen)
     except UnreadableFileError:
         raise
     except Exception as error:
@@ -288,21 +447,14 @@ def scan_blocks(blocks: Iterable[bytes], contract: TableContract) -> FileScan:
             raise checked.failure from None
         if not isinstance(error, pa.ArrowInvalid):
             raise
+        if _is_straddling(error):
+            checked.finish()
+            return FileScan(plain_reader=True)
         if "Empty CSV file" not in str(error):
             raise UnreadableFileError(f"not parseable as CSV: {error}") from None
     checked.finish()  # the end of the file too must be whole UTF-8 text
-    result.data_rows -= int(result.header_skipped)
     release_arrow_memory()
-    if ids:
-        # Sorted in place, duplicates are equal neighbours: no copy of the ids beyond the one
-        # concatenation (np.unique would make several).
-        all_ids = np.concatenate(ids)
-        ids.clear()
-        all_ids.sort()
-        repeated = all_ids[1:][all_ids[1:] == all_ids[:-1]]
-        if repeated.size:
-            values, counts = np.unique(repeated, return_counts=True)
-            result.duplicate_ids = dict(zip(values.tolist(), (counts + 1).tolist()))
+    result.duplicate_ids = _duplicates(ids)
     return result
 
 

@@ -7,7 +7,7 @@ different worker. They hand over through Blob Storage, never through a worker's 
   Expectations suite, chunk by chunk, and writes two files per extract to
   ``processing/<table>/<run>/``: the valid rows in canonical text form (CSV, zstd-compressed),
   and the rejected rows with their reasons. An unreadable file (not UTF-8 text, binary) is
-  moved whole to ``rejected/``.
+  moved whole to ``rejected/``. Names are in ``blob_layout``.
 - ``load_validated`` upserts the valid rows, in transactions of ``batch_size`` rows, in file order.
 - ``archive_ingested`` moves each extract to ``archive/`` and its rejects to ``rejected/``.
 
@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hr_pipeline import blob_store as layout
+from hr_pipeline import blob_layout as layout
 from hr_pipeline.blob_store import BlobStore
 from hr_pipeline.contracts import get_contract
 from hr_pipeline.csv_reader import (
     UnreadableFileError,
+    read_block_bytes,
     read_chunks,
     release_arrow_memory,
     scan_blocks,
+    scan_plain,
     use_system_allocator,
 )
 from hr_pipeline.settings import raw_container, validation_chunk_rows
@@ -54,7 +55,9 @@ class FileValidation:
     valid: int
     rejected: int
     valid_blob: str
-    rejects_blob: str
+    rejects_blob: str  # the rejects while the run is in flight (processing/)
+    archive_blob: str = ""  # where the file goes once ingested
+    rejects_destination: str = ""  # where its rejects go (only written if a row was rejected)
     header_skipped: bool = False
     unreadable_reason: str | None = None
 
@@ -66,15 +69,11 @@ class FileValidation:
         return asdict(self)
 
 
-def processing_prefix(table: str, run_id: str) -> str:
-    safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return f"processing/{table}/{safe_run}/"
-
-
 def list_incoming(table: str, store: BlobStore | None = None) -> list[str]:
+    """Every file waiting under ``incoming/<table>/``, subfolders included, in name order."""
     store = store or BlobStore()
     names = [b.name for b in store.list(raw_container(), layout.incoming_prefix(table))]
-    # Only files directly under the table's folder; a name ending in "/" is a folder marker.
+    # A name ending in "/" is a folder marker, not a file.
     return [n for n in names if not n.endswith("/")]
 
 
@@ -123,12 +122,12 @@ def validate_file(
 
     contract = get_contract(table)
     container = raw_container()
-    prefix = processing_prefix(table, run_id)
-    file_name = source.rsplit("/", 1)[-1]
     result = FileValidation(
         table=table, source=source, rows=0, valid=0, rejected=0,
-        valid_blob=f"{prefix}{file_name}.valid.csv.zst",
-        rejects_blob=f"{prefix}{file_name}.rejects.csv",
+        valid_blob=layout.valid_rows_name(table, run_id, source),
+        rejects_blob=layout.pending_rejects_name(table, run_id, source),
+        archive_blob=layout.archive_name(table, day, run_id, source),
+        rejects_destination=layout.rejects_name(table, day, run_id, source),
     )
     with tempfile.TemporaryDirectory(prefix="hr-ingest-") as work:
         local = Path(work) / "extract.csv"
@@ -136,12 +135,14 @@ def validate_file(
             # The first pass runs on the blocks as they download, and keeps a copy for the second.
             with open(local, "wb") as copy:
                 file_scan = scan_blocks(_copied(store.prefetched_blocks(container, source), copy), contract)
+            if file_scan.plain_reader:
+                log.info("%s has a record longer than the read block (%d bytes): read by the "
+                         "plain CSV reader", source, read_block_bytes())
+                file_scan = scan_plain(local, contract)
         except UnreadableFileError as error:
-            return _reject_whole_file(store, result, day, str(error))
-        result.header_skipped = file_scan.header_skipped
-        log.info("%s: %d data rows%s; %d id(s) occur more than once", source,
-                 file_scan.data_rows, " (header row skipped)" if file_scan.header_skipped else "",
-                 len(file_scan.duplicate_ids))
+            return _reject_whole_file(store, result, day, run_id, str(error))
+        log.info("%s: %d records; %d id(s) occur more than once", source,
+                 file_scan.records, len(file_scan.duplicate_ids))
 
         validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
         rejects_path = Path(work) / "rejects.csv"
@@ -165,11 +166,15 @@ def validate_file(
             # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated,
             # and the valid rows of the last one are written (CSV, zstd) by another thread.
             with WriteBehind(write_valid, 1, "write-valid-rows") as valid_rows:
-                for chunk in read_ahead(read_chunks(local, contract, chunk_rows), 1, "read-chunks"):
+                chunks = read_chunks(local, contract, chunk_rows, plain=file_scan.plain_reader)
+                for chunk in read_ahead(chunks, 1, "read-chunks"):
                     checked = validator.validate(chunk)
                     valid_rows.put(checked.valid)
+                    result.header_skipped |= chunk.header_skipped
                     for rejected in checked.rejected:
-                        rejects_writer.writerow([*_fit(rejected.fields, len(contract.columns)), rejected.reason])
+                        rejects_writer.writerow(
+                            [*map(spreadsheet_safe, _fit(rejected.fields, len(contract.columns))),
+                             rejected.reason])
                     result.rows += len(chunk)
                     result.valid += checked.valid_count
                     result.rejected += len(checked.rejected)
@@ -217,6 +222,17 @@ def _canonical_csv_writer(handle, schema):
     return pacsv.CSVWriter(handle, schema, write_options=pacsv.WriteOptions(include_header=False))
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (or, for ', as text).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_safe(value: str) -> str:
+    """A rejected field as the rejects file writes it: with a leading apostrophe when it starts
+    like a formula, so an operator opening the file in a spreadsheet never runs one. Recoverable:
+    a value starting with an apostrophe always had one added (drop the first character)."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 def _fit(fields: list[str], width: int) -> list[str]:
     """A rejected row's original fields in the table's columns: missing ones empty, extra ones
     kept in the last column (joined by commas, as they were in the file)."""
@@ -225,9 +241,10 @@ def _fit(fields: list[str], width: int) -> list[str]:
     return fields[: width - 1] + [",".join(fields[width - 1 :])]
 
 
-def _reject_whole_file(store: BlobStore, result: FileValidation, day: str, reason: str) -> FileValidation:
+def _reject_whole_file(store: BlobStore, result: FileValidation, day: str, run_id: str,
+                       reason: str) -> FileValidation:
     container = raw_container()
-    destination = layout.rejected_file_name(result.table, day, result.file_name)
+    destination = layout.unreadable_file_name(result.table, day, run_id, result.source)
     log.error("%s cannot be read: %s. Moving it whole to %s", result.source, reason, destination)
     store.move(container, result.source, destination)
     store.upload_bytes(container, destination + ".reason.txt",
@@ -293,10 +310,10 @@ def archive_ingested(table: str, validations: list[dict], day: str,
         if item.unreadable_reason:
             summary.append(f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}")
             continue
-        destination = layout.archive_name(table, day, item.file_name)
+        destination = item.archive_blob
         if store.exists(container, item.source):
             store.move(container, item.source, destination)
-        rejects_destination = layout.rejects_name(table, day, item.file_name)
+        rejects_destination = item.rejects_destination
         if item.rejected and store.exists(container, item.rejects_blob):
             store.move(container, item.rejects_blob, rejects_destination)
         for leftover in (item.valid_blob, item.rejects_blob):

@@ -12,13 +12,11 @@ index column), so a row gets one reason per rule it breaks, not only the first.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from hr_pipeline.contracts import (
@@ -29,12 +27,15 @@ from hr_pipeline.contracts import (
     TableContract,
 )
 from hr_pipeline.csv_reader import Chunk, RawRow, header_of_other_table
+from hr_pipeline.field_values import (
+    canonical_instants,
+    integer_values,
+    normalized_text,
+    parse_instants,
+)
 
 log = logging.getLogger(__name__)
 
-INTEGER_PATTERN = r"^[+-]?[0-9]+$"
-# ISO 8601 UTC instant as the SPEC writes it: date, 'T', time, optional fraction, 'Z'.
-INSTANT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z$"
 ROW = "row"  # the DataFrame's index, named: the data row number GX reports failing rows by
 
 
@@ -207,37 +208,24 @@ class ChunkValidator:
 
         as_text = {pa.string(): pd.StringDtype(storage="pyarrow", na_value=np.nan)}.get
         as_boolean = {pa.bool_(): pd.BooleanDtype()}.get
-        null_text = pa.scalar(None, pa.string())
         frame = pd.DataFrame(index=pd.Index(np.asarray(chunk.row_numbers, dtype=np.int64), name=ROW))
         texts = {}
         for name, column in zip(self.contract.column_names, chunk.columns):
-            # Copies only where needed: most extracts have nothing to trim and no empty field.
-            # (The class is the Unicode whitespace that utf8_trim_whitespace trims.)
-            if edge_whitespace_possible(column) and pc.any(pc.match_substring_regex(
-                    column, r"^[\s\p{Z}\x{85}]|[\s\p{Z}\x{85}]$")).as_py():
-                column = pc.utf8_trim_whitespace(column)
-            if pc.any(pc.equal(column, "")).as_py():
-                column = pc.if_else(pc.equal(column, ""), null_text, column)
-            texts[name] = column
+            texts[name] = column = normalized_text(column)
             frame[name] = column.to_pandas(types_mapper=as_text).array  # by position, not index
         instants = {}
         for column in self.contract.columns:
             text = texts[column.name]
             if column.type is ColumnType.INTEGER:
-                # float64 holds every 32-bit integer exactly; bigger ones only need to fail the
-                # range rule. Arrow's integer cast reads exactly INTEGER_PATTERN without the
-                # "+": a column it accepts whole (the common case) needs no regex here.
-                try:
-                    ints = pc.cast(text, pa.int64()).cast(pa.float64()).to_numpy(zero_copy_only=False)
-                except pa.ArrowInvalid:
-                    shaped = pc.if_else(pc.match_substring_regex(text, INTEGER_PATTERN), text, null_text)
-                    ints = pc.cast(shaped, pa.float64()).to_numpy(zero_copy_only=False)
+                ints = integer_values(text)
                 frame[_derived(column.name, "int")] = ints
                 frame[_derived(column.name, "is_integer")] = _flags(~np.isnan(ints), text)
-                if column.references:  # null where the text is not an integer: that rule says so
+                if column.references:
+                    # Looked up only for ids that can exist (integers of the 32-bit range): the
+                    # other rules report the rest, so a row gets one reason per problem.
                     known = self.reference_keys.get(column.references, np.array([], dtype=np.int64))
                     exists = pd.array(np.isin(ints, known), dtype="boolean")
-                    exists[np.isnan(ints)] = pd.NA
+                    exists[np.isnan(ints) | (ints < INTEGER_MIN) | (ints > INTEGER_MAX)] = pd.NA
                     frame[_derived(column.name, "exists")] = exists
             elif column.type is ColumnType.TIMESTAMP:
                 is_real, parsed = parse_instants(text)
@@ -390,46 +378,6 @@ class ChunkValidator:
         return pa.Table.from_arrays(columns, schema=schema)
 
 
-# Bytes that can start (end) a whitespace character that utf8_trim_whitespace trims: ASCII
-# whitespace, and the lead (last) bytes of U+0085, U+00A0, U+1680, U+2000-U+205F, U+3000.
-_MAY_START_WHITESPACE = bytes(range(9, 14)) + b" \xc2\xe1\xe2\xe3"
-_MAY_END_WHITESPACE = bytes(range(9, 14)) + b" " + bytes(range(0x80, 0xC0))
-
-
-@functools.cache
-def _byte_table(members: bytes):
-    """A lookup table of the 256 byte values: true for ``members``."""
-    import numpy as np
-
-    table = np.zeros(256, dtype=bool)
-    table[list(members)] = True
-    return table
-
-
-def edge_whitespace_possible(column) -> bool:
-    """Whether any value of an Arrow string array may start or end with whitespace, judged from
-    its first and last bytes (numpy over Arrow's buffers, no copy). False means certainly not;
-    true sends the column to the exact check (a non-ASCII last letter, say, gives true)."""
-    import numpy as np
-    import pyarrow as pa
-
-    if not len(column) or column.type != pa.string():
-        return bool(len(column))
-    _, offsets_buffer, data_buffer = column.buffers()
-    if data_buffer is None or not data_buffer.size:
-        return False
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[column.offset: column.offset + len(column) + 1]
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]: offsets[-1]]
-    if not len(data):
-        return False
-    # An empty value's "first byte" is the next value's, its "last" the previous one's: only
-    # ever a false alarm, never a miss. Lookup tables of the 256 byte values.
-    firsts = np.minimum(offsets[:-1] - offsets[0], len(data) - 1)
-    lasts = np.maximum(offsets[1:] - offsets[0] - 1, 0)
-    return bool(_byte_table(_MAY_START_WHITESPACE)[data[firsts]].any()
-                or _byte_table(_MAY_END_WHITESPACE)[data[lasts]].any())
-
-
 @contextmanager
 def _expectation_configurations_memoized():
     """For the length of one GX validation run: each Expectation object's ``configuration``
@@ -460,83 +408,3 @@ def _expectation_configurations_memoized():
     finally:
         Expectation.configuration = original
         built.clear()
-
-
-_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def parse_instants(text):
-    """Instants written as the SPEC says (``INSTANT_PATTERN``), parsed at C speed.
-
-    Returns ``(is_real, instants)``: ``is_real`` is null where the text does not have the shape
-    (the format rule reports those), true where it is a real calendar instant of years
-    0001-9999 (what SQL Server's DATETIME2 holds), false otherwise (2021-02-30, 24:00:00,
-    23:59:60); ``instants`` holds each real one as ``timestamp[us, UTC]`` (a finer fraction is
-    truncated), null elsewhere.
-
-    Arrow's cast checks the calendar but fails the whole array on one impossible instant, so it
-    is tried first (a clean extract, the common case, costs one cast); only if it fails is the
-    calendar checked field by field, vectorised, to find which ones are impossible.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    shaped = pc.fill_null(pc.match_substring_regex(text, INSTANT_PATTERN), False)
-    if (pc.max(pc.utf8_length(text)).as_py() or 0) > len("2021-11-07T02:48:42.123456Z"):
-        text = pc.replace_substring_regex(text, r"(\.[0-9]{6})[0-9]+Z$", r"\1Z")  # to microseconds
-    candidate = pc.if_else(shaped, text, "2000-01-01T00:00:00Z")
-    utc = pa.timestamp("us", tz="UTC")
-    try:
-        parsed = pc.cast(candidate, utc)
-        real = pc.and_(shaped, pc.invert(pc.starts_with(candidate, "0000"))).to_numpy(zero_copy_only=False)
-    except pa.ArrowInvalid:
-        real = _real_calendar_instants(candidate, shaped.to_numpy(zero_copy_only=False))
-        parsed = pc.cast(pc.if_else(pa.array(real), candidate, pa.scalar(None, pa.string())), utc)
-    is_real = pa.array(real, mask=~shaped.to_numpy(zero_copy_only=False))
-    instants = pc.if_else(pa.array(real), parsed, pa.scalar(None, utc))
-    return is_real, instants
-
-
-def _real_calendar_instants(candidate, shaped):
-    """Which of ``candidate`` (each shaped like ``INSTANT_PATTERN``) are real calendar instants
-    of years 0001-9999, as a numpy boolean array, ``shaped`` and-ed in."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    def field(start: int, stop: int):
-        return pc.cast(pc.utf8_slice_codeunits(candidate, start, stop), pa.int32()).to_numpy()
-
-    year, month, day = field(0, 4), field(5, 7), field(8, 10)
-    hour, minute, second = field(11, 13), field(14, 16), field(17, 19)
-    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
-    month_ok = (month >= 1) & (month <= 12)
-    days = np.asarray(_DAYS_IN_MONTH)[np.where(month_ok, month, 0)] + ((month == 2) & leap)
-    return (shaped & (year >= 1) & month_ok & (day >= 1) & (day <= days)
-            & (hour < 24) & (minute < 60) & (second < 60))
-
-
-def canonical_instants(instants, text=None):
-    """``timestamp[us, UTC]`` values as the canonical text, e.g. 2021-11-07T02:48:42.000000Z.
-
-    ``text``, if given, is what the instants were parsed from: when every one of them is written
-    to the second without a fraction (2021-11-07T02:48:42Z, as the SPEC shows, the common case)
-    the canonical text is that text with ".000000" put in, which is cheaper than formatting.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if text is not None and len(text) and text.null_count == 0:
-        lengths = pc.min_max(pc.utf8_length(text)).as_py()
-        if lengths["min"] == lengths["max"] == len("2021-11-07T02:48:42Z"):
-            return pc.binary_join_element_wise(pc.utf8_slice_codeunits(text, 0, 19), ".000000Z", "")
-
-    text = pc.cast(instants.cast(pa.timestamp("us")), pa.string())  # "2021-11-07 02:48:42.000000"
-    return pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "Z", "")
-
-
-def parse_instant(text: str) -> datetime:
-    """Normalised instant text back to a naive-UTC datetime."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")

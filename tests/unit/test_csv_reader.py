@@ -1,9 +1,14 @@
-"""Reading the extracts: encodings, line ends, quoting, headers, unreadable files."""
+"""Reading the extracts: encodings, line ends, quoting, headers, unreadable files; the Arrow and
+the plain reader giving the same records wherever a block or a chunk ends."""
+
+import csv
+import io
+import random
 
 import pytest
 
 from hr_pipeline.contracts import CONTRACTS
-from hr_pipeline.csv_reader import UnreadableFileError, parse_int, read_chunks, read_rows, scan
+from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, read_rows, scan
 
 JOBS = CONTRACTS["jobs"]
 HIRES = CONTRACTS["hired_employees"]
@@ -26,7 +31,8 @@ def test_plain_lf(tmp_path):
 def test_crlf_and_bom_and_header(tmp_path):
     path = write(tmp_path, "\ufeffid,job\r\n1,Nurse\r\n2,Teacher\r\n")
     assert fields(path) == [["1", "Nurse"], ["2", "Teacher"]]
-    assert scan(path, JOBS).header_skipped
+    assert [chunk.header_skipped for chunk in read_chunks(path, JOBS, 10)] == [True]
+    assert scan(path, JOBS).records == 3
 
 
 def test_header_is_only_skipped_on_the_first_row(tmp_path):
@@ -47,10 +53,10 @@ def test_non_ascii(tmp_path):
 
 def test_empty_file_and_header_only_file_have_no_rows(tmp_path):
     assert fields(write(tmp_path, "", "empty.csv")) == []
-    assert scan(write(tmp_path, "", "empty.csv"), JOBS).data_rows == 0
+    assert scan(write(tmp_path, "", "empty.csv"), JOBS).records == 0
     header_only = write(tmp_path, "id,job\r\n", "header.csv")
     assert fields(header_only) == []
-    assert scan(header_only, JOBS).data_rows == 0
+    assert scan(header_only, JOBS).records == 1
 
 
 def test_blank_lines_are_not_rows(tmp_path):
@@ -75,8 +81,21 @@ def test_nul_bytes_make_a_file_binary(tmp_path):
 def test_scan_counts_duplicate_ids_by_integer_value(tmp_path):
     path = write(tmp_path, "1,a\n2,b\n1,c\n+2,d\n02,e\n3,f\nx,g\n")
     result = scan(path, JOBS)
-    assert result.data_rows == 7
+    assert result.records == 7
     assert result.duplicate_ids == {1: 2, 2: 3}
+
+
+def test_scan_reads_ids_as_the_validation_does(tmp_path):
+    """'1', '+1', ' 01 ' and nineteen digits with leading zeros are one id, in a block of plain
+    integers and in a block where the one-cast path fails."""
+    plain = write(tmp_path, "1,a\n0000000000000000001,b\n2,c\n", "plain.csv")
+    assert scan(plain, JOBS).duplicate_ids == {1: 2}
+    mixed = write(tmp_path, "x,z\n1,a\n0000000000000000001,b\n+1,c\n 01 ,d\n", "mixed.csv")
+    assert scan(mixed, JOBS).duplicate_ids == {1: 4}
+
+
+def test_misshapen_rows_do_not_count_as_ids(tmp_path):
+    assert scan(write(tmp_path, "1,a\n1,b,c\n1\n"), JOBS).duplicate_ids == {}
 
 
 def test_chunks_cover_every_row_once(tmp_path):
@@ -93,15 +112,68 @@ def test_misshapen_rows_keep_their_position_and_text(tmp_path):
         (2, ["1", "a"]), (3, ["2"]), (4, ["3", "x, y", "z"]), (5, ["4", "b"])]
 
 
-@pytest.mark.parametrize("text,value", [("12", 12), ("-3", -3), ("+4", 4), (" 5 ", 5),
-                                        ("1.0", None), ("x", None), ("", None), ("١٢", None)])
-def test_parse_int(text, value):
-    assert parse_int(text) == value
-
-
 def test_scan_leaves_ids_outside_the_integer_range_to_the_range_rule(tmp_path):
     path = tmp_path / "jobs.csv"
     path.write_text("2147483648,a\n2147483648,b\n-2147483648,c\n-2147483648,d\n2147483647,e\n")
     result = scan(path, JOBS)
-    assert result.data_rows == 5
+    assert result.records == 5
     assert result.duplicate_ids == {-2147483648: 2}
+
+
+def expected_records(data: str, width: int):
+    """The records as Python's csv module reads them, numbered as the reader numbers them (blank
+    lines skipped): an oracle for the placement of misshapen records."""
+    records = [r for r in csv.reader(io.StringIO(data, newline="")) if r]
+    return [(n, r) for n, r in enumerate(records, start=1)]
+
+
+def records_of(path, contract, chunk_rows, plain=False):
+    return [(row.row_number, row.fields) for chunk in read_chunks(path, contract, chunk_rows, plain=plain)
+            for row in chunk]
+
+
+@pytest.mark.parametrize("position", [1, 2, 50, 4_999, 6_700, 9_999, 10_000, 10_001])
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_a_misshapen_row_anywhere_keeps_rows_and_numbers_aligned(tmp_path, monkeypatch, position, line_end):
+    """The crash of a 10,000-row file with one 4-field row past the first block: every record
+    keeps its own number and fields, in blocks of 1 KiB and of the default size."""
+    lines = [f"{i},Name {i},2021-01-01T00:00:00Z,1,1" for i in range(1, 10_001)]
+    lines.insert(position - 1, "99999,short,2021-01-01T00:00:00Z,1")
+    data = line_end.join(lines) + line_end
+    path = write(tmp_path, data)
+    expected = expected_records(data, 5)
+    for block in ("1024", str(1 << 18)):
+        monkeypatch.setenv("HR_READ_BLOCK_BYTES", block)
+        assert records_of(path, HIRES, 3_000) == expected
+        assert scan(path, HIRES).records == len(expected)
+
+
+def test_arrow_and_plain_readers_agree_on_random_files(tmp_path, monkeypatch):
+    """Seeded random files of good, short, long, quoted and blank records: Arrow's reader (in
+    small blocks and chunks) and the plain reader both give exactly what csv.reader gives."""
+    monkeypatch.setenv("HR_READ_BLOCK_BYTES", "1024")
+    pieces = ["{i},job {i}", "{i}", "{i},a,b", '{i},"x, ""y""\nz"', "", '{i},"multi\r\nline"', " ,  "]
+    for seed in range(40):
+        rng = random.Random(seed)
+        end = rng.choice(["\n", "\r\n"])
+        lines = [rng.choice(pieces).format(i=i) for i in range(rng.randint(1, 600))]
+        data = ("\ufeff" if seed % 3 == 0 else "") + end.join(lines) + (end if seed % 2 else "")
+        path = write(tmp_path, data.encode(), f"f{seed}.csv")
+        expected = expected_records(data.lstrip("\ufeff"), 2)
+        if expected and [f.strip().lower() for f in expected[0][1]] == ["id", "job"]:
+            expected = expected[1:]
+        chunk_rows = rng.choice([1, 7, 100, 10_000])
+        assert records_of(path, JOBS, chunk_rows) == expected, seed
+        assert records_of(path, JOBS, chunk_rows, plain=True) == expected, seed
+
+
+@pytest.mark.parametrize("quoted", [True, False])
+def test_a_record_longer_than_a_block_is_read_by_the_plain_reader(tmp_path, monkeypatch, quoted):
+    """A 3 MB field (the default block is 256 KiB): the scan says so, and the plain reader gives
+    that record and every other one, for the validation's length rule to reject."""
+    long = "x" * 3_000_000
+    data = f'1,a\n2,{chr(34) + long + chr(34) if quoted else long}\n3,c\n'
+    path = write(tmp_path, data)
+    result = scan(path, JOBS)
+    assert result.plain_reader and result.records == 3 and result.duplicate_ids == {}
+    assert records_of(path, JOBS, 10, plain=True) == [(1, ["1", "a"]), (2, ["2", long]), (3, ["3", "c"])]
