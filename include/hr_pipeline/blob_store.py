@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,88 @@ def rejects_name(table_name: str, day: str, file_name: str) -> str:
 def rejected_file_name(table_name: str, day: str, file_name: str) -> str:
     """Where a whole unreadable file goes (kept as it arrived, beside the rejects files)."""
     return f"rejected/{table_name}/{day}/{file_name}"
+
+
+DEFAULT_COPY_TIMEOUT = 1800.0  # seconds a server-side copy may take before it is aborted
+
+
+class BlobMoveError(RuntimeError):
+    """A move that did not happen; the message names the container and both blobs. The
+    source is never deleted unless its copy is complete."""
+
+
+class BlobSourceMissingError(BlobMoveError):
+    """The blob to move does not exist (and was not moved by an earlier try)."""
+
+
+class BlobSourceChangedError(BlobMoveError):
+    """The blob to move is not (or no longer) the version the caller expected."""
+
+
+def _error_code(error) -> str | None:
+    code = getattr(error, "error_code", None)
+    return getattr(code, "value", code)
+
+
+def _describe(error) -> str:
+    """An Azure error in one line: status, error code and the first line of its message."""
+    message = (getattr(error, "message", None) or str(error)).strip().splitlines()
+    return (f"HTTP {getattr(error, 'status_code', '?')} {_error_code(error) or ''}: "
+            f"{message[0] if message else ''}").replace(" :", ":")
+
+
+def _url_path(url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(url).path)
+
+
+def _copied_from(destination_client, source_url: str, pending_too: bool = False):
+    """The destination's properties if it holds (or, with ``pending_too``, is receiving) a copy
+    of ``source_url``; else None."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        properties = destination_client.get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+    copy = properties.copy
+    statuses = ("success", "pending") if pending_too else ("success",)
+    if copy is None or copy.status not in statuses or not copy.source:
+        return None
+    return properties if _url_path(copy.source) == _url_path(source_url) else None
+
+
+def wait_for_copy(destination_client, copy_id: str, where: str, timeout: float,
+                  poll_interval: float = 0.5, clock=time.monotonic, sleep=time.sleep):
+    """Poll the destination of copy ``copy_id`` (Get Blob Properties, ``x-ms-copy-status``) until
+    it succeeds; its properties then. A copy that fails or is aborted raises; one still pending
+    after ``timeout`` seconds is aborted, then raises. The poll interval doubles up to 10 s."""
+    deadline = clock() + timeout
+    interval = poll_interval
+    while True:
+        properties = destination_client.get_blob_properties()
+        copy = properties.copy
+        if copy is None or copy.id != copy_id:
+            raise BlobMoveError(f"Copy of {where} was replaced by another copy (id {copy_id} is "
+                                f"now {getattr(copy, 'id', None)}); the source is left in place")
+        if copy.status == "success":
+            return properties
+        if copy.status != "pending":
+            detail = copy.status_description or "no detail"
+            raise BlobMoveError(f"Copy of {where} {copy.status}: {detail}; the source is left in place")
+        if clock() >= deadline:
+            try:
+                destination_client.abort_copy(copy_id)
+            except Exception as error:  # noqa: BLE001 - the timeout is the error to report
+                log.warning("Aborting the copy of %s failed: %s", where, error)
+            raise BlobMoveError(
+                f"Copy of {where} did not finish within {timeout:g} s (progress {copy.progress}); "
+                "it was aborted and the source is left in place"
+            )
+        log.info("Copy of %s pending (%s)", where, copy.progress)
+        sleep(min(interval, max(0.0, deadline - clock())))
+        interval = min(interval * 2, 10.0)
 
 
 class BlobStore:
@@ -149,15 +232,123 @@ class BlobStore:
         self.ensure_container(container)
         self.container(container).upload_blob(name, data, overwrite=True, metadata=metadata)
 
-    def move(self, container: str, source: str, destination: str) -> None:
-        """Copy then delete: a blob is never lost if the move stops half way."""
+    def move(self, container: str, source: str, destination: str, *,
+             if_match_etag: str | None = None, copy_timeout: float = DEFAULT_COPY_TIMEOUT,
+             poll_interval: float = 0.5) -> None:
+        """Move blob ``source`` to ``destination`` (same container): copy, then delete.
+
+        Copy then delete, so a blob is never lost if the move stops half way: until the copy has
+        finished, the source is untouched; after, both exist until the source is deleted.
+
+        The copy is Azure's asynchronous server-side Copy Blob (no size limit, no bytes through
+        this process), polled until it finishes, for at most ``copy_timeout`` seconds. Within one
+        storage account the service authorises the read of the source with the caller's own
+        credential, Shared Key or Microsoft Entra ID (OAuth), so no SAS is needed. (The
+        synchronous Copy Blob From URL this replaced is limited to 256 MiB and needs its source
+        authorised separately, by a SAS or a source bearer token.)
+
+        The copy is of one version of the source, pinned by its ETag: ``if_match_etag`` if given
+        (the move is refused when the source no longer has it), else the ETag read when the move
+        starts. The copy is made only from that version (``x-ms-source-if-match``; the service
+        also fails a copy whose source changes while it runs) and the source is deleted only if
+        it still has that ETag (``If-Match``): a source rewritten meanwhile is left in place.
+
+        Safe to retry: a move whose source is gone but whose destination was copied from it (an
+        earlier try that stopped after its delete) is done; a copy of this source still pending
+        on the destination (an earlier try that stopped while it ran) is waited for, not
+        started again.
+
+        Raises ``BlobSourceMissingError``, ``BlobSourceChangedError`` or ``BlobMoveError``,
+        each naming the container and the blobs.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
         source_client = self.container(container).get_blob_client(source)
         destination_client = self.container(container).get_blob_client(destination)
-        copy = destination_client.start_copy_from_url(source_client.url, requires_sync=True)
-        if copy.get("copy_status") not in (None, "success"):
-            raise RuntimeError(f"Copy of {source} to {destination} did not complete: {copy}")
-        source_client.delete_blob()
-        log.info("Moved %s/%s to %s", container, source, destination)
+        where = f"{container}/{source} to {container}/{destination}"
+        expected = ({"etag": if_match_etag, "match_condition": MatchConditions.IfNotModified}
+                    if if_match_etag else {})
+        try:
+            properties = source_client.get_blob_properties(**expected)
+        except HttpResponseError as error:
+            if error.status_code == 412:
+                raise BlobSourceChangedError(
+                    f"Not moving {where}: {container}/{source} no longer has ETag {if_match_etag} "
+                    "(it was rewritten since it was read); it is left in place"
+                ) from None
+            if error.status_code == 404 and _error_code(error) == "BlobNotFound":
+                if _copied_from(destination_client, source_client.url) is not None:
+                    log.info("%s/%s was already moved to %s (by an earlier try)", container,
+                             source, destination)
+                    return
+                raise BlobSourceMissingError(
+                    f"Cannot move {where}: the source blob {container}/{source} does not exist"
+                ) from None
+            raise BlobMoveError(f"Cannot move {where}: reading {container}/{source} failed: "
+                                f"{_describe(error)}") from error
+        etag = properties.etag
+        copied = self._copy_version(source_client, destination_client, etag, where,
+                                    copy_timeout, poll_interval)
+        if copied.size != properties.size:
+            raise BlobMoveError(
+                f"Copy of {where} finished with {copied.size} bytes, but the source has "
+                f"{properties.size}; {container}/{source} is left in place"
+            )
+        try:
+            source_client.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as error:
+            if error.status_code == 412:
+                raise BlobSourceChangedError(
+                    f"Copied {where} (the version with ETag {etag}), but {container}/{source} "
+                    "was rewritten meanwhile: it is left in place, not deleted"
+                ) from None
+            if error.status_code != 404:
+                raise BlobMoveError(f"Copied {where}, but deleting {container}/{source} failed: "
+                                    f"{_describe(error)}") from error
+            log.warning("%s/%s was deleted by someone else after it was copied to %s",
+                        container, source, destination)
+        log.info("Moved %s/%s to %s (%d bytes)", container, source, destination, properties.size)
+
+    @staticmethod
+    def _copy_version(source_client, destination_client, etag: str, where: str,
+                      timeout: float, poll_interval: float):
+        """Server-side copy of the source's version ``etag``; the destination's properties once
+        the copy has succeeded."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        container, source = source_client.container_name, source_client.blob_name
+        try:
+            started = destination_client.start_copy_from_url(
+                source_client.url, source_etag=etag,
+                source_match_condition=MatchConditions.IfNotModified,
+            )
+        except HttpResponseError as error:
+            code = _error_code(error)
+            if error.status_code == 412:  # SourceConditionNotMet (Azurite: ConditionNotMet)
+                raise BlobSourceChangedError(
+                    f"Not moving {where}: {container}/{source} changed since it was read "
+                    f"(ETag {etag}); it is left in place"
+                ) from None
+            if code == "BlobNotFound":
+                raise BlobSourceMissingError(
+                    f"Cannot move {where}: the source blob {container}/{source} no longer exists"
+                ) from None
+            if code != "PendingCopyOperation":
+                # CannotVerifyCopySource among others: the service could not read the source.
+                raise BlobMoveError(f"Copy of {where} could not start: {_describe(error)}") from error
+            # An earlier try's copy of this source still runs: wait for it rather than start
+            # another. (Had the source changed since it started, the service fails it.)
+            pending = _copied_from(destination_client, source_client.url, pending_too=True)
+            if pending is None:
+                raise BlobMoveError(
+                    f"Copy of {where} could not start: another copy into "
+                    f"{container}/{destination_client.blob_name} is pending"
+                ) from error
+            log.info("A copy of %s started by an earlier try is still pending: waiting for it", where)
+            started = {"copy_id": pending.copy.id}
+        return wait_for_copy(destination_client, started["copy_id"], where, timeout, poll_interval)
 
     def delete(self, container: str, name: str) -> None:
         self.container(container).get_blob_client(name).delete_blob()
