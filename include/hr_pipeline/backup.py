@@ -69,8 +69,11 @@ def backup_blob_name(table_name: str, instant: datetime) -> str:
 
 
 def format_instant(instant: datetime) -> str:
-    """ISO 8601 UTC with microseconds and a ``Z``: ``2026-01-02T03:04:05.123456Z``."""
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 UTC with microseconds and a ``Z``: ``2026-01-02T03:04:05.123456Z`` (the year
+    always 4 digits, unlike ``strftime('%Y')`` before the year 1000)."""
+    from hr_pipeline.warehouse import format_stored_timestamp
+
+    return format_stored_timestamp(instant.astimezone(timezone.utc))
 
 
 def parse_instant(text: str) -> datetime:

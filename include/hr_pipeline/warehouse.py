@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +37,6 @@ _DIALECT_BY_CONN_TYPE: dict[str, Dialect] = {
     "mssql": "mssql",
 }
 MSSQL_MAX_PARAMETERS = 2100
-SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class WarehouseError(RuntimeError):
@@ -170,7 +170,7 @@ class Warehouse:
         if self.dialect != "sqlite":
             return tuple(row)
         return tuple(
-            value.strftime(SQLITE_TIMESTAMP_FORMAT) if isinstance(value, datetime) else value
+            format_stored_timestamp(value) if isinstance(value, datetime) else value
             for value in row
         )
 
@@ -446,10 +446,36 @@ def _mssql_value(value: Any) -> Any:
     return value
 
 
+def format_stored_timestamp(value: datetime) -> str:
+    """A datetime (naive UTC, or aware) as SQLite stores it: fixed-width UTC text
+    ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, the year zero-padded to 4 digits (``0001-01-01T00:00:00.000000Z``
+    .. ``9999-12-31T23:59:59.999999Z``), which sorts as the instants do and which SQLite's date
+    functions read.
+
+    Written field by field: ``strftime('%Y')`` leaves years before 1000 unpadded on glibc
+    ('1-01-01T...'), text that neither sorts nor reads back as an ISO date.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+            f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z")
+
+
+_UNPADDED_YEAR = re.compile(r"^(\d{1,3})-")
+
+
 def parse_stored_timestamp(value: Any) -> datetime:
+    """A stored timestamp back to a naive UTC datetime: a driver's datetime, or SQLite's text.
+
+    Also reads the unpadded years (``1-01-01T...``) that versions before the fix wrote into SQLite
+    for years before 1000, so a table holding some can still be backed up (and, restored from that
+    backup, is rewritten in the fixed-width form).
+    """
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
     text = str(value)
     if text.endswith("Z"):
         text = text[:-1]
+    if (unpadded := _UNPADDED_YEAR.match(text)) is not None:
+        text = unpadded[1].zfill(4) + text[unpadded.end(1):]
     return datetime.fromisoformat(text)
