@@ -3,8 +3,9 @@
 One definition per metric: ``<metric>.sql`` beside this file, a PostgreSQL query an analyst can read
 and run. Each dialect's SQL is derived from it with sqlglot; the one thing sqlglot does not
 translate for SQLite, ``EXTRACT(YEAR | QUARTER FROM ts)`` on SQLite's ISO-text timestamps, is
-rewritten here into ``strftime``. The column names and types of each published table are declared
-in ``METRIC_TABLES`` (the SPEC's contract) and checked against the query's SELECT list.
+rewritten here into substrings of that fixed-width text. The column names and types of each
+published table are declared in ``METRIC_TABLES`` (the SPEC's contract) and checked against the
+query's SELECT list.
 
 Publishing never shows a reader an empty or half-written table:
 
@@ -159,7 +160,12 @@ def _parse(sql: str):
 
 
 def _sqlite_date_part(node):
-    """EXTRACT(YEAR|QUARTER FROM ts) -> integer arithmetic on strftime() of SQLite's ISO text."""
+    """EXTRACT(YEAR|QUARTER FROM ts) -> integers cut from SQLite's fixed-width ISO text
+    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, see ``warehouse.format_stored_timestamp``).
+
+    Not ``strftime()``: SQLite's date functions round the fraction to milliseconds, so the last
+    half millisecond of 9999-12-31 (a year the contract accepts) overflows and reads as NULL.
+    """
     import sqlglot
     from sqlglot import exp
 
@@ -167,9 +173,9 @@ def _sqlite_date_part(node):
         return node
     unit = node.this.name.upper()
     templates = {
-        "YEAR": "CAST(STRFTIME('%Y', __ts__) AS INTEGER)",
-        "QUARTER": "((CAST(STRFTIME('%m', __ts__) AS INTEGER) + 2) / 3)",
-        "MONTH": "CAST(STRFTIME('%m', __ts__) AS INTEGER)",
+        "YEAR": "CAST(SUBSTR(__ts__, 1, 4) AS INTEGER)",
+        "QUARTER": "((CAST(SUBSTR(__ts__, 6, 2) AS INTEGER) + 2) / 3)",
+        "MONTH": "CAST(SUBSTR(__ts__, 6, 2) AS INTEGER)",
     }
     if unit not in templates:
         raise MetricDefinitionError(f"EXTRACT({unit} ...) has no SQLite translation here")
@@ -177,6 +183,10 @@ def _sqlite_date_part(node):
     for column in replacement.find_all(exp.Column):
         if column.name == "__ts__":
             column.replace(node.expression.copy())
+    for cut in list(replacement.find_all(exp.Substring)):
+        # SUBSTR, which every SQLite has (sqlglot writes SUBSTRING: SQLite 3.34 and later only)
+        cut.replace(exp.Anonymous(this="SUBSTR", expressions=[
+            cut.this, cut.args["start"], cut.args["length"]]))
     return replacement
 
 
