@@ -374,7 +374,13 @@ def scan(path: Path, contract: TableContract) -> FileScan:
                 yield block
 
     result = scan_blocks(blocks(), contract)
-    return scan_plain(path, contract) if result.plain_reader else result
+    if not result.plain_reader:
+        return result
+    checked = _CheckedText(blocks())
+    for _ in checked:
+        pass
+    checked.finish()
+    return scan_plain(path, contract)
 
 
 def _key_ids(text) -> "object":
@@ -422,9 +428,8 @@ def scan_blocks(blocks: Iterable[bytes], contract: TableContract) -> FileScan:
     Raises ``UnreadableFileError`` for a file that is not UTF-8 CSV text, before anything of it
     is loaded. Only the key column is converted, and ids are held as 32-bit integers, read by the
     validation's own definition of an integer (``field_values.integer_values``), so a 5-million-row
-    file costs about 20 MB here. If a record is longer than Arrow's block, the rest of the blocks
-    are still checked (and consumed, for a caller that copies them) and the result says
-    ``plain_reader``: the caller scans the file again with ``scan_plain``.
+    file costs about 20 MB here. If a record is longer than Arrow's block the result says only
+    ``plain_reader``: the caller scans a whole local copy of the file with ``scan``.
     """
     import pyarrow as pa
 
@@ -448,7 +453,8 @@ def scan_blocks(blocks: Iterable[bytes], contract: TableContract) -> FileScan:
         if not isinstance(error, pa.ArrowInvalid):
             raise
         if _is_straddling(error):
-            checked.finish()
+            # Arrow may still hold a read of the blocks in its I/O thread: they are left alone,
+            # and the caller reads the file again with ``scan`` on a whole local copy.
             return FileScan(plain_reader=True)
         if "Empty CSV file" not in str(error):
             raise UnreadableFileError(f"not parseable as CSV: {error}") from None

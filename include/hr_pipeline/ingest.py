@@ -30,8 +30,8 @@ from hr_pipeline.csv_reader import (
     read_block_bytes,
     read_chunks,
     release_arrow_memory,
+    scan,
     scan_blocks,
-    scan_plain,
     use_system_allocator,
 )
 from hr_pipeline.settings import raw_container, validation_chunk_rows
@@ -138,7 +138,9 @@ def validate_file(
             if file_scan.plain_reader:
                 log.info("%s has a record longer than the read block (%d bytes): read by the "
                          "plain CSV reader", source, read_block_bytes())
-                file_scan = scan_plain(local, contract)
+                local = Path(work) / "extract-whole.csv"  # the first copy stopped with the scan
+                store.download_to_file(container, source, local)
+                file_scan = scan(local, contract)
         except UnreadableFileError as error:
             return _reject_whole_file(store, result, day, run_id, str(error))
         log.info("%s: %d records; %d id(s) occur more than once", source,

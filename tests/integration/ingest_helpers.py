@@ -49,7 +49,8 @@ def blob_names(store, prefix: str = "") -> list[str]:
 
 def read_rejects(store, name: str) -> list[dict]:
     text = store.download_bytes(raw_container(), name).decode("utf-8")
-    return list(csv.DictReader(io.StringIO(text)))
+    csv.field_size_limit(1 << 28)  # a rejected row may hold a field of many megabytes
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def task_states(dag_run) -> dict[str, str]:
