@@ -431,3 +431,87 @@ def read_rejects_csv(data: bytes) -> list[list[str]]:
         return [r for r in csv.reader(io.StringIO(data.decode("utf-8"), newline="")) if r]
     finally:
         csv.field_size_limit(previous)
+
+
+# -- comparing what the pipeline did with one file ---------------------------------------------
+
+
+@dataclass
+class Observed:
+    """What the pipeline did with one file, in the reference's terms (filled in by a test)."""
+
+    unreadable: bool = False
+    data_rows: int | None = None  # rows it counted (None: not known)
+    valid: int | None = None  # rows it found valid
+    rejected: dict[int, set[tuple[str, str | None]]] = field(default_factory=dict)
+    fields: dict[int, list[str]] = field(default_factory=dict)  # the rejected rows' fields
+    loaded: list[tuple] | None = None  # its valid rows, typed, in order (None: not known)
+    misshapen: int | None = None
+    header_skipped: bool | None = None
+
+
+def record_lines(data: bytes, outcome: FileOutcome, number: int) -> str:
+    """The physical lines of record ``number``, for a failure message."""
+    if outcome.unreadable or number not in outcome.lines:
+        return "?"
+    text = data.decode("utf-8")
+    text = text[1:] if text.startswith("\ufeff") else text
+    first, last = outcome.lines[number]
+    lines = io.StringIO(text, newline="").readlines()
+    return repr("".join(lines[first - 1:last]))[:400]
+
+
+def differences(expected: FileOutcome, observed: Observed, data: bytes | None = None,
+                written: bool = False, limit: int = 6) -> list[str]:
+    """Every way ``observed`` differs from the reference's ``expected`` (empty: they agree).
+
+    ``written``: the rejected rows' fields are as a rejects file writes them (formula
+    neutralisation expected). Fields are compared only for rows with the right number of
+    fields (a misshapen row's fields are fitted into the columns by the rejects file)."""
+    out: list[str] = []
+    if observed.unreadable != expected.unreadable:
+        return [f"unreadable: pipeline {observed.unreadable}, reference {expected.unreadable}"]
+    if expected.unreadable:
+        return out
+    if observed.data_rows is not None and observed.data_rows != expected.data_rows:
+        out.append(f"data rows: pipeline {observed.data_rows}, reference {expected.data_rows}")
+    if observed.misshapen is not None and observed.misshapen != expected.misshapen:
+        out.append(f"misshapen rows: pipeline {observed.misshapen}, reference {expected.misshapen}")
+    if observed.header_skipped is not None and observed.header_skipped != expected.header_skipped:
+        out.append(f"header skipped: pipeline {observed.header_skipped}, reference {expected.header_skipped}")
+    if observed.valid is not None and observed.valid != len(expected.loaded):
+        out.append(f"valid rows: pipeline {observed.valid}, reference {len(expected.loaded)}")
+    if observed.data_rows is not None and observed.valid is not None and (
+            observed.valid + len(observed.rejected) != observed.data_rows):
+        out.append(f"invariant: pipeline {observed.valid} valid + {len(observed.rejected)} rejected"
+                   f" != {observed.data_rows} rows")
+    shown = 0
+    for number in sorted(set(expected.rejected) | set(observed.rejected)):
+        want, got = expected.rejected.get(number, set()), observed.rejected.get(number, set())
+        if want != got and shown < limit:
+            shown += 1
+            context = f" record {record_lines(data, expected, number)}" if data is not None else ""
+            out.append(f"record {number}: pipeline {sorted(got, key=str)}, reference "
+                       f"{sorted(want, key=str)}{context}")
+    mismatched = sum(1 for n in set(expected.rejected) | set(observed.rejected)
+                     if expected.rejected.get(n, set()) != observed.rejected.get(n, set()))
+    if mismatched > shown:
+        out.append(f"... {mismatched - shown} more records whose rules differ")
+    width = len(TABLES[expected.table])
+    bad_fields = 0
+    for number, raw in sorted(expected.fields.items()):
+        if len(raw) != width or number not in observed.fields:
+            continue
+        want = [neutralised(v) for v in raw] if written else raw
+        if observed.fields[number] != want:
+            bad_fields += 1
+            if bad_fields <= 3:
+                out.append(f"record {number} fields: pipeline {observed.fields[number]!r}, reference {want!r}")
+    if observed.loaded is not None and observed.loaded != expected.loaded:
+        pairs = list(zip(expected.loaded_records, expected.loaded))
+        extra = [row for row in observed.loaded if row not in expected.loaded]
+        missing = [(n, row) for n, row in pairs if row not in observed.loaded]
+        out.append(f"valid rows differ: {len(observed.loaded)} from the pipeline, {len(expected.loaded)}"
+                   f" from the reference; not in the reference: {extra[:3]!r}; missing (record, row):"
+                   f" {missing[:3]!r}")
+    return out

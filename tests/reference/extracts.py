@@ -22,9 +22,13 @@ row must become). So it can be as messy as it likes:
   whitespace before an opening quote, lone CR line ends, an unterminated quote at the end;
 - optionally (``Mess.unreadable``): a NUL byte or invalid UTF-8 somewhere.
 
-Everything is drawn from ``random.Random(seed)``: one seed, one file, on any machine.
-(``hypothesis`` is not installed in this project's environment, so there are no strategies
-here; the tests draw seeds and ``random_mess`` configurations instead.)
+Two ways to draw files:
+
+- ``messy_extract`` / ``generated_tables``: everything drawn from ``random.Random(seed)`` (one
+  seed, one file, on any machine); for files of thousands of rows.
+- ``extract_bytes`` and ``row_fields`` (Hypothesis strategies, built lazily so that this module
+  imports without Hypothesis): small files built from lists of generated rows, which Hypothesis
+  shrinks to a minimal failing file when a differential test fails.
 """
 
 from __future__ import annotations
@@ -429,3 +433,90 @@ def generated_tables(seed: int, departments: int, jobs: int, hires: int, mess: M
     hire = messy_extract("hired_employees", hires, seed + 3, department_ids, job_ids, mess=pick())
     return {"departments": [("departments.csv", dept)], "jobs": [("jobs.csv", job)],
             "hired_employees": [("hired_employees.csv", hire)]}
+
+
+# -- Hypothesis strategies ---------------------------------------------------------------------
+
+FILE_TEXT = "".join(dict.fromkeys(
+    "ab Zé李🙂,\"'\n\r;:=+-@.0123456789TZ" + "".join(PADDING) + "".join(NOT_WHITESPACE)))
+
+
+def _strategies():
+    from hypothesis import strategies as st
+
+    return st
+
+
+def _spell(pair) -> str:
+    value, style = pair
+    sign = "-" if value < 0 else ("+" if style == "+" else "")
+    return sign + ("" if style == "+" else style) + str(abs(value))
+
+
+def _instant_text(parts) -> str:
+    when, digits, fraction = parts
+    text = (f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:{when.minute:02d}:"
+            f"{when.second:02d}")
+    return text + ("." + f"{fraction:09d}"[:digits] if digits else "") + "Z"
+
+
+def field_text(column, known_ids=()):
+    """A strategy of raw text for one field of ``column`` (a ``RefColumn``): good values and
+    every kind of bad one, padded now and then. Shrinks towards a plain good value."""
+    st = _strategies()
+    text = st.text(alphabet=FILE_TEXT, max_size=12)
+    if column.type == "integer":
+        ids = st.sampled_from(sorted(known_ids)) if column.references and known_ids else st.integers(-3, 40)
+        spelt = st.tuples(ids, st.sampled_from(["+", "0", "00", "0000000000000000"])).map(_spell)
+        good = ids.map(str)
+        core = st.one_of(good, good, good, spelt, st.integers(-60, 60).map(str),
+                         st.sampled_from(BAD_INTEGERS + OUT_OF_RANGE + EDGE_INTEGERS + [""]), text)
+    elif column.type == "string":
+        good = st.sampled_from(DEPARTMENT_WORDS + JOB_WORDS + FIRST_NAMES)
+        core = st.one_of(good, good, good, text,
+                         st.sampled_from(TRICKY_NAMES),
+                         st.integers(250, 400).map(lambda n: "é" * (n - 1) + "x"))
+    else:
+        good = st.tuples(st.datetimes(), st.integers(0, 9), st.integers(0, 999_999_999)).map(_instant_text)
+        core = st.one_of(good, good, good, st.sampled_from(EDGE_INSTANTS + NOT_REAL_INSTANTS + BAD_INSTANT_FORMATS + [""]), text)
+    edges = st.one_of(st.just(""), st.just(""), st.sampled_from(PADDING), st.sampled_from(NOT_WHITESPACE))
+    return st.tuples(edges, core, edges).map("".join)
+
+
+def row_fields(table: str, known_department_ids=(), known_job_ids=()):
+    """A strategy of one record's raw fields: usually one per column, sometimes fewer or more,
+    ``['""']`` (one quoted empty field) or one blank field."""
+    st = _strategies()
+    known = {"departments": known_department_ids, "jobs": known_job_ids}
+    columns = TABLES[table]
+    fields = st.tuples(*[field_text(c, known.get(c.references or "", ())) for c in columns]).map(list)
+    extra = st.lists(st.sampled_from(["", "x", "1", "a,b"]), min_size=1, max_size=3)
+    return st.one_of(
+        fields, fields, fields,
+        st.tuples(fields, st.integers(1, len(columns) - 1)).map(lambda t: t[0][: t[1]]),
+        st.tuples(fields, extra).map(lambda t: t[0] + t[1]),
+        st.sampled_from([['""'], [" "], ["\u3000"]]),
+    )
+
+
+def extract_bytes(table: str, known_department_ids=(), known_job_ids=(), max_rows: int = 30,
+                  odd_quoting: bool = False, unreadable: bool = False):
+    """A strategy of whole files of ``table``: a list of ``row_fields`` rendered with a drawn
+    BOM, header kind, line ends, final newline, quoting and blank lines (``render_extract``)."""
+    st = _strategies()
+
+    @st.composite
+    def build(draw):
+        rows = draw(st.lists(row_fields(table, known_department_ids, known_job_ids), max_size=max_rows))
+        mess = Mess(quote_rate=draw(st.sampled_from([0.0, 0.2, 1.0])),
+                    blank_line_rate=draw(st.sampled_from([0.0, 0.1, 0.3])), odd_quoting=odd_quoting)
+        rng = draw(st.randoms(use_true_random=False))
+        data = render_extract(table, rows, rng, mess, bom=draw(st.booleans()),
+                              header=draw(st.sampled_from(HEADERS)),
+                              line_ends=draw(st.sampled_from(["lf", "crlf", "mixed"])),
+                              final_newline=draw(st.booleans()))
+        if unreadable and draw(st.integers(0, 4)) == 0:
+            data = spoil(data, draw(st.sampled_from(UNREADABLE)), rng)
+        return data
+
+    return build()
