@@ -22,6 +22,16 @@ from hr_pipeline.settings import (
 )
 
 
+def _run_has_ended(run_id: str) -> bool:
+    """Whether another run of this DAG has ended (or no longer exists)."""
+    context = get_current_context()
+    try:
+        state = context["ti"].get_dagrun_state(context["dag"].dag_id, run_id)
+    except Exception:  # noqa: BLE001 - a run Airflow no longer knows has ended
+        return True
+    return str(state) in ("success", "failed", "DagRunState.SUCCESS", "DagRunState.FAILED")
+
+
 def _run_day() -> str:
     """The day a run files its archive and rejects under: when it was triggered (UTC)."""
     return get_current_context()["dag_run"].run_after.strftime("%Y-%m-%d")
@@ -31,7 +41,9 @@ def _run_day() -> str:
     dag_id="ingest_table",
     schedule=None,
     catchup=False,
-    max_active_runs=1,  # two runs of one table would race for the same incoming files
+    # Runs of different tables never wait on each other; runs of one table take turns through
+    # the table's ingest lock, taken by validate and released by archive (hr_pipeline.claims).
+    max_active_runs=16,
     tags=["hr", "ingest"],
     doc_md=__doc__,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
@@ -70,7 +82,8 @@ def ingest_table():
     def validate(params: dict, run_id: str) -> list[dict]:
         from hr_pipeline.ingest import validate_incoming
 
-        return validate_incoming(params["table_name"], run_id=run_id, day=_run_day())
+        return validate_incoming(params["table_name"], run_id=run_id, day=_run_day(),
+                                 run_has_ended=_run_has_ended)
 
     @task.branch
     def choose_loader(validations: list[dict], params: dict) -> str | None:
@@ -95,7 +108,8 @@ def ingest_table():
 
         from hr_pipeline.ingest import archive_ingested, unreadable_files_message
 
-        summary = archive_ingested(params["table_name"], validations, day=_run_day())
+        summary = archive_ingested(params["table_name"], validations, day=_run_day(),
+                                   run_id=get_current_context()["run_id"])
         problem = unreadable_files_message(validations)
         if problem:
             raise AirflowFailException(problem)

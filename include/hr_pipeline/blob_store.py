@@ -27,28 +27,11 @@ class BlobInfo:
     size: int
     last_modified: datetime | None = None
     metadata: dict[str, str] | None = None
+    etag: str | None = None
 
     @property
     def file_name(self) -> str:
         return self.name.rsplit("/", 1)[-1]
-
-
-def incoming_prefix(table_name: str) -> str:
-    return f"incoming/{table_name}/"
-
-
-def archive_name(table_name: str, day: str, file_name: str) -> str:
-    return f"archive/{table_name}/{day}/{file_name}"
-
-
-def rejects_name(table_name: str, day: str, file_name: str) -> str:
-    stem = file_name[:-4] if file_name.lower().endswith(".csv") else file_name
-    return f"rejected/{table_name}/{day}/{stem}.rejects.csv"
-
-
-def rejected_file_name(table_name: str, day: str, file_name: str) -> str:
-    """Where a whole unreadable file goes (kept as it arrived, beside the rejects files)."""
-    return f"rejected/{table_name}/{day}/{file_name}"
 
 
 DEFAULT_COPY_TIMEOUT = 1800.0  # seconds a server-side copy may take before it is aborted
@@ -157,7 +140,7 @@ class BlobStore:
 
         try:
             blobs = [
-                BlobInfo(container, b.name, b.size, b.last_modified, dict(b.metadata or {}))
+                BlobInfo(container, b.name, b.size, b.last_modified, dict(b.metadata or {}), b.etag)
                 for b in self.container(container).list_blobs(
                     name_starts_with=prefix, include=["metadata"]
                 )
@@ -171,7 +154,53 @@ class BlobStore:
 
     def properties(self, container: str, name: str) -> BlobInfo:
         props = self.container(container).get_blob_client(name).get_blob_properties()
-        return BlobInfo(container, name, props.size, props.last_modified, dict(props.metadata or {}))
+        return BlobInfo(container, name, props.size, props.last_modified, dict(props.metadata or {}),
+                        props.etag)
+
+    def create_if_absent(self, container: str, name: str, data: bytes,
+                         metadata: dict[str, str] | None = None) -> bool:
+        """Create blob ``name`` only if no blob has that name (If-None-Match: *); whether it did."""
+        from azure.core.exceptions import ResourceExistsError
+
+        self.ensure_container(container)
+        try:
+            self.container(container).upload_blob(name, data, overwrite=False, metadata=metadata)
+        except ResourceExistsError:
+            return False
+        return True
+
+    def replace_if_unchanged(self, container: str, name: str, data: bytes, etag: str,
+                             metadata: dict[str, str] | None = None) -> bool:
+        """Overwrite blob ``name`` only if it still has ``etag``; whether it did."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self.container(container).upload_blob(
+                name, data, overwrite=True, metadata=metadata, etag=etag,
+                match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as error:
+            if error.status_code in (404, 409, 412):
+                return False
+            raise
+        return True
+
+    def delete_if_unchanged(self, container: str, name: str, etag: str) -> bool:
+        """Delete blob ``name`` only if it still has ``etag``; whether it did."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self.container(container).get_blob_client(name).delete_blob(
+                etag=etag, match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as error:
+            if error.status_code in (404, 412):
+                return False
+            raise
+        return True
+
+    def set_metadata(self, container: str, name: str, metadata: dict[str, str]) -> None:
+        self.container(container).get_blob_client(name).set_blob_metadata(metadata)
 
     def download_to_file(self, container: str, name: str, path: Path) -> int:
         """Stream a blob to a local file; returns the bytes written."""

@@ -19,11 +19,13 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hr_pipeline import blob_layout as layout
 from hr_pipeline.blob_store import BlobStore
+from hr_pipeline.claims import Claim, IngestLock, claim_files
 from hr_pipeline.contracts import get_contract
 from hr_pipeline.csv_reader import (
     UnreadableFileError,
@@ -34,7 +36,7 @@ from hr_pipeline.csv_reader import (
     scan_blocks,
     use_system_allocator,
 )
-from hr_pipeline.settings import raw_container, validation_chunk_rows
+from hr_pipeline.settings import ingest_lock_timeout_seconds, raw_container, validation_chunk_rows
 from hr_pipeline.streams import WriteBehind, read_ahead
 from hr_pipeline.warehouse import Warehouse, csv_batches
 
@@ -50,7 +52,9 @@ class FileValidation:
     """What validation found in one extract; passed between tasks as a dict (XCom)."""
 
     table: str
-    source: str  # incoming/<table>/<file>.csv
+    source: str  # incoming/<table>/<path>: the name the file arrived under
+    claimed_blob: str  # where the run holds it (processing/<table>/<run>/claimed/<path>)
+    run_id: str
     rows: int
     valid: int
     rejected: int
@@ -69,14 +73,6 @@ class FileValidation:
         return asdict(self)
 
 
-def list_incoming(table: str, store: BlobStore | None = None) -> list[str]:
-    """Every file waiting under ``incoming/<table>/``, subfolders included, in name order."""
-    store = store or BlobStore()
-    names = [b.name for b in store.list(raw_container(), layout.incoming_prefix(table))]
-    # A name ending in "/" is a folder marker, not a file.
-    return [n for n in names if not n.endswith("/")]
-
-
 def validate_incoming(
     table: str,
     run_id: str,
@@ -84,34 +80,43 @@ def validate_incoming(
     chunk_rows: int | None = None,
     store: BlobStore | None = None,
     warehouse: Warehouse | None = None,
+    run_has_ended: Callable[[str], bool] | None = None,
 ) -> list[dict]:
-    """Validate every file waiting for ``table``; returns one ``FileValidation`` dict per file."""
+    """Claim and validate every file waiting for ``table``; returns one ``FileValidation`` dict
+    per file, in the order they must be loaded.
+
+    Takes the table's ingest lock (see ``claims``) and keeps it until ``archive_ingested``
+    releases it, unless there is nothing to ingest. ``run_has_ended`` tells whether another run
+    holding the lock has ended (then its files are taken over).
+    """
     contract = get_contract(table)
     store = store or BlobStore()
     warehouse = warehouse or Warehouse()
+    container = raw_container()
     use_system_allocator()
     warehouse.ensure_tables()
+    lock = IngestLock(store, container, table, run_id, run_has_ended)
+    taken_over_from = lock.acquire(ingest_lock_timeout_seconds())
+    claims = claim_files(store, container, table, run_id, taken_over_from)
+    log.info("%d file(s) to ingest for %s: %s", len(claims), table,
+             ", ".join(claim.source for claim in claims) or "-")
+    if not claims:
+        lock.release()
+        return []
     reference_keys = {
         column.references: warehouse.key_values(column.references)
         for column in contract.foreign_keys
     }
     for referenced, keys in reference_keys.items():
         log.info("Foreign keys of %s checked against %d ids of %s", table, len(keys), referenced)
-    names = list_incoming(table, store)
-    log.info("%d file(s) waiting under %s%s: %s", len(names), raw_container(),
-             "/" + layout.incoming_prefix(table), ", ".join(names) or "-")
-    results = []
-    for name in names:
-        results.append(
-            validate_file(table, name, run_id, day, reference_keys,
+    return [validate_file(table, claim, run_id, day, reference_keys,
                           chunk_rows or validation_chunk_rows(), store).to_dict()
-        )
-    return results
+            for claim in claims]
 
 
 def validate_file(
     table: str,
-    source: str,
+    claim: Claim,
     run_id: str,
     day: str,
     reference_keys: dict[str, set[int]],
@@ -122,8 +127,9 @@ def validate_file(
 
     contract = get_contract(table)
     container = raw_container()
+    source = claim.source
     result = FileValidation(
-        table=table, source=source, rows=0, valid=0, rejected=0,
+        table=table, source=source, claimed_blob=claim.blob, run_id=run_id, rows=0, valid=0, rejected=0,
         valid_blob=layout.valid_rows_name(table, run_id, source),
         rejects_blob=layout.pending_rejects_name(table, run_id, source),
         archive_blob=layout.archive_name(table, day, run_id, source),
@@ -134,12 +140,12 @@ def validate_file(
         try:
             # The first pass runs on the blocks as they download, and keeps a copy for the second.
             with open(local, "wb") as copy:
-                file_scan = scan_blocks(_copied(store.prefetched_blocks(container, source), copy), contract)
+                file_scan = scan_blocks(_copied(store.prefetched_blocks(container, claim.blob), copy), contract)
             if file_scan.plain_reader:
                 log.info("%s has a record longer than the read block (%d bytes): read by the "
                          "plain CSV reader", source, read_block_bytes())
                 local = Path(work) / "extract-whole.csv"  # the first copy stopped with the scan
-                store.download_to_file(container, source, local)
+                store.download_to_file(container, claim.blob, local)
                 file_scan = scan(local, contract)
         except UnreadableFileError as error:
             return _reject_whole_file(store, result, day, run_id, str(error))
@@ -248,7 +254,7 @@ def _reject_whole_file(store: BlobStore, result: FileValidation, day: str, run_i
     container = raw_container()
     destination = layout.unreadable_file_name(result.table, day, run_id, result.source)
     log.error("%s cannot be read: %s. Moving it whole to %s", result.source, reason, destination)
-    store.move(container, result.source, destination)
+    store.move(container, result.claimed_blob, destination)
     store.upload_bytes(container, destination + ".reason.txt",
                        f"{result.source}: {reason}\n".encode())
     result.unreadable_reason = f"{result.source} cannot be read ({reason}); moved to {container}/{destination}"
@@ -300,21 +306,23 @@ def load_validated(
 
 
 def archive_ingested(table: str, validations: list[dict], day: str,
-                     store: BlobStore | None = None) -> list[str]:
-    """Move each file to archive/ and its rejects to rejected/; returns one summary line per file.
+                     store: BlobStore | None = None, run_id: str | None = None) -> list[str]:
+    """Move each file to archive/ and its rejects to rejected/, then release the table's ingest
+    lock; returns one summary line per file.
 
     Safe to retry: a file already moved by an earlier try is not moved again.
     """
     store = store or BlobStore()
     container = raw_container()
     summary = []
+    run_ids = {run_id} if run_id else {v["run_id"] for v in validations}
     for item in map(lambda d: FileValidation(**d), validations):
         if item.unreadable_reason:
             summary.append(f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}")
             continue
         destination = item.archive_blob
-        if store.exists(container, item.source):
-            store.move(container, item.source, destination)
+        if store.exists(container, item.claimed_blob):
+            store.move(container, item.claimed_blob, destination)
         rejects_destination = item.rejects_destination
         if item.rejected and store.exists(container, item.rejects_blob):
             store.move(container, item.rejects_blob, rejects_destination)
@@ -327,6 +335,8 @@ def archive_ingested(table: str, validations: list[dict], day: str,
             line += f", rejects in {rejects_destination}"
         summary.append(line)
         log.info(line)
+    for holder in run_ids:
+        IngestLock(store, container, table, holder).release()
     return summary
 
 

@@ -33,6 +33,12 @@ def ingest_wait_timeout_seconds() -> int:
     return int(os.environ.get("HR_INGEST_WAIT_TIMEOUT_SECONDS", str(6 * 3600)))
 
 
+def ingest_lock_timeout_seconds() -> int:
+    """How long a run of ingest_table waits for another run of the same table to finish
+    (HR_INGEST_LOCK_TIMEOUT_SECONDS, default 6 hours)."""
+    return int(os.environ.get("HR_INGEST_LOCK_TIMEOUT_SECONDS", str(6 * 3600)))
+
+
 def raw_container() -> str:
     return os.environ.get("AZURE_BLOB_CONTAINER_RAW_DATA", "raw-data")
 
