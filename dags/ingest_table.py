@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
-from hr_pipeline.assets import TABLE_ASSETS
+from hr_pipeline.assets import INGESTED_TABLE, TABLE_ASSETS
 from hr_pipeline.contracts import TABLE_NAMES
 from hr_pipeline.sensors import IncomingFilesSensor
 from hr_pipeline.settings import (
@@ -85,39 +85,35 @@ def ingest_table():
         return validate_incoming(params["table_name"], run_id=run_id, day=_run_day(),
                                  run_has_ended=_run_has_ended)
 
-    @task.branch
-    def choose_loader(validations: list[dict], params: dict) -> str | None:
-        if not any(v["valid"] for v in validations):
-            return None  # nothing to load: no asset event, archive still runs
-        return f"load_{params['table_name']}"
+    @task(outlets=[INGESTED_TABLE])
+    def load(validations: list[dict], params: dict, outlet_events=None) -> dict:
+        from hr_pipeline.ingest import load_validated, what_changed
 
-    def loader(table: str):
-        # One load task per table, each updating only its own table's Asset: an asset event
-        # then means "this table changed", and publish_metrics reacts to exactly that.
-        @task(task_id=f"load_{table}", outlets=[TABLE_ASSETS[table]])
-        def load(validations: list[dict], params: dict) -> dict:
-            from hr_pipeline.ingest import load_validated
-
-            return load_validated(table, validations, batch_size=params["batch_size"])
-
-        return load
+        table = params["table_name"]
+        loads = load_validated(table, validations, batch_size=params["batch_size"])
+        changed = what_changed(validations, loads)
+        if changed["rows_loaded"]:
+            # The event names the table that changed (publish_metrics is scheduled on it) and
+            # says what changed, for the Assets view.
+            outlet_events[INGESTED_TABLE].add(TABLE_ASSETS[table], extra=changed)
+        return loads
 
     @task(trigger_rule="none_failed")
-    def archive(validations: list[dict], params: dict) -> list[str]:
+    def archive(validations: list[dict], loads: dict | None, params: dict) -> list[str]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from hr_pipeline.ingest import archive_ingested, unreadable_files_message
+        from hr_pipeline.ingest import archive_ingested, failed_files_message
 
         summary = archive_ingested(params["table_name"], validations, day=_run_day(),
-                                   run_id=get_current_context()["run_id"])
-        problem = unreadable_files_message(validations)
+                                   run_id=get_current_context()["run_id"], loads=loads)
+        problem = failed_files_message(validations, loads)
         if problem:
             raise AirflowFailException(problem)
         return summary
 
     validations = validate()
-    loads = [loader(table)(validations) for table in TABLE_NAMES]
-    chain(wait_for_files, validations, choose_loader(validations), loads, archive(validations))
+    loads = load(validations)
+    chain(wait_for_files, validations, loads, archive(validations, loads))
 
 
 ingest_table_dag = ingest_table()

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import AssetAlias, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from hr_pipeline.assets import TABLE_ASSETS
+from hr_pipeline.assets import RESTORED_TABLE, TABLE_ASSETS
 from hr_pipeline.contracts import TABLE_NAMES
 
-RESTORED_TABLE = AssetAlias(name="hr.restored_table", group="hr")
 
 
 @dag(

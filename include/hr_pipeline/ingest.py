@@ -278,61 +278,118 @@ def load_validated(
     batch_size: int,
     store: BlobStore | None = None,
     warehouse: Warehouse | None = None,
-) -> dict:
-    """Upsert the valid rows of each file, in file order; returns counts per file."""
+) -> dict[str, dict]:
+    """Upsert the valid rows of each file, in claim order; returns, per file, the rows loaded and
+    the error that stopped its load, if any.
+
+    A file whose load the database refuses for something in its data (a constraint, a value it
+    cannot store) does not stop the others: the error is recorded against that file, which the
+    archive step then sets aside whole. Any other error (connection, timeout) fails the task, to
+    be retried: every write is an upsert by key, so a retry converges.
+    """
     if batch_size < 1:
         raise IngestError(f"batch_size must be at least 1, got {batch_size}")
     contract = get_contract(table)
     store = store or BlobStore()
     warehouse = warehouse or Warehouse()
     warehouse.ensure_tables()
-    loaded: dict[str, int] = {}
+    loads: dict[str, dict] = {}
     for item in map(lambda d: FileValidation(**d), validations):
+        loads[item.source] = {"loaded": 0, "error": None}
         if item.unreadable_reason or item.valid == 0:
-            loaded[item.source] = 0
             continue
-        # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
-        written = warehouse.load_batches(
-            contract,
-            csv_batches(store.decompressed_blocks(raw_container(), item.valid_blob,
-                                                  VALID_ROWS_COMPRESSION), batch_size),
-            on_batch=_progress_logger(item.source, item.valid, batch_size),
-        )
+        progress = _progress_logger(item.source, item.valid, batch_size)
+        written = 0
+
+        def count(rows: int) -> None:
+            nonlocal written
+            written = rows
+            progress(rows)
+
+        try:
+            # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
+            warehouse.load_batches(
+                contract,
+                csv_batches(store.decompressed_blocks(raw_container(), item.valid_blob,
+                                                      VALID_ROWS_COMPRESSION), batch_size),
+                on_batch=count,
+            )
+        except Exception as error:
+            if not is_data_error(error):
+                raise
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            loads[item.source] = {"loaded": written, "error": f"{type(error).__name__}: {first_line}"}
+            log.error("%s: the warehouse refused its rows (%s) after %d of %d were loaded; the "
+                      "other files go on, and this one is set aside whole by the archive step",
+                      item.source, first_line, written, item.valid)
+            continue
         if written != item.valid:
             raise IngestError(f"{item.source}: {item.valid} valid rows but {written} loaded")
-        loaded[item.source] = written
+        loads[item.source] = {"loaded": written, "error": None}
         log.info("%s: %d rows loaded into %s (%s)", item.source, written, table, warehouse.dialect)
-    return loaded
+    return loads
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether a database error is about the rows sent (a constraint, a value out of range), not
+    about the connection: SQLSTATE classes 21, 22 and 23, or the DB-API's IntegrityError and
+    DataError, whichever driver raised it."""
+    sqlstate = getattr(error, "sqlstate", None) or getattr(getattr(error, "diag", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in ("21", "22", "23"):
+        return True
+    return any(kind.__name__ in ("IntegrityError", "DataError") for kind in type(error).__mro__)
+
+
+def what_changed(validations: list[dict], loads: dict[str, dict]) -> dict:
+    """What a run changed in its table, for the table's asset event."""
+    files = [{"file": v["source"], "rows": v["rows"], "loaded": loads.get(v["source"], {}).get("loaded", 0),
+              "rejected": v["rejected"]} for v in validations]
+    return {"files": files, "rows_loaded": sum(f["loaded"] for f in files),
+            "rows_rejected": sum(f["rejected"] for f in files)}
 
 
 def archive_ingested(table: str, validations: list[dict], day: str,
-                     store: BlobStore | None = None, run_id: str | None = None) -> list[str]:
-    """Move each file to archive/ and its rejects to rejected/, then release the table's ingest
-    lock; returns one summary line per file.
+                     store: BlobStore | None = None, run_id: str | None = None,
+                     loads: dict[str, dict] | None = None) -> list[str]:
+    """Move each file to archive/ and its rejects to rejected/ (a file whose load the warehouse
+    refused: whole to rejected/, with a reason file), then release the table's ingest lock;
+    returns one summary line per file.
 
     Safe to retry: a file already moved by an earlier try is not moved again.
     """
     store = store or BlobStore()
     container = raw_container()
+    loads = loads or {}
     summary = []
     run_ids = {run_id} if run_id else {v["run_id"] for v in validations}
     for item in map(lambda d: FileValidation(**d), validations):
         if item.unreadable_reason:
             summary.append(f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}")
             continue
-        destination = item.archive_blob
-        if store.exists(container, item.claimed_blob):
-            store.move(container, item.claimed_blob, destination)
-        rejects_destination = item.rejects_destination
+        refused = loads.get(item.source, {}).get("error")
+        if refused:
+            destination = layout.unreadable_file_name(table, day, item.run_id, item.source)
+            if store.exists(container, item.claimed_blob):
+                store.move(container, item.claimed_blob, destination)
+            loaded = loads[item.source].get("loaded", 0)
+            store.upload_bytes(container, destination + ".reason.txt", (
+                f"{item.source}: the warehouse refused its rows: {refused}\n"
+                f"{loaded} of its {item.valid} valid rows were loaded before that.\n").encode())
+            line = (f"{item.source}: LOAD REFUSED ({refused}) after {loaded} of {item.valid} valid "
+                    f"rows; the file is set aside whole in {container}/{destination}")
+        else:
+            destination = item.archive_blob
+            if store.exists(container, item.claimed_blob):
+                store.move(container, item.claimed_blob, destination)
+            line = (f"{item.source}: {item.rows} rows, {item.valid} loaded, {item.rejected} rejected"
+                    f" -> {destination}")
         if item.rejected and store.exists(container, item.rejects_blob):
-            store.move(container, item.rejects_blob, rejects_destination)
+            store.move(container, item.rejects_blob, item.rejects_destination)
         for leftover in (item.valid_blob, item.rejects_blob):
             if store.exists(container, leftover):
                 store.delete(container, leftover)
-        line = (f"{item.source}: {item.rows} rows, {item.valid} loaded, {item.rejected} rejected"
-                f" -> {destination}")
         if item.rejected:
-            line += f", rejects in {rejects_destination}"
+            line += f", rejects in {item.rejects_destination}"
         summary.append(line)
         log.info(line)
     for holder in run_ids:
@@ -340,8 +397,13 @@ def archive_ingested(table: str, validations: list[dict], day: str,
     return summary
 
 
-def unreadable_files_message(validations: list[dict]) -> str | None:
+def failed_files_message(validations: list[dict], loads: dict[str, dict] | None = None) -> str | None:
+    """Why the run must fail once every file is archived: files that could not be read, and
+    files whose load the warehouse refused."""
+    loads = loads or {}
     reasons = [v["unreadable_reason"] for v in validations if v.get("unreadable_reason")]
+    reasons += [f"{source}: the warehouse refused its rows ({load['error']}); set aside whole in rejected/"
+                for source, load in loads.items() if load.get("error")]
     if not reasons:
         return None
-    return f"{len(reasons)} file(s) could not be read and were moved to rejected/: " + " | ".join(reasons)
+    return f"{len(reasons)} file(s) were not ingested: " + " | ".join(reasons)

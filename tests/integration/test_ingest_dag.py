@@ -42,9 +42,14 @@ def test_real_extracts_load_exactly(blob_store, warehouse):
     assert len(rows) == 70
     assert all("required field is empty" in row["reason"] for row in rows)
     assert list(rows[0]) == ["id", "name", "datetime", "department_id", "job_id", "reason"]
-    # the only tables with rejects: departments and jobs are clean
-    assert task_states(runs["departments"])["load_departments"] == "success"
-    assert task_states(runs["departments"])["load_jobs"] == "skipped"
+    # each run's asset event names its own table and says what changed
+    for table, run in runs.items():
+        assert task_states(run)["load"] == "success"
+        events = asset_events_of(run)
+        assert [name for name, _ in events] == [f"warehouse.{table}"]
+        extra = events[0][1]
+        assert extra["rows_loaded"] == {"departments": 12, "jobs": 183, "hired_employees": 1929}[table]
+        assert extra["files"][0]["file"] == f"incoming/{table}/{table}.csv"
 
 
 def test_same_file_twice_leaves_same_tables(blob_store, sqlite_warehouse):
@@ -122,6 +127,28 @@ def test_bad_rows_go_to_rejects_with_reasons(blob_store, sqlite_warehouse):
     duplicates = [row for row in rejects if row["id"] == "8"]
     assert len(duplicates) == 2 and all("appears 2 times" in r["reason"] for r in duplicates)
     assert reasons["6"].startswith("row 7:")
+
+
+def asset_events_of(run) -> list[tuple[str, dict]]:
+    """The asset events a dag.test() run emitted: (asset name, extra)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.name, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetEvent.source_run_id == run.run_id, AssetEvent.source_dag_id == run.dag_id)
+        ).all()
+    return [(name, dict(extra or {})) for name, extra in rows]
+
+
+def test_a_run_that_loads_nothing_emits_no_asset_event(blob_store, sqlite_warehouse):
+    drop_file(blob_store, "jobs", "x,only bad rows\n", "bad.csv")
+    run = run_ingest("jobs")
+    assert str(run.state) == "success"
+    assert asset_events_of(run) == []
 
 
 def blob_store_container():
