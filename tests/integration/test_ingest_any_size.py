@@ -131,3 +131,34 @@ def blob_store_container():
     import os
 
     return os.environ["AZURE_BLOB_CONTAINER_RAW_DATA"]
+
+
+def test_a_file_the_warehouse_refuses_is_set_aside_and_the_others_load(blob_store, warehouse):
+    """A rule of the database the contract does not know (here a CHECK, or on SQLite a trigger)
+    refuses one file's rows: that file goes whole to rejected/ with the database's reason, the
+    other file of the run loads and is archived, the run fails naming the file, and the next run
+    of the table is not held up by it."""
+    with warehouse.transaction() as connection:
+        cursor = connection.cursor()
+        if warehouse.dialect == "postgres":
+            cursor.execute("ALTER TABLE jobs ADD CONSTRAINT no_forbidden CHECK (job <> 'Forbidden')")
+        else:
+            cursor.execute("CREATE TRIGGER no_forbidden BEFORE INSERT ON jobs WHEN NEW.job = 'Forbidden' "
+                           "BEGIN SELECT RAISE(ABORT, 'no_forbidden'); END")
+    drop_file(blob_store, "jobs", "1,Nurse\n2,Forbidden\n", "a.csv")
+    drop_file(blob_store, "jobs", "3,Cook\n", "b.csv")
+
+    run = run_ingest("jobs")
+
+    assert str(run.state) == "failed"
+    assert 3 in warehouse.key_values("jobs") and 2 not in warehouse.key_values("jobs")
+    assert [n.rsplit("/", 1)[-1] for n in blob_names(blob_store, "archive/jobs/")] == ["b.csv"]
+    set_aside = blob_names(blob_store, "rejected/jobs/")
+    assert [n.rsplit("/", 1)[-1] for n in set_aside] == ["a.csv", "a.csv.reason.txt"]
+    reason = blob_store.download_bytes(blob_store_container(), set_aside[1]).decode()
+    assert "incoming/jobs/a.csv: the warehouse refused its rows" in reason and "no_forbidden" in reason
+    assert blob_names(blob_store, "incoming/") == [] and blob_names(blob_store, "processing/") == []
+
+    drop_file(blob_store, "jobs", "4,Pilot\n", "c.csv")
+    assert str(run_ingest("jobs").state) == "success"
+    assert 4 in warehouse.key_values("jobs")
