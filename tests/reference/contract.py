@@ -448,6 +448,7 @@ class Observed:
     loaded: list[tuple] | None = None  # its valid rows, typed, in order (None: not known)
     misshapen: int | None = None
     header_skipped: bool | None = None
+    problems: list[str] = field(default_factory=list)  # found while reading its outputs
 
 
 def record_lines(data: bytes, outcome: FileOutcome, number: int) -> str:
@@ -468,9 +469,9 @@ def differences(expected: FileOutcome, observed: Observed, data: bytes | None = 
     ``written``: the rejected rows' fields are as a rejects file writes them (formula
     neutralisation expected). Fields are compared only for rows with the right number of
     fields (a misshapen row's fields are fitted into the columns by the rejects file)."""
-    out: list[str] = []
+    out: list[str] = list(observed.problems)
     if observed.unreadable != expected.unreadable:
-        return [f"unreadable: pipeline {observed.unreadable}, reference {expected.unreadable}"]
+        return out + [f"unreadable: pipeline {observed.unreadable}, reference {expected.unreadable}"]
     if expected.unreadable:
         return out
     if observed.data_rows is not None and observed.data_rows != expected.data_rows:

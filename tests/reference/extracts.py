@@ -122,6 +122,7 @@ class Mess:
     odd_quoting: bool = False
     unreadable: str | None = None  # nul latin1 truncated surrogate overlong
     first_id: int = 1  # fresh ids are first_id, first_id + 1, ... (shuffled locally)
+    distinct_names: bool = False  # department and job names made unique (" #<id>" appended)
 
 
 HEADERS = ("none", "exact", "messy", "quoted", "other", "pseudo", "late")
@@ -236,7 +237,8 @@ def generate_rows(table: str, rows: int, seed: int, known_department_ids=(), kno
             elif column.type == "timestamp":
                 values.append(_good_instant(rng))
             else:
-                values.append(_name(table, rng, mess))
+                name = _name(table, rng, mess)
+                values.append(f"{name} #{key}" if mess.distinct_names and table != "hired_employees" else name)
         if rng.random() < mess.bad_rate:
             for _ in range(rng.choice([1, 1, 1, 2, 3])):
                 _break(values, columns, known, rng)
