@@ -405,3 +405,10 @@ def test_unreadable_and_odd_quoting_options():
     odd = [messy_extract("jobs", 200, seed, mess=Mess(odd_quoting=True, quote_rate=0.3)) for seed in range(5)]
     assert any(b'"tail' in data for data in odd) and any(b'"unterminated' in data for data in odd)
     assert not any(reference_file("jobs", data, {}).unreadable for data in odd)
+
+
+def test_distinct_names_option():
+    data = messy_extract("departments", 300, 4, mess=Mess(distinct_names=True, bad_rate=0, misshapen_rate=0,
+                                                          duplicate_rate=0, long_field_rate=0))
+    names = [row[1] for row in reference_file("departments", data, {}).loaded]
+    assert len(names) > 250 and len(set(names)) == len(names)
