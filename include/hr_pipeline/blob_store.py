@@ -10,6 +10,7 @@ import io
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,29 @@ class BlobInfo:
 
 
 DEFAULT_COPY_TIMEOUT = 1800.0  # seconds a server-side copy may take before it is aborted
+
+
+class BlobAccessError(RuntimeError):
+    """A read or write of one blob failed; the message names the blob."""
+
+
+class BlobNotFoundError(BlobAccessError):
+    pass
+
+
+@contextmanager
+def naming_the_blob(container: str, name: str, action: str):
+    """Errors of the storage service re-raised with the container and blob they concern (the
+    service's own "The specified blob does not exist." tells an operator nothing)."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    try:
+        yield
+    except ResourceNotFoundError as error:
+        what = "container" if _error_code(error) == "ContainerNotFound" else "blob"
+        raise BlobNotFoundError(f"Cannot {action} {container}/{name}: the {what} does not exist") from error
+    except HttpResponseError as error:
+        raise BlobAccessError(f"Cannot {action} {container}/{name}: {_describe(error)}") from error
 
 
 class BlobMoveError(RuntimeError):
@@ -153,7 +177,8 @@ class BlobStore:
         return self.container(container).get_blob_client(name).exists()
 
     def properties(self, container: str, name: str) -> BlobInfo:
-        props = self.container(container).get_blob_client(name).get_blob_properties()
+        with naming_the_blob(container, name, "read the properties of"):
+            props = self.container(container).get_blob_client(name).get_blob_properties()
         return BlobInfo(container, name, props.size, props.last_modified, dict(props.metadata or {}),
                         props.etag)
 
@@ -200,7 +225,8 @@ class BlobStore:
         return True
 
     def set_metadata(self, container: str, name: str, metadata: dict[str, str]) -> None:
-        self.container(container).get_blob_client(name).set_blob_metadata(metadata)
+        with naming_the_blob(container, name, "set the metadata of"):
+            self.container(container).get_blob_client(name).set_blob_metadata(metadata)
 
     def download_to_file(self, container: str, name: str, path: Path) -> int:
         """Stream a blob to a local file; returns the bytes written."""
@@ -213,11 +239,19 @@ class BlobStore:
 
     def iter_blocks(self, container: str, name: str, block_bytes: int = 4 << 20) -> Iterator[bytes]:
         """A blob's bytes in blocks of ``block_bytes``, one ranged read each: memory holds one
-        block whatever the blob's size (the SDK's plain download takes its first 32 MB at once)."""
+        block whatever the blob's size (the SDK's plain download takes its first 32 MB at once).
+        Every block is of the version read first (its ETag): a blob rewritten meanwhile fails the
+        read instead of mixing two versions."""
+        from azure.core import MatchConditions
+
         blob = self.container(container).get_blob_client(name)
-        size = blob.get_blob_properties().size
-        for offset in range(0, size, block_bytes):
-            yield blob.download_blob(offset=offset, length=min(block_bytes, size - offset)).readall()
+        with naming_the_blob(container, name, "read"):
+            properties = blob.get_blob_properties()
+        for offset in range(0, properties.size, block_bytes):
+            with naming_the_blob(container, name, "read"):
+                yield blob.download_blob(
+                    offset=offset, length=min(block_bytes, properties.size - offset),
+                    etag=properties.etag, match_condition=MatchConditions.IfNotModified).readall()
 
     def decompressed_blocks(self, container: str, name: str, compression: str = "zstd",
                             block_bytes: int = 4 << 20) -> Iterator[bytes]:
@@ -237,7 +271,8 @@ class BlobStore:
         return read_ahead(self.iter_blocks(container, name), depth, "blob-download")
 
     def download_bytes(self, container: str, name: str) -> bytes:
-        return self.container(container).get_blob_client(name).download_blob().readall()
+        with naming_the_blob(container, name, "read"):
+            return self.container(container).get_blob_client(name).download_blob().readall()
 
     def upload_file(
         self, container: str, name: str, path: Path, metadata: dict[str, str] | None = None
@@ -380,7 +415,8 @@ class BlobStore:
         return wait_for_copy(destination_client, started["copy_id"], where, timeout, poll_interval)
 
     def delete(self, container: str, name: str) -> None:
-        self.container(container).get_blob_client(name).delete_blob()
+        with naming_the_blob(container, name, "delete"):
+            self.container(container).get_blob_client(name).delete_blob()
 
 
 class StreamingUpload:

@@ -26,7 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from hr_pipeline import blob_layout as layout
-from hr_pipeline.blob_store import BlobSourceChangedError, BlobSourceMissingError, BlobStore
+from hr_pipeline.blob_store import (
+    BlobNotFoundError,
+    BlobSourceChangedError,
+    BlobSourceMissingError,
+    BlobStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +88,8 @@ class IngestLock:
                 return None
             try:
                 holder = self.store.properties(self.container, name)
-            except Exception as error:  # released between the two calls: try again
-                if "BlobNotFound" in str(error) or "does not exist" in str(error):
-                    continue
-                raise
+            except BlobNotFoundError:  # released between the two calls: try again
+                continue
             holder_run = (holder.metadata or {}).get(RUN_KEY, "")
             if holder_run == self.run_id:  # a retry of this run's own task
                 return (holder.metadata or {}).get(TAKEN_OVER_KEY) or None
@@ -120,7 +123,7 @@ class IngestLock:
         name = lock_name(self.table)
         try:
             holder = self.store.properties(self.container, name)
-        except Exception:  # noqa: BLE001 - no lock blob: nothing to release
+        except BlobNotFoundError:  # no lock: nothing to release
             return
         if (holder.metadata or {}).get(RUN_KEY) == self.run_id:
             self.store.delete_if_unchanged(self.container, name, holder.etag)

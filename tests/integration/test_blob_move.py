@@ -201,3 +201,23 @@ def test_a_copy_replaced_by_another_is_an_error():
     destination = PendingCopy(("pending", None), copy_id="copy-2")
     with pytest.raises(BlobMoveError, match="replaced by another copy"):
         wait_for_copy(destination, "copy-1", "raw/a to raw/b", timeout=30)
+
+
+def test_a_missing_blob_is_named_in_the_error(blob_store):
+    from hr_pipeline.blob_store import BlobNotFoundError
+
+    with pytest.raises(BlobNotFoundError, match=f"{raw_container()}/processing/none.csv: the blob does not exist"):
+        list(blob_store.iter_blocks(raw_container(), "processing/none.csv"))
+    with pytest.raises(BlobNotFoundError, match="nowhere.csv"):
+        blob_store.download_bytes(raw_container(), "nowhere.csv")
+
+
+def test_a_blob_rewritten_while_it_is_read_fails_the_read(blob_store):
+    from hr_pipeline.blob_store import BlobAccessError
+
+    blob_store.upload_bytes(raw_container(), "big.bin", b"a" * 3000)
+    blocks = blob_store.iter_blocks(raw_container(), "big.bin", block_bytes=1000)
+    assert next(blocks) == b"a" * 1000
+    blob_store.upload_bytes(raw_container(), "big.bin", b"b" * 3000)
+    with pytest.raises(BlobAccessError, match="big.bin"):
+        next(blocks)

@@ -55,9 +55,9 @@ def test_blocks_read_in_ranges_are_the_blob(blob_store, size, block_bytes):
 
 
 def test_prefetching_a_missing_blob_raises_in_the_reader(blob_store):
-    from azure.core.exceptions import ResourceNotFoundError
+    from hr_pipeline.blob_store import BlobNotFoundError
 
-    with pytest.raises(ResourceNotFoundError):
+    with pytest.raises(BlobNotFoundError, match="missing.csv"):
         list(blob_store.prefetched_blocks(raw_container(), "missing.csv"))
 
 
