@@ -15,8 +15,11 @@ import functools
 INTEGER_PATTERN = r"^[+-]?[0-9]+$"
 # An ISO 8601 UTC instant as the contract writes it: date, 'T', time, optional fraction, 'Z'.
 INSTANT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z$"
-# The Unicode White_Space characters, which utf8_trim_whitespace trims.
-WHITESPACE_CLASS = r"[\s\p{Z}\x{85}]"
+# Whitespace around a field: exactly the characters Python's str.strip() removes (str.isspace():
+# the Unicode White_Space characters and the ASCII separators U+001C-U+001F).
+WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+              + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000")
+WHITESPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]"  # for RE2
 
 
 def normalized_text(column):
@@ -29,7 +32,7 @@ def normalized_text(column):
         column = column.combine_chunks()
     if edge_whitespace_possible(column) and pc.any(pc.match_substring_regex(
             column, f"^{WHITESPACE_CLASS}|{WHITESPACE_CLASS}$")).as_py():
-        column = pc.utf8_trim_whitespace(column)
+        column = pc.utf8_trim(column, characters=WHITESPACE)
     if pc.any(pc.equal(column, "")).as_py():
         column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
     return column
@@ -126,10 +129,11 @@ def canonical_instants(instants, text=None):
     return pc.binary_join_element_wise(pc.replace_substring(text, " ", "T", max_replacements=1), "Z", "")
 
 
-# Bytes that can start (end) a whitespace character that utf8_trim_whitespace trims: ASCII
-# whitespace, and the lead (last) bytes of U+0085, U+00A0, U+1680, U+2000-U+205F, U+3000.
-_MAY_START_WHITESPACE = bytes(range(9, 14)) + b" \xc2\xe1\xe2\xe3"
-_MAY_END_WHITESPACE = bytes(range(9, 14)) + b" " + bytes(range(0x80, 0xC0))
+# Bytes that can start (end) a ``WHITESPACE`` character in UTF-8: the ASCII ones, and the lead
+# (last) bytes of U+0085, U+00A0, U+1680, U+2000-U+205F, U+3000.
+_ASCII_WHITESPACE = bytes(range(9, 14)) + bytes(range(0x1C, 0x21))
+_MAY_START_WHITESPACE = _ASCII_WHITESPACE + b"\xc2\xe1\xe2\xe3"
+_MAY_END_WHITESPACE = _ASCII_WHITESPACE + bytes(range(0x80, 0xC0))
 
 
 @functools.cache

@@ -263,3 +263,17 @@ def test_canonical_text_from_the_source_text_equals_the_formatted_one(texts):
     _, instants = parse_instants(text)
     assert canonical_instants(instants, text).to_pylist() == canonical_instants(instants).to_pylist()
     assert canonical_instants(instants, text).to_pylist()[0] == "2021-11-07T02:48:42.000000Z"
+
+
+def test_whitespace_is_what_python_strips_whatever_else_the_chunk_holds():
+    """One definition of the whitespace around a field (Python's str.strip()), applied the same
+    whether or not other values of the chunk need trimming."""
+    import pyarrow as pa
+
+    from hr_pipeline.field_values import WHITESPACE, normalized_text
+
+    assert WHITESPACE == "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+    for space in WHITESPACE:
+        for others in ([], ["plain"], [" padded "]):
+            values = [f"{space}7{space}", *others]
+            assert normalized_text(pa.array(values)).to_pylist() == [v.strip() or None for v in values]
