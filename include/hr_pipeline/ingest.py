@@ -109,9 +109,14 @@ def validate_incoming(
     }
     for referenced, keys in reference_keys.items():
         log.info("Foreign keys of %s checked against %d ids of %s", table, len(keys), referenced)
-    return [validate_file(table, claim, run_id, day, reference_keys,
-                          chunk_rows or validation_chunk_rows(), store).to_dict()
-            for claim in claims]
+    results = [validate_file(table, claim, run_id, day, reference_keys,
+                             chunk_rows or validation_chunk_rows(), store).to_dict()
+               for claim in claims]
+    log.info("Validated %d file(s) of %s:\n%s", len(results), table, "\n".join(
+        f"  {r['source']}: {r['rows']} rows, {r['valid']} valid, {r['rejected']} rejected"
+        + (f" (UNREADABLE: {r['unreadable_reason']})" if r["unreadable_reason"] else "")
+        for r in results))
+    return results
 
 
 def validate_file(
@@ -186,9 +191,8 @@ def validate_file(
                     result.rows += len(chunk)
                     result.valid += checked.valid_count
                     result.rejected += len(checked.rejected)
-                    log.info("%s: %d rows read, %d valid, %d rejected; %d bytes of valid rows"
-                             " uploaded (compressed)", source, result.rows, result.valid,
-                             result.rejected, valid_upload.bytes_written)
+                    log.info("%s: %d rows read, %d valid, %d rejected so far", source,
+                             result.rows, result.valid, result.rejected)
                     del chunk, checked  # one chunk validated at a time (one more read ahead)
                     release_arrow_memory()
             if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
@@ -200,6 +204,8 @@ def validate_file(
             if valid_writer is not None:
                 valid_writer.close()
             valid_file.close()  # the last compressed bytes, then the blob's commit
+        log.info("%s: valid rows handed over in %s/%s (%d bytes, zstd)", source, container,
+                 result.valid_blob, valid_upload.bytes_written)
         store.upload_file(container, result.rejects_blob, rejects_path)
     if result.rows and result.valid == 0:
         log.warning("%s: every one of its %d rows was rejected; is it the right table's file?",
@@ -327,6 +333,9 @@ def load_validated(
             raise IngestError(f"{item.source}: {item.valid} valid rows but {written} loaded")
         loads[item.source] = {"loaded": written, "error": None}
         log.info("%s: %d rows loaded into %s (%s)", item.source, written, table, warehouse.dialect)
+    log.info("Loaded %s:\n%s", table, "\n".join(
+        f"  {source}: {load['loaded']} rows" + (f", REFUSED: {load['error']}" if load["error"] else "")
+        for source, load in loads.items()) or "  nothing to load")
     return loads
 
 
@@ -394,6 +403,7 @@ def archive_ingested(table: str, validations: list[dict], day: str,
         log.info(line)
     for holder in run_ids:
         IngestLock(store, container, table, holder).release()
+    log.info("Ingest of %s, per file:\n%s", table, "\n".join(f"  {line}" for line in summary) or "  no file")
     return summary
 
 
