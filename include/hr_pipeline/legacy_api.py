@@ -19,6 +19,12 @@ dependency below hands both to the api-server's ``get_user`` (so expiry, signatu
 cookie are checked exactly as for ``/api/v2``), then asks the auth manager whether that user may
 trigger (POST) or read (GET) the DAG behind the endpoint. No token: 401; not allowed: 403.
 
+Limits: a request body larger than ``HR_API_MAX_BODY_BYTES`` (default 1 MiB) is refused with 413,
+on its ``Content-Length`` before any of it is read, or, without one (chunked), as soon as the bytes
+received pass the limit. A metric table that cannot be read answers 503 with a generic message and
+a reference; the cause (which names the warehouse's host and port) goes to the api-server's log
+under that reference, never to the client.
+
 Airflow's server modules are imported inside the functions: every Airflow process (scheduler,
 workers, dag-processor) loads the plugins, and only the api-server needs them.
 """
@@ -26,6 +32,10 @@ workers, dag-processor) loads the plugins, and only the api-server needs them.
 from __future__ import annotations
 
 import enum
+import json
+import logging
+import os
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -44,6 +54,89 @@ METRICS_DAG = "publish_metrics"
 
 TableName = enum.Enum("TableName", {name: name for name in TABLE_NAMES}, type=str)
 TableName.__doc__ = "A table of the data contract."
+
+MAX_BODY_BYTES_VARIABLE = "HR_API_MAX_BODY_BYTES"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # the largest body is a restore's: well under 1 KiB
+
+log = logging.getLogger(__name__)
+
+
+def max_body_bytes() -> int:
+    """``HR_API_MAX_BODY_BYTES`` (a positive integer), else 1 MiB."""
+    raw = os.environ.get(MAX_BODY_BYTES_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BODY_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{MAX_BODY_BYTES_VARIABLE}={raw!r}: expected a positive number of bytes")
+    return value
+
+
+# -- request size limit ------------------------------------------------------------------------
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE,
+                         f"The request body is larger than {limit} bytes "
+                         f"(the limit is set by {MAX_BODY_BYTES_VARIABLE}).")
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a body over ``limit`` bytes, without reading it.
+
+    A declared ``Content-Length`` over the limit is answered at once (the app never runs, the body
+    is never read). Otherwise the body is counted as the app reads it; the message that passes the
+    limit raises instead of being handed over, and the client gets 413 (from FastAPI's error
+    handling when it was reading the body for a parameter, else from here).
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge(self.limit)
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": _BodyTooLarge(self.limit).detail}).encode()
+        await send({"type": "http.response.start", "status": status.HTTP_413_CONTENT_TOO_LARGE,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 # -- authentication and authorization (Airflow's) --------------------------------------------------
@@ -149,33 +242,42 @@ def read_metric_table(table: str, columns: list[str], order_by: list[tuple[str, 
     """Rows of a published metric table as dicts. Identifiers come from this module only."""
     from hr_pipeline.warehouse import Warehouse
 
-    warehouse = Warehouse()
-    dialect = warehouse.dialect
-    select = ", ".join(ddl.quote(column, dialect) for column in columns)
-    order = ", ".join(f"{ddl.quote(column, dialect)} {direction}" for column, direction in order_by)
-    sql = f"SELECT {select} FROM {ddl.quote(table, dialect)} ORDER BY {order}"
     try:
+        warehouse = Warehouse()  # inside: a missing or broken connection is the same 503
+        dialect = warehouse.dialect
+        select = ", ".join(ddl.quote(column, dialect) for column in columns)
+        order = ", ".join(f"{ddl.quote(column, dialect)} {direction}" for column, direction in order_by)
+        sql = f"SELECT {select} FROM {ddl.quote(table, dialect)} ORDER BY {order}"
         with warehouse.transaction() as conn:
             cursor = conn.cursor()
             cursor.execute(sql)
             rows = cursor.fetchall()
-    except Exception as error:  # the table is missing until publish_metrics first ran
+    except Exception:  # the table is missing until publish_metrics first ran, or no warehouse
+        # The driver's message names the warehouse's host and port (and more): the log has it,
+        # the client gets a reference to it.
+        reference = uuid.uuid4().hex[:12]
+        log.exception("%s metrics: %s cannot be read from the warehouse (reference %s)",
+                      URL_PREFIX, table, reference)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"{table} cannot be read from the warehouse ({type(error).__name__}: {error}); "
-            f"has {METRICS_DAG} run yet?",
+            f"{table} cannot be read from the warehouse; has {METRICS_DAG} run yet? The cause is "
+            f"in the api-server's log under reference {reference}.",
         )
     return [dict(zip(columns, row)) for row in rows]
 
 
 # -- the app ------------------------------------------------------------------------------------
-def create_app() -> FastAPI:
+def create_app(max_body: int | None = None) -> FastAPI:
+    """The app; ``max_body``: the body size limit in bytes (default: ``max_body_bytes()``)."""
+    limit = max_body if max_body is not None else max_body_bytes()
     app = FastAPI(
         title="HR pipeline API",
         version="1.0",
         description=__doc__.split("\n\n")[0] + " Every endpoint needs Airflow's JWT "
-        "(POST /auth/token) as a Bearer token, or the UI's session.",
+        f"(POST /auth/token) as a Bearer token, or the UI's session. Request bodies: at most "
+        f"{limit} bytes (413 above).",
     )
+    app.add_middleware(BodySizeLimit, limit=limit)
     @app.post("/api/ingest/{table_name}", status_code=status.HTTP_202_ACCEPTED,
               response_model=TriggeredRun, tags=["pipeline"],
               summary="Ingest the files waiting under incoming/<table_name>/")

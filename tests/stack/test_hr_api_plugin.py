@@ -4,6 +4,9 @@ triggering the same DAGs as the REST API. Nothing is mocked."""
 
 from __future__ import annotations
 
+import socket
+from urllib.parse import urlparse
+
 import httpx
 import pytest
 
@@ -102,3 +105,28 @@ def test_metrics_are_read_from_the_published_tables(local_stack, hr, published):
     assert above.status_code == 200, above.text
     assert len(above.json()) == 7
     assert above.json()[0] == {"id": above.json()[0]["id"], "department": "Support", "hired": 216}
+
+
+def test_a_body_over_the_limit_is_413_and_queues_nothing(local_stack, hr):
+    """HR_API_MAX_BODY_BYTES is unset on the local stack: the default limit, 1 MiB."""
+    before = _manual_runs(local_stack, "restore_table")
+    body = b'{"backup": "latest"}' + b" " * (1024 * 1024)
+    response = hr.post("/api/restore/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert "1048576 bytes" in response.json()["detail"]
+    assert _manual_runs(local_stack, "restore_table") == before
+
+
+def test_a_declared_length_over_the_limit_is_answered_before_any_body_is_sent(local_stack):
+    """Through the api-server's own HTTP server and its mount of /hr: headers that announce 10 GiB,
+    and not one byte of body; the 413 comes back at once (nothing waits for the body)."""
+    url = urlparse(local_stack.url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(b"POST /hr/api/restore/jobs HTTP/1.1\r\nHost: " + url.netloc.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, f"the connection closed without an answer: {answer!r}"
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

