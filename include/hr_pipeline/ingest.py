@@ -17,10 +17,11 @@ Every file satisfies: rows loaded + rows rejected = data rows in the file.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hr_pipeline import blob_layout as layout
@@ -63,6 +64,8 @@ class FileValidation:
     archive_blob: str = ""  # where the file goes once ingested
     rejects_destination: str = ""  # where its rejects go (only written if a row was rejected)
     header_skipped: bool = False
+    # referenced table -> the ids the valid rows point at (checked again when they are loaded)
+    referenced_ids: dict[str, list[int]] = field(default_factory=dict)
     unreadable_reason: str | None = None
 
     @property
@@ -128,6 +131,8 @@ def validate_file(
     chunk_rows: int,
     store: BlobStore,
 ) -> FileValidation:
+    import pyarrow.compute as pc
+
     from hr_pipeline.validation import ChunkValidator
 
     contract = get_contract(table)
@@ -158,6 +163,7 @@ def validate_file(
                  file_scan.records, len(file_scan.duplicate_ids))
 
         validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
+        referenced: dict[str, set[int]] = {column.references: set() for column in contract.foreign_keys}
         rejects_path = Path(work) / "rejects.csv"
         # The valid rows go to Blob Storage as they are produced (uploaded by a background thread
         # while the next chunk is validated), compressed with zstd: a tenth of the bytes to send
@@ -184,6 +190,9 @@ def validate_file(
                     checked = validator.validate(chunk)
                     valid_rows.put(checked.valid)
                     result.header_skipped |= chunk.header_skipped
+                    for column in contract.foreign_keys:
+                        referenced[column.references].update(
+                            pc.unique(checked.valid[column.name]).to_pylist())
                     for rejected in checked.rejected:
                         rejects_writer.writerow(
                             [*map(spreadsheet_safe, _fit(rejected.fields, len(contract.columns))),
@@ -207,6 +216,7 @@ def validate_file(
         log.info("%s: valid rows handed over in %s/%s (%d bytes, zstd)", source, container,
                  result.valid_blob, valid_upload.bytes_written)
         store.upload_file(container, result.rejects_blob, rejects_path)
+    result.referenced_ids = {table: sorted(ids) for table, ids in referenced.items()}
     if result.rows and result.valid == 0:
         log.warning("%s: every one of its %d rows was rejected; is it the right table's file?",
                     source, result.rows)
@@ -285,8 +295,13 @@ def load_validated(
     store: BlobStore | None = None,
     warehouse: Warehouse | None = None,
 ) -> dict[str, dict]:
-    """Upsert the valid rows of each file, in claim order; returns, per file, the rows loaded and
-    the error that stopped its load, if any.
+    """Upsert the valid rows of each file, in claim order; returns, per file, the rows loaded,
+    the rows rejected at load, and the error that stopped its load, if any.
+
+    Holds the warehouse's lock on the table and on the tables it references for the whole load
+    (shared: a restore of any of them waits, and none runs meanwhile), and within it checks again
+    that the ids the rows reference exist: a row whose reference was removed since validation (a
+    restore of departments, say) is rejected, with its reason, not loaded.
 
     A file whose load the database refuses for something in its data (a constraint, a value it
     cannot store) does not stop the others: the error is recorded against that file, which the
@@ -299,44 +314,101 @@ def load_validated(
     store = store or BlobStore()
     warehouse = warehouse or Warehouse()
     warehouse.ensure_tables()
+    referenced = [column.references for column in contract.foreign_keys]
     loads: dict[str, dict] = {}
-    for item in map(lambda d: FileValidation(**d), validations):
-        loads[item.source] = {"loaded": 0, "error": None}
-        if item.unreadable_reason or item.valid == 0:
-            continue
-        progress = _progress_logger(item.source, item.valid, batch_size)
-        written = 0
-
-        def count(rows: int) -> None:
-            nonlocal written
-            written = rows
-            progress(rows)
-
-        try:
-            # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
-            warehouse.load_batches(
-                contract,
-                csv_batches(store.decompressed_blocks(raw_container(), item.valid_blob,
-                                                      VALID_ROWS_COMPRESSION), batch_size),
-                on_batch=count,
-            )
-        except Exception as error:
-            if not is_data_error(error):
-                raise
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            loads[item.source] = {"loaded": written, "error": f"{type(error).__name__}: {first_line}"}
-            log.error("%s: the warehouse refused its rows (%s) after %d of %d were loaded; the "
-                      "other files go on, and this one is set aside whole by the archive step",
-                      item.source, first_line, written, item.valid)
-            continue
-        if written != item.valid:
-            raise IngestError(f"{item.source}: {item.valid} valid rows but {written} loaded")
-        loads[item.source] = {"loaded": written, "error": None}
-        log.info("%s: %d rows loaded into %s (%s)", item.source, written, table, warehouse.dialect)
+    # Shared on the loaded table too: loads of one table already take turns (the ingest lock),
+    # and an upsert removes no id, so a load of departments need not wait for a load of hires.
+    with warehouse.table_locks(shared=[table, *referenced]):
+        for item in map(lambda d: FileValidation(**d), validations):
+            loads[item.source] = {"loaded": 0, "rejected": 0, "error": None}
+            if item.unreadable_reason or item.valid == 0:
+                continue
+            loads[item.source] = _load_file(contract, item, batch_size, store, warehouse)
     log.info("Loaded %s:\n%s", table, "\n".join(
-        f"  {source}: {load['loaded']} rows" + (f", REFUSED: {load['error']}" if load["error"] else "")
+        f"  {source}: {load['loaded']} rows"
+        + (f", {load['rejected']} rejected at load" if load["rejected"] else "")
+        + (f", REFUSED: {load['error']}" if load["error"] else "")
         for source, load in loads.items()) or "  nothing to load")
     return loads
+
+
+def _load_file(contract, item: FileValidation, batch_size: int, store: BlobStore,
+               warehouse: Warehouse) -> dict:
+    vanished = {}
+    for column in contract.foreign_keys:
+        wanted = item.referenced_ids.get(column.references, [])
+        missing = set(wanted) - warehouse.existing_keys(column.references, wanted)
+        if missing:
+            vanished[column.name] = (column.references, missing)
+            log.warning("%s: %d id(s) of %s its rows point at were removed since validation "
+                        "(first: %s): those rows are rejected", item.source, len(missing),
+                        column.references, ", ".join(map(str, sorted(missing)[:5])))
+    progress = _progress_logger(item.source, item.valid, batch_size)
+    written = 0
+
+    def count(rows: int) -> None:
+        nonlocal written
+        written = rows
+        progress(rows)
+
+    batches = csv_batches(store.decompressed_blocks(raw_container(), item.valid_blob,
+                                                    VALID_ROWS_COMPRESSION), batch_size)
+    dropped: list[list[str]] = []
+    if vanished:
+        batches = _without_vanished_references(batches, contract, vanished, dropped)
+    try:
+        # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
+        warehouse.load_batches(contract, batches, on_batch=count)
+    except Exception as error:
+        if not is_data_error(error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.error("%s: the warehouse refused its rows (%s) after %d of %d were loaded; the "
+                  "other files go on, and this one is set aside whole by the archive step",
+                  item.source, first_line, written, item.valid)
+        return {"loaded": written, "rejected": 0, "error": f"{type(error).__name__}: {first_line}"}
+    if dropped:
+        _upload_load_rejects(store, item, contract, dropped)
+    if written + len(dropped) != item.valid:
+        raise IngestError(f"{item.source}: {item.valid} valid rows but {written} loaded and "
+                          f"{len(dropped)} rejected at load")
+    log.info("%s: %d rows loaded into %s (%s)", item.source, written, contract.name, warehouse.dialect)
+    return {"loaded": written, "rejected": len(dropped), "error": None}
+
+
+def load_rejects_name(item: FileValidation) -> str:
+    return item.rejects_blob[: -len(".rejects.csv")] + ".load-rejects.csv"
+
+
+def _without_vanished_references(batches, contract, vanished: dict, dropped: list):
+    """The batches without the rows that point at an id removed since validation; those rows go
+    to ``dropped`` with their reason. Parses the batches: only for a file that needs it."""
+    from hr_pipeline.warehouse import CsvBatch
+
+    positions = {name: contract.column_names.index(name) for name in vanished}
+    key = contract.column_names.index(contract.key)
+    for batch in batches:
+        kept = io.StringIO()
+        writer = csv.writer(kept, lineterminator="\n")
+        rows = 0
+        for row in batch.parsed():
+            reasons = [f"{name}: {row[position]} does not exist in {vanished[name][0]} (removed "
+                       "after this file was validated)"
+                       for name, position in positions.items() if int(row[position]) in vanished[name][1]]
+            if reasons:
+                dropped.append([*row, f"id {row[key]}: " + "; ".join(reasons)])
+            else:
+                writer.writerow(row)
+                rows += 1
+        if rows:
+            yield CsvBatch(kept.getvalue().encode(), rows)
+
+
+def _upload_load_rejects(store: BlobStore, item: FileValidation, contract, dropped: list) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerows([*map(spreadsheet_safe, row[:-1]), row[-1]] for row in dropped)
+    store.upload_bytes(raw_container(), load_rejects_name(item), text.getvalue().encode())
 
 
 def is_data_error(error: BaseException) -> bool:
@@ -352,7 +424,8 @@ def is_data_error(error: BaseException) -> bool:
 def what_changed(validations: list[dict], loads: dict[str, dict]) -> dict:
     """What a run changed in its table, for the table's asset event."""
     files = [{"file": v["source"], "rows": v["rows"], "loaded": loads.get(v["source"], {}).get("loaded", 0),
-              "rejected": v["rejected"]} for v in validations]
+              "rejected": v["rejected"] + loads.get(v["source"], {}).get("rejected", 0)}
+             for v in validations]
     return {"files": files, "rows_loaded": sum(f["loaded"] for f in files),
             "rows_rejected": sum(f["rejected"] for f in files)}
 
@@ -390,14 +463,24 @@ def archive_ingested(table: str, validations: list[dict], day: str,
             destination = item.archive_blob
             if store.exists(container, item.claimed_blob):
                 store.move(container, item.claimed_blob, destination)
-            line = (f"{item.source}: {item.rows} rows, {item.valid} loaded, {item.rejected} rejected"
-                    f" -> {destination}")
-        if item.rejected and store.exists(container, item.rejects_blob):
+        late_rejects = (store.download_bytes(container, load_rejects_name(item))
+                        if store.exists(container, load_rejects_name(item)) else b"")
+        # Rejected at load: as the load said, or (a caller that kept no result) as its file says.
+        late = loads.get(item.source, {}).get("rejected") or _csv_records(late_rejects)
+        rejected, loaded = item.rejected + late, item.valid - late
+        if late_rejects:
+            # The rejects of validation, then those of the load, as one file.
+            head = (store.download_bytes(container, item.rejects_blob)
+                    if store.exists(container, item.rejects_blob) else b"")
+            store.upload_bytes(container, item.rejects_destination, head + late_rejects)
+        elif item.rejected and store.exists(container, item.rejects_blob):
             store.move(container, item.rejects_blob, item.rejects_destination)
-        for leftover in (item.valid_blob, item.rejects_blob):
+        for leftover in (item.valid_blob, item.rejects_blob, load_rejects_name(item)):
             if store.exists(container, leftover):
                 store.delete(container, leftover)
-        if item.rejected:
+        if not refused:
+            line = f"{item.source}: {item.rows} rows, {loaded} loaded, {rejected} rejected -> {destination}"
+        if rejected:
             line += f", rejects in {item.rejects_destination}"
         summary.append(line)
         log.info(line)
@@ -405,6 +488,10 @@ def archive_ingested(table: str, validations: list[dict], day: str,
         IngestLock(store, container, table, holder).release()
     log.info("Ingest of %s, per file:\n%s", table, "\n".join(f"  {line}" for line in summary) or "  no file")
     return summary
+
+
+def _csv_records(data: bytes) -> int:
+    return sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8"), newline=""))) if data else 0
 
 
 def failed_files_message(validations: list[dict], loads: dict[str, dict] | None = None) -> str | None:

@@ -116,3 +116,38 @@ def test_nothing_waiting_leaves_no_lock(blob_store, sqlite_warehouse):
     lock = IngestLock(blob_store, raw_container(), "jobs", "run-b")
     assert lock.acquire(timeout_seconds=1) is None
     lock.release()
+
+
+def test_references_removed_between_validation_and_load_are_rejected_at_load(blob_store, warehouse):
+    """Hires validated against departments 10 and 11; then departments is restored from a backup
+    without them; then the hires load. The load checks the references again inside its lock:
+    the rows pointing at 10 and 11 are rejected with a reason, the others load, and the counts
+    still add up (loaded + rejected = rows)."""
+    from hr_pipeline.backup import backup_table
+    from hr_pipeline.restore import restore_table
+
+    drop_file(blob_store, "departments", "1,Sales\n", "d1.csv")
+    drop_file(blob_store, "jobs", "1,Nurse\n", "j.csv")
+    finish("departments", ingest("departments", "run-d1"), "run-d1")
+    finish("jobs", ingest("jobs", "run-j"), "run-j")
+    backup = backup_table("departments", warehouse=warehouse, store=blob_store)
+    drop_file(blob_store, "departments", "10,Ten\n11,Eleven\n", "d2.csv")
+    finish("departments", ingest("departments", "run-d2"), "run-d2")
+    drop_file(blob_store, "hired_employees",
+              "1,Ann,2021-01-01T00:00:00Z,1,1\n2,Bob,2021-02-01T00:00:00Z,10,1\n"
+              "3,Cy,2021-03-01T00:00:00Z,11,1\nx,Bad,2021-03-01T00:00:00Z,1,1\n", "h.csv")
+    validations = ingest("hired_employees", "run-h")
+    assert validations[0]["valid"] == 3
+
+    restore_table("departments", backup=backup.blob_name, warehouse=warehouse, store=blob_store)
+    summary = finish("hired_employees", validations, "run-h")
+
+    assert warehouse.key_values("hired_employees") == {1}
+    assert "4 rows, 1 loaded, 3 rejected" in summary[0]
+    rejects = [n for n in blob_names(blob_store, "rejected/hired_employees/") if n.endswith(".rejects.csv")]
+    from tests.integration.ingest_helpers import read_rejects
+
+    reasons = {row["id"]: row["reason"] for row in read_rejects(blob_store, rejects[0])}
+    assert set(reasons) == {"x", "2", "3"}
+    assert "department_id: 10 does not exist in departments (removed after this file was validated)" in reasons["2"]
+    assert blob_names(blob_store, "processing/") == []
