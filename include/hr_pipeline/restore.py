@@ -12,6 +12,12 @@
    PostgreSQL: the transaction itself is the staging area: locks, ``DELETE``, ``COPY`` of the
    rows into the table, the reference checks, commit (see ``_replace_rows_postgres``).
 
+Steps 3 and 4 run under the warehouse's table locks (``Warehouse.table_locks``): exclusive on the
+table, shared on the tables it references. A load takes the same kind of locks (exclusive on
+the table it loads, shared on the tables that one references; see ``Warehouse.table_locks``), so
+loads and restores of one table never overlap, and a load of hired_employees never overlaps a
+restore of departments or jobs; a restore that has to wait logs what it waits for.
+
 Readers see the old rows or the new ones, never a mix nor an empty table: PostgreSQL's MVCC and
 SQLite's WAL show them the last committed state; on Azure SQL (READ_COMMITTED_SNAPSHOT on) readers
 read row versions too. Any error rolls the whole transaction back: the table is left as it was.
@@ -500,7 +506,27 @@ def _replace_rows_postgres(connection, contract, rows, progress, header, ref) ->
     return rows_before
 
 
+RESTORE_WAITING_MESSAGE = (
+    "waiting for the lock on {tables} (a load or restore of it, or a load of a table that "
+    "references it, is running); the restore starts once it is released"
+)
+
+
+def restore_locks(contract: TableContract) -> dict[str, list[str]]:
+    """The table locks a restore of ``contract`` holds: exclusive on it, shared on the tables it
+    references (``table_locks`` arguments)."""
+    referenced = sorted({column.references for column in contract.foreign_keys} - {contract.name})
+    return {"exclusive": [contract.name], "shared": referenced}
+
+
 def _replace_rows(warehouse, contract: TableContract, path: Path, header: BackupHeader, ref: BackupRef) -> int:
+    """Stage, check and swap, holding the table locks (see ``restore_locks``) throughout."""
+    with warehouse.table_locks(**restore_locks(contract), waiting_message=RESTORE_WAITING_MESSAGE):
+        return _replace_rows_locked(warehouse, contract, path, header, ref)
+
+
+def _replace_rows_locked(warehouse, contract: TableContract, path: Path, header: BackupHeader,
+                         ref: BackupRef) -> int:
     dialect = warehouse.dialect
     progress = {"rows": 0, "total": header.rows}
     # PostgreSQL reads the UTC-aware datetimes into TIMESTAMP ignoring the (+00:00) offset;

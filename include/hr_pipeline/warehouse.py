@@ -9,14 +9,23 @@ Bulk paths, chosen per dialect:
 - SQL Server: the hook's driver is pymssql, which has no ``fast_executemany``; rows go into a
   ``#staging`` temp table as multi-row ``INSERT ... VALUES`` statements (bounded by SQL Server's
   2,100 parameters per statement), then one ``MERGE``. See the README's "Azure SQL" section.
+
+Loads and restores of one table exclude each other through ``Warehouse.table_locks`` (per-table
+locks the warehouse itself gives, across processes and machines; see there).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import operator
+import os
 import re
+import threading
+import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from hr_pipeline import ddl
-from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract
+from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract, get_contract
 from hr_pipeline.ddl import Dialect
 from hr_pipeline.settings import WAREHOUSE_CONN_ID, load_connections
 
@@ -37,6 +46,9 @@ _DIALECT_BY_CONN_TYPE: dict[str, Dialect] = {
     "mssql": "mssql",
 }
 MSSQL_MAX_PARAMETERS = 2100
+
+WAITING_MESSAGE = "waiting for the lock on {tables} (another load or restore of it is running)"
+EXCLUSIVE, SHARED = "exclusive", "shared"
 
 
 class WarehouseError(RuntimeError):
@@ -183,6 +195,135 @@ class Warehouse:
             values.append(value)
         return tuple(values)
 
+    # -- per-table locks across processes -----------------------------------------------------
+
+    @contextmanager
+    def table_locks(self, exclusive: Iterable[str] = (), shared: Iterable[str] = (),
+                    waiting_message: str = WAITING_MESSAGE) -> Iterator[None]:
+        """Hold per-table locks, across processes (and machines), for the whole ``with`` body.
+
+        ``exclusive``: tables this run changes (no other holder of any lock on them meanwhile);
+        ``shared``: tables it only relies on (others may hold them shared too, nobody exclusive).
+        A table named in both is locked exclusive. Table names are contract names only.
+
+        Intended usage (every run that writes a table takes these, for its whole write):
+
+        - a restore of T: ``exclusive=[T]``, ``shared=`` the tables T references (restore.py);
+        - a load of T: ``exclusive=[T]``, ``shared=`` the tables T references, and inside the
+          lock, before writing, re-check the references against what exists now (a restore of a
+          referenced table may have run since validation; none can run during the load)::
+
+              contract = get_contract(table)
+              referenced = [c.references for c in contract.foreign_keys]
+              with warehouse.table_locks(exclusive=[table], shared=referenced):
+                  for column in contract.foreign_keys:
+                      present = warehouse.existing_keys(column.references, ids_in_file[column.name])
+                      ...  # reject, with reasons, the rows whose reference is not in ``present``
+                  warehouse.load_batches(contract, batches)
+
+          So a load of hired_employees excludes another load or a restore of hired_employees,
+          and a restore of departments or jobs. It also excludes a load of departments or jobs
+          (exclusive on those): stricter than needed, since an upsert never removes an id, but
+          two lock modes cannot tell a load from a restore.
+
+        The locks the warehouse gives, on a connection of their own, released at the end and,
+        if the process dies, by the server or the OS (the session or the file closes):
+
+        - PostgreSQL: session-level advisory locks, ``pg_advisory_lock(namespace, crc32(table))``
+          (or ``_shared``). Needs a direct session: through PgBouncer in transaction pooling mode
+          session locks do not hold.
+        - SQLite (one file, one machine): ``flock`` of ``<database file>.lock-<table>``, a file
+          beside the database, created on first use and left there (deleting it would let two
+          runs lock two different files).
+        - SQL Server: ``sp_getapplock @Resource = 'hr_pipeline:<table>', @LockOwner = 'Session'``.
+
+        Locks are taken in one global order, sorted table names, so that two runs never each
+        hold a lock the other waits for. Each is first asked for without waiting; if one is
+        refused, ``waiting_message`` (``{tables}``: the busy tables) is logged once, then the run
+        waits (without a time limit: the task's own timeout, if any, ends it) and logs how long
+        it waited once it holds them all.
+
+        The locks do not nest: a thread that holds a table's lock and asks for it again gets a
+        ``WarehouseError`` (waiting would wait for itself).
+        """
+        plan = lock_plan(exclusive, shared)
+        if not plan:
+            yield
+            return
+        held_here = _held_in_this_thread()
+        for table, _ in plan:
+            if (self.conn_id, table) in held_here:
+                raise WarehouseError(
+                    f"This thread already holds the lock on {table} (warehouse {self.conn_id!r}): "
+                    "table_locks does not nest on one table"
+                )
+        locker = self._table_locker()
+        held: list[tuple[str, str]] = []
+        try:
+            refused: list[int] = []
+            for index, (table, mode) in enumerate(plan):
+                if locker.try_acquire(table, mode):
+                    held.append((table, mode))
+                else:
+                    refused.append(index)
+            if refused:
+                # Keep only the locks before the first refused one: waiting while holding a lock
+                # that comes later in the global order could deadlock with another waiter.
+                first = refused[0]
+                for table, mode in reversed(held[first:]):
+                    locker.release(table, mode)
+                del held[first:]
+                busy = ", ".join(plan[index][0] for index in refused)
+                log.info(waiting_message.format(tables=busy, table=busy))
+                started = time.monotonic()
+                for table, mode in plan[first:]:
+                    locker.acquire(table, mode)
+                    held.append((table, mode))
+                log.info("got the lock on %s after waiting %.1f s", busy, time.monotonic() - started)
+            held_here.update((self.conn_id, table) for table, _ in plan)
+            try:
+                yield
+            finally:
+                held_here.difference_update((self.conn_id, table) for table, _ in plan)
+        finally:
+            for table, mode in reversed(held):
+                try:
+                    locker.release(table, mode)
+                except Exception as error:  # closing below releases it anyway
+                    log.warning("releasing the lock on %s failed (%s: %s); closing its connection "
+                                "releases it", table, type(error).__name__, error)
+            locker.close()
+
+    def _table_locker(self):
+        if self.dialect == "sqlite":
+            return _SqliteTableLocker(self.sqlite_path())
+        connection = self.connect()
+        try:
+            if self.dialect == "postgres":
+                connection.autocommit = True  # session locks; no transaction left open
+                return _PostgresTableLocker(connection)
+            if callable(getattr(connection, "autocommit", None)):
+                connection.autocommit(True)  # pymssql
+            return _MssqlTableLocker(connection)
+        except BaseException:
+            connection.close()
+            raise
+
+    def sqlite_path(self) -> str:
+        """The file of a SQLite warehouse (as SQLite itself resolved the connection's URI)."""
+        connection = self.hook.get_conn()
+        try:
+            rows = connection.execute("PRAGMA database_list").fetchall()
+        finally:
+            connection.close()
+        path = next((row[2] for row in rows if row[1] == "main"), "")
+        if not path:
+            raise WarehouseError(
+                f"Warehouse {self.conn_id!r} is an in-memory SQLite database: there is no file "
+                "beside which to lock tables (and no other process could see it anyway)"
+            )
+        return path
+
     # -- reads -------------------------------------------------------------------------------
 
     def key_values(self, table_name: str) -> set[int]:
@@ -192,6 +333,40 @@ class Warehouse:
             cursor = connection.cursor()
             cursor.execute(sql)
             return {row[0] for row in cursor.fetchall()}
+
+    def existing_keys(self, table_name: str, ids: Iterable[int], connection=None) -> set[int]:
+        """Which of ``ids`` are keys of ``table_name`` now: one query, the ids bound as one
+        parameter (a JSON array read by ``json_each`` on SQLite and ``OPENJSON`` on SQL Server, an
+        array on PostgreSQL); never SQL built from the values.
+
+        For a load to re-check its references inside ``table_locks`` (see there). Runs on
+        ``connection`` if given (the caller's transaction), else in a transaction of its own.
+        Ids must be integers (``TypeError`` otherwise); ids outside 64 bits exist nowhere.
+        """
+        contract = get_contract(table_name)
+        wanted = sorted({value for value in map(operator.index, ids) if _INT64_MIN <= value <= _INT64_MAX})
+        if not wanted:
+            return set()
+        key, table = ddl.quote(contract.key, self.dialect), ddl.quote(contract.name, self.dialect)
+        if self.dialect == "postgres":
+            sql, params = f"SELECT {key} FROM {table} WHERE {key} = ANY(%s::bigint[])", (wanted,)
+        elif self.dialect == "sqlite":
+            sql = f"SELECT {key} FROM {table} WHERE {key} IN (SELECT value FROM json_each(?))"
+            params = (json.dumps(wanted),)
+        else:
+            sql = (f"SELECT {key} FROM dbo.{table} WHERE {key} IN "
+                   "(SELECT [value] FROM OPENJSON(%s) WITH ([value] BIGINT '$'))")
+            params = (json.dumps(wanted),)
+
+        def run(conn) -> set[int]:
+            cursor = conn.cursor()
+            cursor.execute(sql, params)
+            return {int(row[0]) for row in cursor.fetchall()}
+
+        if connection is not None:
+            return run(connection)
+        with self.transaction() as own:
+            return run(own)
 
     def row_count(self, table_name: str) -> int:
         contract = CONTRACTS[table_name]
@@ -403,6 +578,179 @@ class Warehouse:
 
 
 IN_FLIGHT_BYTES = 16 << 20
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+# -- per-table locks (see Warehouse.table_locks) ---------------------------------------------------
+
+
+def lock_plan(exclusive: Iterable[str] = (), shared: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(table, mode) in the one global order, sorted table names; exclusive wins over shared.
+
+    Only contract tables (a user's string never reaches a lock file name or a lock resource).
+    """
+    if isinstance(exclusive, str) or isinstance(shared, str):
+        raise TypeError("table_locks takes lists of table names, not a single string")
+    exclusive_names = {get_contract(name).name for name in exclusive}
+    shared_names = {get_contract(name).name for name in shared} - exclusive_names
+    return sorted([(name, EXCLUSIVE) for name in exclusive_names]
+                  + [(name, SHARED) for name in shared_names])
+
+
+_THREAD_LOCKS = threading.local()
+
+
+def _held_in_this_thread() -> set[tuple[str, str]]:
+    held = getattr(_THREAD_LOCKS, "held", None)
+    if held is None:
+        held = _THREAD_LOCKS.held = set()
+    return held
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+# The first key of every advisory lock the pipeline takes: other applications' advisory locks on
+# the same database (which use other numbers) do not collide with these.
+PG_LOCK_NAMESPACE = _signed32(zlib.crc32(b"hr_pipeline"))
+
+
+def pg_lock_key(table: str) -> int:
+    """The second key of a table's advisory lock: stable across processes, versions and machines
+    (two tables with one crc32 would merely exclude each other, never lose their exclusion)."""
+    return _signed32(zlib.crc32(table.encode("utf-8")))
+
+
+class _PostgresTableLocker:
+    """Session-level advisory locks on a dedicated autocommit connection."""
+
+    _FUNCTIONS = {  # (try, wait, release) per mode
+        EXCLUSIVE: ("pg_try_advisory_lock", "pg_advisory_lock", "pg_advisory_unlock"),
+        SHARED: ("pg_try_advisory_lock_shared", "pg_advisory_lock_shared", "pg_advisory_unlock_shared"),
+    }
+
+    def __init__(self, connection):
+        self.connection = connection
+        if connection.info.server_version >= 140000:
+            # The session idles while the load or restore works on other connections: a server
+            # ending idle sessions would end it, and its locks, silently.
+            connection.execute("SET idle_session_timeout = 0")
+
+    def _call(self, function: str, table: str):
+        cursor = self.connection.cursor()
+        cursor.execute(f"SELECT {function}(%s::integer, %s::integer)",
+                       (PG_LOCK_NAMESPACE, pg_lock_key(table)))
+        return cursor.fetchone()[0]
+
+    def try_acquire(self, table: str, mode: str) -> bool:
+        return bool(self._call(self._FUNCTIONS[mode][0], table))
+
+    def acquire(self, table: str, mode: str) -> None:
+        self._call(self._FUNCTIONS[mode][1], table)
+
+    def release(self, table: str, mode: str) -> None:
+        if not self._call(self._FUNCTIONS[mode][2], table):
+            log.warning("the %s lock on %s was not held at release (the session was reset?)", mode, table)
+
+    def close(self) -> None:
+        self.connection.close()  # ends the session: releases whatever it still holds
+
+
+def sqlite_lock_file(database_path: str, table: str) -> str:
+    return f"{database_path}.lock-{table}"
+
+
+class _SqliteTableLocker:
+    """``flock`` of one lock file per table beside the database file (one machine; the OS
+    releases a dead process's locks when its files close)."""
+
+    def __init__(self, database_path: str):
+        self.database_path = database_path
+        self.files: dict[str, int] = {}
+
+    def _fd(self, table: str) -> int:
+        if table not in self.files:
+            self.files[table] = os.open(sqlite_lock_file(self.database_path, table),
+                                        os.O_RDWR | os.O_CREAT, 0o666)
+        return self.files[table]
+
+    @staticmethod
+    def _operation(mode: str) -> int:
+        import fcntl
+
+        return fcntl.LOCK_EX if mode == EXCLUSIVE else fcntl.LOCK_SH
+
+    def try_acquire(self, table: str, mode: str) -> bool:
+        import fcntl
+
+        try:
+            fcntl.flock(self._fd(table), self._operation(mode) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def acquire(self, table: str, mode: str) -> None:
+        import fcntl
+
+        fcntl.flock(self._fd(table), self._operation(mode))
+
+    def release(self, table: str, mode: str) -> None:
+        import fcntl
+
+        fcntl.flock(self._fd(table), fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        for fd in self.files.values():
+            os.close(fd)  # releases any lock still held on it
+        self.files.clear()
+
+
+def mssql_lock_resource(table: str) -> str:
+    return f"hr_pipeline:{table}"
+
+
+def mssql_getapplock_sql(timeout_ms: int) -> str:
+    """``sp_getapplock`` owned by the session; returns its result (>= 0: granted, -1: timed out,
+    -2: cancelled, -3: deadlock victim, -999: error). Parameters: resource, mode."""
+    return ("DECLARE @result INT;\n"
+            "EXEC @result = sp_getapplock @Resource = %s, @LockMode = %s, "
+            f"@LockOwner = 'Session', @LockTimeout = {int(timeout_ms)};\n"
+            "SELECT @result")
+
+
+MSSQL_RELEASEAPPLOCK_SQL = "EXEC sp_releaseapplock @Resource = %s, @LockOwner = 'Session'"
+
+
+class _MssqlTableLocker:
+    """``sp_getapplock`` / ``sp_releaseapplock`` on a dedicated session."""
+
+    _MODES = {EXCLUSIVE: "Exclusive", SHARED: "Shared"}
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def _get(self, table: str, mode: str, timeout_ms: int) -> int:
+        cursor = self.connection.cursor()
+        cursor.execute(mssql_getapplock_sql(timeout_ms), (mssql_lock_resource(table), self._MODES[mode]))
+        return int(cursor.fetchone()[0])
+
+    def try_acquire(self, table: str, mode: str) -> bool:
+        result = self._get(table, mode, 0)
+        if result < -1:
+            raise WarehouseError(f"sp_getapplock on {mssql_lock_resource(table)} failed: {result}")
+        return result >= 0
+
+    def acquire(self, table: str, mode: str) -> None:
+        result = self._get(table, mode, -1)
+        if result < 0:
+            raise WarehouseError(f"sp_getapplock on {mssql_lock_resource(table)} failed: {result}")
+
+    def release(self, table: str, mode: str) -> None:
+        self.connection.cursor().execute(MSSQL_RELEASEAPPLOCK_SQL, (mssql_lock_resource(table),))
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def _size(batch) -> int:

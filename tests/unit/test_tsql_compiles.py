@@ -228,3 +228,129 @@ def test_metric_statements_parse():
         kinds.append(type(statement).__name__)
         assert "ON CONFLICT" not in sql.upper() and '"' not in sql, sql
     assert kinds.count("Insert") >= 2 * len(metrics.METRIC_TABLES)
+
+
+# -- table locks and reference re-checks (Warehouse.table_locks, Warehouse.existing_keys) ---------
+
+
+class ScriptedCursor(RecordingCursor):
+    """Answers sp_getapplock with the next scripted result (then 0: granted at once)."""
+
+    def __init__(self, log, results):
+        super().__init__(log)
+        self.results = results
+
+    def fetchone(self):
+        if "sp_getapplock" in self.log[-1] and self.results:
+            return (self.results.pop(0),)
+        return (0,)
+
+
+def _text(value: exp.Expression) -> str:
+    """A string literal's text (N'...' or '...'); any other value as T-SQL (-1 stays -1)."""
+    return value.name if isinstance(value, (exp.Literal, exp.National)) else value.sql("tsql")
+
+
+def applocks(sent: list[str]) -> list[tuple[str, str, str, str]]:
+    """(procedure, resource, mode, timeout) of each app-lock call sent, parsed as T-SQL."""
+    calls = []
+    for sql in sent:
+        for statement in parse_tsql(sql):
+            if isinstance(statement, exp.Execute):
+                args = {e.this.name: _text(e.expression) for e in statement.expressions}
+                calls.append((statement.this.name, args.get("Resource"), args.get("LockMode"),
+                              args.get("LockTimeout")))
+                assert args["LockOwner"] == "Session"
+    return calls
+
+
+def test_table_locks_send_parsable_applock_calls_in_one_order(mssql_warehouse):
+    wh, connection = mssql_warehouse
+    with wh.table_locks(exclusive=["jobs"], shared=["hired_employees", "departments"]):
+        taken = applocks(connection.sent)
+    assert taken == [
+        ("sp_getapplock", "hr_pipeline:departments", "Shared", "0"),
+        ("sp_getapplock", "hr_pipeline:hired_employees", "Shared", "0"),
+        ("sp_getapplock", "hr_pipeline:jobs", "Exclusive", "0"),
+    ]
+    assert applocks(connection.sent)[3:] == [  # released in reverse order
+        ("sp_releaseapplock", f"hr_pipeline:{name}", None, None)
+        for name in ("jobs", "hired_employees", "departments")
+    ]
+
+
+def test_a_refused_applock_is_logged_then_waited_for_in_order(mssql_warehouse, monkeypatch, caplog):
+    wh, connection = mssql_warehouse
+    results = [0, -1, 0]  # departments granted, hired_employees busy, jobs granted
+    monkeypatch.setattr(connection, "cursor", lambda: ScriptedCursor(connection.sent, results))
+    with caplog.at_level("INFO", logger="hr_pipeline.warehouse"):
+        with wh.table_locks(exclusive=["hired_employees"], shared=["departments", "jobs"]):
+            pass
+    assert applocks(connection.sent) == [
+        ("sp_getapplock", "hr_pipeline:departments", "Shared", "0"),
+        ("sp_getapplock", "hr_pipeline:hired_employees", "Exclusive", "0"),
+        ("sp_getapplock", "hr_pipeline:jobs", "Shared", "0"),
+        # jobs comes after the busy table in the order: let go before waiting, taken again after
+        ("sp_releaseapplock", "hr_pipeline:jobs", None, None),
+        ("sp_getapplock", "hr_pipeline:hired_employees", "Exclusive", "-1"),
+        ("sp_getapplock", "hr_pipeline:jobs", "Shared", "-1"),
+        ("sp_releaseapplock", "hr_pipeline:jobs", None, None),
+        ("sp_releaseapplock", "hr_pipeline:hired_employees", None, None),
+        ("sp_releaseapplock", "hr_pipeline:departments", None, None),
+    ]
+    waiting = [r.getMessage() for r in caplog.records if "waiting for the lock" in r.getMessage()]
+    assert waiting == ["waiting for the lock on hired_employees (another load or restore of it is running)"]
+    assert any("got the lock on hired_employees after waiting" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_applock_is_an_error_and_releases_what_was_taken(mssql_warehouse, monkeypatch):
+    wh, connection = mssql_warehouse
+    results = [0, -1, -3]  # departments granted; jobs busy; the wait ends as a deadlock victim
+    monkeypatch.setattr(connection, "cursor", lambda: ScriptedCursor(connection.sent, results))
+    with pytest.raises(warehouse.WarehouseError, match=r"sp_getapplock on hr_pipeline:jobs failed: -3"):
+        with wh.table_locks(exclusive=["departments", "jobs"]):
+            pytest.fail("the body must not run without its locks")
+    assert applocks(connection.sent)[-1] == ("sp_releaseapplock", "hr_pipeline:departments", None, None)
+
+
+def test_existing_keys_binds_the_ids_as_one_json_parameter(mssql_warehouse):
+    wh, connection = mssql_warehouse
+    assert wh.existing_keys("departments", [3, 1, 3, 2**70]) == set()
+    (sql,) = connection.sent
+    (statement,) = parse_tsql(sql)
+    assert isinstance(statement, exp.Select)
+    assert "OPENJSON(N'[1, 3]')" in sql and "dbo.[departments]" in sql
+    assert wh.existing_keys("departments", []) == set() and len(connection.sent) == 1
+
+
+@pytest.mark.parametrize("table, locks", [
+    ("departments", [("departments", "Exclusive")]),
+    ("hired_employees", [("departments", "Shared"), ("hired_employees", "Exclusive"), ("jobs", "Shared")]),
+])
+def test_a_restore_holds_its_table_locks_around_the_whole_replace(mssql_warehouse, tmp_path, table, locks):
+    import fastavro
+
+    from hr_pipeline import restore
+    from hr_pipeline.backup import BackupRef
+    from hr_pipeline.contracts import avro_schema
+
+    wh, connection = mssql_warehouse
+    contract = CONTRACTS[table]
+    path = tmp_path / "b.avro"
+    record = {c.name: (datetime(2021, 1, 1) if c.type is ColumnType.TIMESTAMP else
+                       1 if c.type is ColumnType.INTEGER else "x") for c in contract.columns}
+    metadata = {"hr.table": table, "hr.rows": "1", "hr.instant": "2026-01-01T00:00:00.000000Z",
+                "hr.contract_version": str(contract.version)}
+    with open(path, "wb") as handle:
+        fastavro.writer(handle, fastavro.parse_schema(avro_schema(contract)), [record], metadata=metadata)
+    with open(path, "rb") as handle:
+        header = restore.read_header(handle)
+    ref = BackupRef("c", f"{table}/{table}-20260101T000000Z.avro", table, datetime(2026, 1, 1), 1, {})
+    restore._replace_rows(wh, contract, path, header, ref)
+    calls = applocks(connection.sent)
+    assert [(r.split(":")[1], m) for _, r, m, _ in calls[:len(locks)]] == locks
+    assert [c[0] for c in calls] == ["sp_getapplock"] * len(locks) + ["sp_releaseapplock"] * len(locks)
+    first_release = next(i for i, sql in enumerate(connection.sent) if "sp_releaseapplock" in sql)
+    last_get = max(i for i, sql in enumerate(connection.sent) if "sp_getapplock" in sql)
+    swap = [i for i, sql in enumerate(connection.sent) if sql.startswith(("DELETE FROM", "CREATE TABLE #"))]
+    assert swap and last_get < min(swap) and max(swap) < first_release
