@@ -13,10 +13,12 @@ from airflow.sdk import Param, chain, dag, get_current_context, task
 
 from hr_pipeline.assets import INGESTED_TABLE, TABLE_ASSETS
 from hr_pipeline.contracts import TABLE_NAMES
+from hr_pipeline.notifications import FAILURE_ALERTS
 from hr_pipeline.sensors import IncomingFilesSensor
 from hr_pipeline.settings import (
     BLOB_CONN_ID,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_REJECT_RATIO,
     ingest_wait_timeout_seconds,
     raw_container,
 )
@@ -46,7 +48,8 @@ def _run_day() -> str:
     max_active_runs=16,
     tags=["hr", "ingest"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30),
+                  "on_failure_callback": FAILURE_ALERTS},
     user_defined_macros={"raw_container": raw_container},
     params={
         "table_name": Param(
@@ -62,6 +65,15 @@ def _run_day() -> str:
             maximum=1_000_000,
             title="Load batch size",
             description="Rows per load transaction.",
+        ),
+        "max_reject_ratio": Param(
+            DEFAULT_MAX_REJECT_RATIO,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Largest share of rejected rows",
+            description="A file with a larger share of rejected rows is not loaded: it is set aside "
+            "whole in rejected/ with a reason file, and the run fails. 0.10 = 10%; 1 loads any file.",
         ),
     },
 )
@@ -83,7 +95,8 @@ def ingest_table():
         from hr_pipeline.ingest import validate_incoming
 
         return validate_incoming(params["table_name"], run_id=run_id, day=_run_day(),
-                                 run_has_ended=_run_has_ended)
+                                 run_has_ended=_run_has_ended,
+                                 max_reject_ratio=params["max_reject_ratio"])
 
     @task(outlets=[INGESTED_TABLE])
     def load(validations: list[dict], params: dict, outlet_events=None) -> dict:

@@ -17,14 +17,17 @@ Every file satisfies: rows loaded + rows rejected = data rows in the file.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
+from collections import Counter
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hr_pipeline import blob_layout as layout
+from hr_pipeline import ledger
 from hr_pipeline.blob_store import BlobStore
 from hr_pipeline.claims import Claim, IngestLock, claim_files
 from hr_pipeline.contracts import get_contract
@@ -37,7 +40,11 @@ from hr_pipeline.csv_reader import (
     scan_blocks,
     use_system_allocator,
 )
-from hr_pipeline.settings import ingest_lock_timeout_seconds, raw_container, validation_chunk_rows
+from hr_pipeline.settings import (
+    ingest_lock_timeout_seconds,
+    raw_container,
+    validation_chunk_rows,
+)
 from hr_pipeline.streams import WriteBehind, read_ahead
 from hr_pipeline.warehouse import Warehouse, csv_batches
 
@@ -67,6 +74,11 @@ class FileValidation:
     # referenced table -> the ids the valid rows point at (checked again when they are loaded)
     referenced_ids: dict[str, list[int]] = field(default_factory=dict)
     unreadable_reason: str | None = None
+    sha256: str = ""
+    bytes: int = 0
+    same_as_run: str | None = None  # an earlier run that ingested a file with the same bytes
+    # the rejected share is above the run's max_reject_ratio: the file is not loaded
+    over_limit_reason: str | None = None
 
     @property
     def file_name(self) -> str:
@@ -84,13 +96,15 @@ def validate_incoming(
     store: BlobStore | None = None,
     warehouse: Warehouse | None = None,
     run_has_ended: Callable[[str], bool] | None = None,
+    max_reject_ratio: float = 1.0,
 ) -> list[dict]:
     """Claim and validate every file waiting for ``table``; returns one ``FileValidation`` dict
     per file, in the order they must be loaded.
 
     Takes the table's ingest lock (see ``claims``) and keeps it until ``archive_ingested``
     releases it, unless there is nothing to ingest. ``run_has_ended`` tells whether another run
-    holding the lock has ended (then its files are taken over).
+    holding the lock has ended (then its files are taken over). A file whose rejected share is
+    above ``max_reject_ratio`` (the DAG's param; here no limit by default) is not loaded.
     """
     contract = get_contract(table)
     store = store or BlobStore()
@@ -112,9 +126,12 @@ def validate_incoming(
     }
     for referenced, keys in reference_keys.items():
         log.info("Foreign keys of %s checked against %d ids of %s", table, len(keys), referenced)
-    results = [validate_file(table, claim, run_id, day, reference_keys,
-                             chunk_rows or validation_chunk_rows(), store).to_dict()
-               for claim in claims]
+    results = []
+    for claim in claims:
+        result = validate_file(table, claim, run_id, day, reference_keys,
+                               chunk_rows or validation_chunk_rows(), store, max_reject_ratio)
+        _note_earlier_ingest(warehouse, result)
+        results.append(result.to_dict())
     log.info("Validated %d file(s) of %s:\n%s", len(results), table, "\n".join(
         f"  {r['source']}: {r['rows']} rows, {r['valid']} valid, {r['rejected']} rejected"
         + (f" (UNREADABLE: {r['unreadable_reason']})" if r["unreadable_reason"] else "")
@@ -130,6 +147,7 @@ def validate_file(
     reference_keys: dict[str, set[int]],
     chunk_rows: int,
     store: BlobStore,
+    max_reject_ratio: float = 1.0,
 ) -> FileValidation:
     import pyarrow.compute as pc
 
@@ -149,21 +167,29 @@ def validate_file(
         local = Path(work) / "extract.csv"
         try:
             # The first pass runs on the blocks as they download, and keeps a copy for the second.
+            digest = hashlib.sha256()
             with open(local, "wb") as copy:
-                file_scan = scan_blocks(_copied(store.prefetched_blocks(container, claim.blob), copy), contract)
+                file_scan = scan_blocks(
+                    _copied(store.prefetched_blocks(container, claim.blob), copy, digest), contract)
             if file_scan.plain_reader:
                 log.info("%s has a record longer than the read block (%d bytes): read by the "
                          "plain CSV reader", source, read_block_bytes())
                 local = Path(work) / "extract-whole.csv"  # the first copy stopped with the scan
                 store.download_to_file(container, claim.blob, local)
                 file_scan = scan(local, contract)
+                digest = _sha256_of(local)
+            result.sha256, result.bytes = digest.hexdigest(), local.stat().st_size
         except UnreadableFileError as error:
+            whole = Path(work) / "unreadable"  # the scan stopped part way: hash the whole file
+            store.download_to_file(container, claim.blob, whole)
+            result.sha256, result.bytes = _sha256_of(whole).hexdigest(), whole.stat().st_size
             return _reject_whole_file(store, result, day, run_id, str(error))
         log.info("%s: %d records; %d id(s) occur more than once", source,
                  file_scan.records, len(file_scan.duplicate_ids))
 
         validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
         referenced: dict[str, set[int]] = {column.references: set() for column in contract.foreign_keys}
+        broken_rules: Counter = Counter()
         rejects_path = Path(work) / "rejects.csv"
         # The valid rows go to Blob Storage as they are produced (uploaded by a background thread
         # while the next chunk is validated), compressed with zstd: a tenth of the bytes to send
@@ -194,6 +220,7 @@ def validate_file(
                         referenced[column.references].update(
                             pc.unique(checked.valid[column.name]).to_pylist())
                     for rejected in checked.rejected:
+                        broken_rules.update(rejected.rules)
                         rejects_writer.writerow(
                             [*map(spreadsheet_safe, _fit(rejected.fields, len(contract.columns))),
                              rejected.reason])
@@ -217,16 +244,42 @@ def validate_file(
                  result.valid_blob, valid_upload.bytes_written)
         store.upload_file(container, result.rejects_blob, rejects_path)
     result.referenced_ids = {table: sorted(ids) for table, ids in referenced.items()}
+    if result.rows and result.rejected / result.rows > max_reject_ratio:
+        top = ", ".join(f"{rule} ({count})" for rule, count in broken_rules.most_common(5))
+        result.over_limit_reason = (
+            f"{result.rejected} of {result.rows} rows rejected ({result.rejected / result.rows:.1%}), "
+            f"above the run's max_reject_ratio of {max_reject_ratio:.1%}; most frequent: {top}")
+        log.error("%s is not loaded: %s", source, result.over_limit_reason)
     if result.rows and result.valid == 0:
         log.warning("%s: every one of its %d rows was rejected; is it the right table's file?",
                     source, result.rows)
     return result
 
 
-def _copied(blocks, handle):
+def _copied(blocks, handle, digest):
     for block in blocks:
         handle.write(block)
+        digest.update(block)
         yield block
+
+
+def _sha256_of(path: Path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest
+
+
+def _note_earlier_ingest(warehouse: Warehouse, result: FileValidation) -> None:
+    if not result.sha256:
+        return
+    earlier = ledger.earlier_ingest(warehouse, result.sha256, result.run_id)
+    if earlier:
+        result.same_as_run = earlier[0]
+        log.info("%s has the same bytes (sha256 %s) as %s, ingested by run %s at %s: ingested "
+                 "again (loads are upserts, so the tables do not change)", result.source,
+                 result.sha256[:12], earlier[1], earlier[0], earlier[2])
 
 
 VALID_ROWS_COMPRESSION = "zstd"
@@ -321,7 +374,7 @@ def load_validated(
     with warehouse.table_locks(shared=[table, *referenced]):
         for item in map(lambda d: FileValidation(**d), validations):
             loads[item.source] = {"loaded": 0, "rejected": 0, "error": None}
-            if item.unreadable_reason or item.valid == 0:
+            if item.unreadable_reason or item.over_limit_reason or item.valid == 0:
                 continue
             loads[item.source] = _load_file(contract, item, batch_size, store, warehouse)
     log.info("Loaded %s:\n%s", table, "\n".join(
@@ -432,42 +485,51 @@ def what_changed(validations: list[dict], loads: dict[str, dict]) -> dict:
 
 def archive_ingested(table: str, validations: list[dict], day: str,
                      store: BlobStore | None = None, run_id: str | None = None,
-                     loads: dict[str, dict] | None = None) -> list[str]:
-    """Move each file to archive/ and its rejects to rejected/ (a file whose load the warehouse
-    refused: whole to rejected/, with a reason file), then release the table's ingest lock;
-    returns one summary line per file.
+                     loads: dict[str, dict] | None = None,
+                     warehouse: Warehouse | None = None) -> list[str]:
+    """Move each file to archive/ and its rejects to rejected/, record it in the ingest ledger,
+    then release the table's ingest lock; returns one summary line per file.
 
+    A file that was not loaded (its rejected share above the run's limit, or its rows refused by
+    the warehouse) goes whole to rejected/ with a ``.reason.txt``, beside its rejects file.
     Safe to retry: a file already moved by an earlier try is not moved again.
     """
     store = store or BlobStore()
+    warehouse = warehouse or Warehouse()
     container = raw_container()
     loads = loads or {}
-    summary = []
+    summary, ledger_rows = [], []
     run_ids = {run_id} if run_id else {v["run_id"] for v in validations}
     for item in map(lambda d: FileValidation(**d), validations):
         if item.unreadable_reason:
             summary.append(f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}")
+            ledger_rows.append(_ledger_row(table, item, "unreadable", 0, 0,
+                                           layout.unreadable_file_name(table, day, item.run_id, item.source),
+                                           None, item.unreadable_reason))
             continue
-        refused = loads.get(item.source, {}).get("error")
-        if refused:
-            destination = layout.unreadable_file_name(table, day, item.run_id, item.source)
-            if store.exists(container, item.claimed_blob):
-                store.move(container, item.claimed_blob, destination)
-            loaded = loads[item.source].get("loaded", 0)
-            store.upload_bytes(container, destination + ".reason.txt", (
-                f"{item.source}: the warehouse refused its rows: {refused}\n"
-                f"{loaded} of its {item.valid} valid rows were loaded before that.\n").encode())
-            line = (f"{item.source}: LOAD REFUSED ({refused}) after {loaded} of {item.valid} valid "
-                    f"rows; the file is set aside whole in {container}/{destination}")
-        else:
-            destination = item.archive_blob
-            if store.exists(container, item.claimed_blob):
-                store.move(container, item.claimed_blob, destination)
+        load = loads.get(item.source, {})
         late_rejects = (store.download_bytes(container, load_rejects_name(item))
                         if store.exists(container, load_rejects_name(item)) else b"")
         # Rejected at load: as the load said, or (a caller that kept no result) as its file says.
-        late = loads.get(item.source, {}).get("rejected") or _csv_records(late_rejects)
+        late = load.get("rejected") or _csv_records(late_rejects)
         rejected, loaded = item.rejected + late, item.valid - late
+        set_aside = None
+        if item.over_limit_reason:
+            set_aside, status, loaded, rejected = item.over_limit_reason, "over_reject_limit", 0, item.rejected
+        elif load.get("error"):
+            loaded = load.get("loaded", 0)
+            set_aside = (f"the warehouse refused its rows: {load['error']}; {loaded} of its "
+                         f"{item.valid} valid rows were loaded before that")
+            status = "refused_by_warehouse"
+        else:
+            status = "loaded"
+        destination = (layout.unreadable_file_name(table, day, item.run_id, item.source) if set_aside
+                       else item.archive_blob)
+        if store.exists(container, item.claimed_blob):
+            store.move(container, item.claimed_blob, destination)
+        if set_aside:
+            store.upload_bytes(container, destination + ".reason.txt",
+                               f"{item.source}: {set_aside}\n".encode())
         if late_rejects:
             # The rejects of validation, then those of the load, as one file.
             head = (store.download_bytes(container, item.rejects_blob)
@@ -478,16 +540,30 @@ def archive_ingested(table: str, validations: list[dict], day: str,
         for leftover in (item.valid_blob, item.rejects_blob, load_rejects_name(item)):
             if store.exists(container, leftover):
                 store.delete(container, leftover)
-        if not refused:
+        if set_aside:
+            line = f"{item.source}: NOT LOADED ({set_aside}); set aside whole in {container}/{destination}"
+        else:
             line = f"{item.source}: {item.rows} rows, {loaded} loaded, {rejected} rejected -> {destination}"
         if rejected:
             line += f", rejects in {item.rejects_destination}"
         summary.append(line)
         log.info(line)
+        ledger_rows.append(_ledger_row(table, item, status, loaded, rejected, destination,
+                                       item.rejects_destination if rejected else None, set_aside))
+    ledger.record(warehouse, ledger_rows)
     for holder in run_ids:
         IngestLock(store, container, table, holder).release()
     log.info("Ingest of %s, per file:\n%s", table, "\n".join(f"  {line}" for line in summary) or "  no file")
     return summary
+
+
+def _ledger_row(table: str, item: FileValidation, status: str, loaded: int, rejected: int,
+                archived_as: str, rejects_file: str | None, detail: str | None) -> ledger.LedgerRow:
+    return ledger.LedgerRow(
+        run_id=item.run_id, file=item.source, table_name=table, status=status, sha256=item.sha256,
+        bytes=item.bytes, rows=item.rows, loaded=loaded, rejected=rejected,
+        archived_as=archived_as, rejects_file=rejects_file, same_as_run=item.same_as_run,
+        detail=(detail or "")[:1024] or None)
 
 
 def _csv_records(data: bytes) -> int:
@@ -499,6 +575,8 @@ def failed_files_message(validations: list[dict], loads: dict[str, dict] | None 
     files whose load the warehouse refused."""
     loads = loads or {}
     reasons = [v["unreadable_reason"] for v in validations if v.get("unreadable_reason")]
+    reasons += [f"{v['source']}: not loaded: {v['over_limit_reason']}"
+                for v in validations if v.get("over_limit_reason")]
     reasons += [f"{source}: the warehouse refused its rows ({load['error']}); set aside whole in rejected/"
                 for source, load in loads.items() if load.get("error")]
     if not reasons:

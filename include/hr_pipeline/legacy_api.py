@@ -267,6 +267,41 @@ def read_metric_table(table: str, columns: list[str], order_by: list[tuple[str, 
 
 
 # -- the app ------------------------------------------------------------------------------------
+DOCS_ASSETS = "/docs-assets"
+
+
+def _serve_docs_offline(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their scripts and styles served by this app, from the
+    pinned ``fastapi-offline`` package, instead of FastAPI's default CDN: the pages work on a
+    private network with no internet access."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from starlette.requests import Request
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+              name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - docs",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+
+
 def create_app(max_body: int | None = None) -> FastAPI:
     """The app; ``max_body``: the body size limit in bytes (default: ``max_body_bytes()``)."""
     limit = max_body if max_body is not None else max_body_bytes()
@@ -276,8 +311,11 @@ def create_app(max_body: int | None = None) -> FastAPI:
         description=__doc__.split("\n\n")[0] + " Every endpoint needs Airflow's JWT "
         f"(POST /auth/token) as a Bearer token, or the UI's session. Request bodies: at most "
         f"{limit} bytes (413 above).",
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(BodySizeLimit, limit=limit)
+    _serve_docs_offline(app)
     @app.post("/api/ingest/{table_name}", status_code=status.HTTP_202_ACCEPTED,
               response_model=TriggeredRun, tags=["pipeline"],
               summary="Ingest the files waiting under incoming/<table_name>/")

@@ -12,6 +12,9 @@ BLOB_CONN_ID = "azure_blob"
 WAREHOUSE_CONN_ID = "warehouse"
 
 DEFAULT_BATCH_SIZE = 1000
+# The share of a file's rows that may be rejected before the file is refused whole (the real
+# extracts reject 3.5%).
+DEFAULT_MAX_REJECT_RATIO = 0.10
 
 
 def validation_chunk_rows() -> int:

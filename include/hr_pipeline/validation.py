@@ -56,6 +56,7 @@ class RejectedRow:
     line_number: int
     fields: list[str]
     reasons: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)  # "<column>: <rule>" per reason, for counting
 
     @property
     def reason(self) -> str:
@@ -256,7 +257,8 @@ class ChunkValidator:
             other = header_of_other_table(row.fields, self.contract)
             if other:
                 reason += f"; this looks like the header row of table {other}: wrong folder?"
-            rejected[row.row_number] = RejectedRow(row.row_number, row.line_number, row.fields, [reason])
+            rejected[row.row_number] = RejectedRow(row.row_number, row.line_number, row.fields, [reason],
+                                                   ["wrong number of fields"])
         well_formed = chunk
         if not len(chunk.row_numbers):
             return ChunkResult(self._canonical(None, {}, []), sorted(rejected.values(), key=lambda r: r.row_number))
@@ -340,6 +342,7 @@ class ChunkValidator:
                 if entry is None:
                     entry = rejected[number] = RejectedRow(number, number, fields_of[number], [])
                 entry.reasons.append(rule.explain(entry.fields[index].strip(), self.duplicate_ids))
+                entry.rules.append(f"{rule.column}: {rule.name}")
 
     def _forget_batches(self) -> None:
         # GX's execution engine keeps every batch it loaded; over a file of many chunks that holds

@@ -23,8 +23,8 @@ def hire(i: int, name: str | None = None) -> str:
 def with_reference_rows(blob_store):
     drop_file(blob_store, "departments", "1,Sales\n", "d.csv")
     drop_file(blob_store, "jobs", "1,Nurse\n", "j.csv")
-    assert str(run_ingest("departments").state) == "success"
-    assert str(run_ingest("jobs").state) == "success"
+    assert str(run_ingest("departments", max_reject_ratio=1).state) == "success"
+    assert str(run_ingest("jobs", max_reject_ratio=1).state) == "success"
 
 
 def only_rejects(blob_store, table: str) -> list[dict]:
@@ -43,7 +43,7 @@ def test_a_misshapen_row_past_the_first_block_is_rejected_and_the_rest_loaded(
     lines.append("20001,Short too,2021-01-01T00:00:00Z,1")
     drop_file(blob_store, "hired_employees", line_end.join(lines) + line_end, "big.csv")
 
-    run = run_ingest("hired_employees")
+    run = run_ingest("hired_employees", max_reject_ratio=1)
 
     assert str(run.state) == "success"
     assert sqlite_warehouse.row_count("hired_employees") == 10_000
@@ -61,7 +61,7 @@ def test_a_row_longer_than_a_block_is_rejected_by_the_length_rule(blob_store, sq
     lines = [hire(1), hire(2, f'"{long_name}"' if quoted else long_name), hire(3)]
     drop_file(blob_store, "hired_employees", "\n".join(lines) + "\n", "long.csv")
 
-    run = run_ingest("hired_employees")
+    run = run_ingest("hired_employees", max_reject_ratio=1)
 
     assert str(run.state) == "success"
     assert sqlite_warehouse.key_values("hired_employees") == {1, 3}
@@ -76,7 +76,7 @@ def test_one_id_in_two_spellings_is_a_duplicate(blob_store, warehouse):
     drop_file(blob_store, "jobs", "1,Nurse\nx,header-like\n0000000000000000001,Doctor\n+2,Cook\n3,Pilot\n02,Baker\n",
               "ids.csv")
 
-    run = run_ingest("jobs")
+    run = run_ingest("jobs", max_reject_ratio=1)
 
     assert str(run.state) == "success"
     assert warehouse.key_values("jobs") == {3}
@@ -90,7 +90,7 @@ def test_one_id_in_two_spellings_is_a_duplicate(blob_store, warehouse):
 def test_rejected_fields_cannot_run_as_spreadsheet_formulas(blob_store, sqlite_warehouse):
     drop_file(blob_store, "departments", '=1+2,Sales\n-5,"=HYPERLINK(""http://x"")"\n@x,ok\n', "f.csv")
 
-    assert str(run_ingest("departments").state) == "success"
+    assert str(run_ingest("departments", max_reject_ratio=1).state) == "success"
 
     rejects = only_rejects(blob_store, "departments")
     assert [row["id"] for row in rejects] == ["'=1+2", "'@x"]
@@ -103,7 +103,7 @@ def test_rejected_fields_cannot_run_as_spreadsheet_formulas(blob_store, sqlite_w
 def test_a_file_sent_twice_on_one_day_keeps_both_archives_and_rejects(blob_store, sqlite_warehouse):
     for content in ("1,Nurse\nx,bad\n", "1,Nurse (corrected)\ny,bad\n"):
         drop_file(blob_store, "jobs", content, "jobs.csv")
-        assert str(run_ingest("jobs").state) == "success"
+        assert str(run_ingest("jobs", max_reject_ratio=1).state) == "success"
 
     archived = blob_names(blob_store, "archive/jobs/")
     rejects = [n for n in blob_names(blob_store, "rejected/jobs/") if n.endswith(".rejects.csv")]
@@ -117,7 +117,7 @@ def test_files_with_one_name_in_two_folders_keep_their_own_names(blob_store, sql
     drop_file(blob_store, "jobs", "1,Nurse\nbad,row\n", "a.csv")
     drop_file(blob_store, "jobs", "2,Cook\nworse,row\n", "sub/a.csv")
 
-    assert str(run_ingest("jobs").state) == "success"
+    assert str(run_ingest("jobs", max_reject_ratio=1).state) == "success"
 
     assert sqlite_warehouse.key_values("jobs") == {1, 2}
     archived = blob_names(blob_store, "archive/jobs/")
@@ -148,7 +148,7 @@ def test_a_file_the_warehouse_refuses_is_set_aside_and_the_others_load(blob_stor
     drop_file(blob_store, "jobs", "1,Nurse\n2,Forbidden\n", "a.csv")
     drop_file(blob_store, "jobs", "3,Cook\n", "b.csv")
 
-    run = run_ingest("jobs")
+    run = run_ingest("jobs", max_reject_ratio=1)
 
     assert str(run.state) == "failed"
     assert 3 in warehouse.key_values("jobs") and 2 not in warehouse.key_values("jobs")
@@ -160,5 +160,5 @@ def test_a_file_the_warehouse_refuses_is_set_aside_and_the_others_load(blob_stor
     assert blob_names(blob_store, "incoming/") == [] and blob_names(blob_store, "processing/") == []
 
     drop_file(blob_store, "jobs", "4,Pilot\n", "c.csv")
-    assert str(run_ingest("jobs").state) == "success"
+    assert str(run_ingest("jobs", max_reject_ratio=1).state) == "success"
     assert 4 in warehouse.key_values("jobs")

@@ -92,8 +92,8 @@ def test_unreadable_file_is_rejected_whole_and_run_fails(blob_store, sqlite_ware
 def test_bad_rows_go_to_rejects_with_reasons(blob_store, sqlite_warehouse):
     drop_sample(blob_store, "departments")
     drop_sample(blob_store, "jobs")
-    run_ingest("departments")
-    run_ingest("jobs")
+    run_ingest("departments", max_reject_ratio=1)
+    run_ingest("jobs", max_reject_ratio=1)
     extract = (
         "\ufeffid,name,datetime,department_id,job_id\r\n"
         '1,"Doe, Jane ""JD""",2021-01-01T00:00:00Z,1,1\r\n'
@@ -109,7 +109,7 @@ def test_bad_rows_go_to_rejects_with_reasons(blob_store, sqlite_warehouse):
         "10,No such job,2021-01-01T00:00:00Z,1,999\r\n"
     )
     drop_file(blob_store, "hired_employees", extract, "mixed.csv")
-    run = run_ingest("hired_employees")
+    run = run_ingest("hired_employees", max_reject_ratio=1)
     assert str(run.state) == "success"
     with sqlite_warehouse.transaction() as connection:
         loaded = dict(connection.execute("SELECT id, name FROM hired_employees").fetchall())
@@ -146,7 +146,7 @@ def asset_events_of(run) -> list[tuple[str, dict]]:
 
 def test_a_run_that_loads_nothing_emits_no_asset_event(blob_store, sqlite_warehouse):
     drop_file(blob_store, "jobs", "x,only bad rows\n", "bad.csv")
-    run = run_ingest("jobs")
+    run = run_ingest("jobs", max_reject_ratio=1)
     assert str(run.state) == "success"
     assert asset_events_of(run) == []
 
@@ -174,7 +174,7 @@ def test_empty_header_only_and_wrong_shape_files(blob_store, sqlite_warehouse):
     drop_file(blob_store, "departments", "1,Ann,2021-01-01T00:00:00Z,1,1\n2,Bob,2021-01-01T00:00:00Z,1,1\n",
               "c-wrong-table.csv")
     drop_file(blob_store, "departments", "id,job\n7,Nurse\n", "d-jobs-header.csv")
-    run = run_ingest("departments")
+    run = run_ingest("departments", max_reject_ratio=1)
     assert str(run.state) == "success"
     assert sqlite_warehouse.key_values("departments") == {7}  # the jobs file's data row fits
     archived = blob_names(blob_store, "archive/departments/")

@@ -91,3 +91,27 @@ def test_trigger_ingest_from_the_form_and_see_the_run_succeed(local_stack, brows
     finally:
         page.close()
     assert local_stack.row_count("jobs") == 183
+
+
+def test_the_hr_api_docs_render_with_no_internet(local_stack, browser):
+    """The browser here reaches nothing but this machine: /hr/docs lists the API's operations
+    only if its scripts come from the api-server itself."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(60_000)
+    expect.set_options(timeout=60_000)
+    failed: list[str] = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    try:
+        page.goto(f"{local_stack.url}/hr/docs")
+        operations = page.locator(".opblock-summary-path")
+        expect(operations).to_have_count(5)
+        expect(operations.first).to_contain_text("/api/ingest/{table_name}")
+        page.goto(f"{local_stack.url}/hr/redoc")
+        expect(page.get_by_text("Ingest the files waiting under").first).to_be_visible()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "hr_api_redoc.png"))
+    finally:
+        page.close()
+    assert failed == []

@@ -256,3 +256,20 @@ def test_a_missing_warehouse_connection_is_the_same_503(as_user, monkeypatch):
     response = as_user(app).get("/api/metrics/quarterly-hires-2021")
     assert response.status_code == 503
     assert "h.example" not in response.text
+
+
+@pytest.mark.parametrize(("page", "assets"), [
+    ("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]),
+    ("/redoc", ["redoc.standalone.js"]),
+])
+def test_the_docs_pages_load_their_assets_from_the_app_not_a_cdn(page, assets):
+    """A private network has no internet: the pages' scripts and styles are this app's own, from
+    the pinned fastapi-offline package, and under the app's mount prefix."""
+    client = TestClient(app, root_path=URL_PREFIX)
+    html = client.get(page).text
+    assert "cdn.jsdelivr.net" not in html and "fonts.googleapis.com" not in html
+    assert f"{URL_PREFIX}/openapi.json" in html
+    for asset in assets:
+        assert f"{URL_PREFIX}/docs-assets/{asset}" in html
+        response = TestClient(app).get(f"/docs-assets/{asset}")
+        assert response.status_code == 200 and len(response.content) > 10_000
