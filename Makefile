@@ -34,14 +34,17 @@ install: $(VENV)/.installed node_modules/.installed ## Create .venv and install 
 constraints: ## Re-resolve constraints.txt from requirements.txt
 	$(UV) pip compile requirements.txt --python-version 3.11 -q -o constraints.txt
 
-azurite-start: node_modules/.installed ## Start the Azure Blob emulator (data and log in .local/azurite)
+azurite-start: node_modules/.installed ## Start the Azure Blob emulator (data in .local/azurite; port AZURITE_BLOB_PORT, else 10000 or a free one)
 	@scripts/azurite.sh start $(CURDIR)/$(LOCAL)/azurite
+	@# The CLI environment follows the port the emulator got.
+	@if [ -f $(LOCAL)/airflow.env ]; then \
+	  $(PY) scripts/local_env.py --blob-port "$$(scripts/azurite.sh port $(CURDIR)/$(LOCAL)/azurite)" > /dev/null; fi
 
 azurite-stop: ## Stop the Azure Blob emulator
 	@scripts/azurite.sh stop $(CURDIR)/$(LOCAL)/azurite
 
-demo: install azurite-start ## Run the whole pipeline on DATA (default: the sample extracts) into .local/warehouse.db
-	$(PY) scripts/demo.py --data "$(DATA)"
+demo: install ## Run the whole pipeline on DATA (default: the sample extracts) into .local/warehouse.db
+	@$(PY) scripts/demo.py --data "$(DATA)"
 
 test: install ## Run the whole test suite (starts its own emulator and Airflow processes)
 	@bash scripts/install_chromium.sh || echo "Chromium could not be installed: the browser test will say why"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import shlex
 from pathlib import Path
@@ -165,28 +166,57 @@ def write_env(path: Path, env: dict[str, str]) -> Path:
     return path
 
 
+# The ports of a stack, as airflow_env's options and the variables that carry them.
+PORT_VARIABLES = {
+    "api_port": "AIRFLOW__API__PORT",
+    "log_server_port": "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+    "trigger_log_server_port": "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+}
+
+
+def env_ports(env: dict[str, str]) -> dict[str, int]:
+    """The ports an environment (a parsed env file) names: api_port, blob_port, log ports."""
+    found = {}
+    for option, key in PORT_VARIABLES.items():
+        if env.get(key, "").isdigit():
+            found[option] = int(env[key])
+    match = re.search(r"BlobEndpoint=http://[^:/;]+:(\d+)/", env.get("AIRFLOW_CONN_AZURE_BLOB", ""))
+    if match:
+        found["blob_port"] = int(match.group(1))
+    return found
+
+
 def write_stack_env(root, state_dir, **options) -> Path:
     """Write ``<state_dir>/airflow.env`` (AIRFLOW_HOME ``<state_dir>/airflow``) and the passwords
     file with the known login (admin/admin); return the env file's path.
 
     A JWT secret already in the file is kept, so rewriting the file while the stack runs does not
-    invalidate the running processes' tokens. ``options`` go to :func:`airflow_env`.
+    invalidate the running processes' tokens; so are its ports (api_port, blob_port, log server
+    ports) unless given (not None). ``options`` go to :func:`airflow_env`.
     """
     state_dir = Path(state_dir).resolve()
     path = state_dir / ENV_FILE_NAME
-    if options.get("jwt_secret") is None and path.exists():
-        options["jwt_secret"] = read_env_file(path).get("AIRFLOW__API_AUTH__JWT_SECRET")
+    existing = read_env_file(path) if path.exists() else {}
+    if options.get("jwt_secret") is None and existing:
+        options["jwt_secret"] = existing.get("AIRFLOW__API_AUTH__JWT_SECRET")
+    previous_ports = env_ports(existing)
+    for option in (*PORT_VARIABLES, "blob_port"):
+        if options.get(option) is None:
+            options.pop(option, None)
+            if option in previous_ports:
+                options[option] = previous_ports[option]
     airflow_home = state_dir / "airflow"
     env = airflow_env(root, airflow_home=airflow_home, **options)
     write_passwords_file(airflow_home)
     return write_env(path, env)
 
 
-def write_airflow_env(root, warehouse_uri: str | None = None, blob_port: int = DEFAULT_BLOB_PORT,
+def write_airflow_env(root, warehouse_uri: str | None = None, blob_port: int | None = None,
                       **options) -> Path:
     """Write ``<root>/.local/airflow.env`` for the stack of ``make up`` (and ``make demo``) and
     return its path. AIRFLOW_HOME is ``<root>/.local/airflow``; log in as admin/admin.
     ``options`` are passed on to :func:`airflow_env` (api_port, metadata_uri, executor, ...).
+    A port left None keeps the file's current value (default: 8080, 10000, 8793, 8794).
     """
     root = Path(root).resolve()
     return write_stack_env(root, root / ".local", warehouse_uri=warehouse_uri,
@@ -198,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1]))
     parser.add_argument("--warehouse-uri", default=None,
                         help="AIRFLOW_CONN_WAREHOUSE value (default: SQLite .local/warehouse.db)")
-    parser.add_argument("--blob-port", type=int, default=DEFAULT_BLOB_PORT)
-    parser.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
+    parser.add_argument("--blob-port", type=int, default=None,
+                        help="Azurite's port (default: the file's, else 10000)")
+    parser.add_argument("--api-port", type=int, default=None,
+                        help="the API's port (default: the file's, else 8080)")
     args = parser.parse_args(argv)
     print(write_airflow_env(args.root, args.warehouse_uri, args.blob_port, api_port=args.api_port))
     return 0

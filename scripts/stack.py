@@ -28,8 +28,15 @@ A CeleryExecutor topology is the same call with ``executor="CeleryExecutor"``, a
 ``metadata_uri``, ``extra_env`` for the broker/result backend and
 ``extra_components=celery_workers(2)``.
 
+Ports are verified to be the stack's own: each must be free before its process starts, and once
+the API answers, the process listening on its port must be the stack's api-server (Azurite: see
+``azurite.py``); otherwise ``start`` fails naming the port.
+
 CLI (used by scripts/stack.sh): ``python scripts/stack.py up|down|status`` for the stack of
-`make up` (state in ``<root>/.local``, API on 8080, Azurite on 10000).
+`make up` (state in ``<root>/.local``, or ``HR_LOCAL_DIR``). Ports: ``AIRFLOW_API_PORT`` and
+``AZURITE_BLOB_PORT`` when set (refused, naming the port, when taken); unset, 8080 and 10000 when
+free, else the ports of the last start, else free ones (printed, and written to ``airflow.env``).
+A running stack keeps its ports.
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import azurite  # noqa: E402
 import local_env  # noqa: E402
+import ports  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,12 +177,23 @@ class Stack:
         """Components whose process group is alive: name -> pgid."""
         return {name: pgid for name in self.config.components if (pgid := self._pgid(name))}
 
-    def _azurite(self, action: str) -> subprocess.CompletedProcess:
-        script = self.config.root / "scripts" / "azurite.sh"
-        return subprocess.run(
-            ["bash", str(script), action, str(self.config.azurite_dir), str(self.config.blob_port)],
-            capture_output=True, text=True,
-        )
+    def _check_ports_free(self) -> None:
+        """Before starting the Airflow components: their ports must be free."""
+        config = self.config
+        for what, port in (("the API", config.api_port),
+                           ("the worker log server", config.log_server_port),
+                           ("the triggerer log server", config.trigger_log_server_port)):
+            if not ports.is_free(port):
+                raise StackError(ports.busy_message(port, what, None))
+
+    def verify_api_port(self) -> None:
+        """The process listening on the API port must be this stack's api-server."""
+        pgid = self._pgid("api-server")
+        owned = ports.owned_by(self.config.api_port, [pgid] if pgid else [])
+        if owned is False:
+            raise StackError(
+                f"port {self.config.api_port} answers, but not from this stack's api-server "
+                f"(listening{ports.describe_listeners(self.config.api_port)}); choose another port")
 
     def start(self, timeout: float = 300.0) -> float:
         """Start whatever is not running yet and wait for the API; return the seconds it took."""
@@ -189,9 +209,10 @@ class Stack:
             self.write_env()
         env = self.process_env()
 
-        result = self._azurite("start")
-        if result.returncode != 0:
-            raise StackError(f"Azurite did not start: {result.stdout}{result.stderr}")
+        try:
+            azurite.start(config.azurite_dir, config.blob_port)
+        except (ports.PortBusy, azurite.AzuriteError) as error:
+            raise StackError(f"Azurite did not start: {error}") from error
 
         self.ensure_containers(env)
         if not already:
@@ -203,9 +224,11 @@ class Stack:
             if migrate.returncode != 0:
                 raise StackError(f"airflow db migrate failed, see {config.logs_dir / 'db-migrate.log'}:\n"
                                  f"{migrate.stderr[-2000:]}")
+            self._check_ports_free()
             for name, args in config.components.items():
                 self._spawn(name, args, env)
         self.wait_for_api(timeout=timeout - (time.monotonic() - started))
+        self.verify_api_port()
         return time.monotonic() - started
 
     def ensure_containers(self, env: dict[str, str]) -> None:
@@ -251,11 +274,7 @@ class Stack:
                 os.killpg(pgid, signal.SIGKILL)
                 name += f" (killed after {grace:.0f} s)"
             stopped.append(name)
-        azurite_pid_file = self.config.azurite_dir / "azurite.pid"
-        if self._azurite("status").returncode == 0:
-            azurite_pid = int(azurite_pid_file.read_text().strip())
-            self._azurite("stop")
-            _wait_for_exit(azurite_pid, grace)
+        if azurite.stop(self.config.azurite_dir):  # only this stack's own emulator
             stopped.append("azurite")
         return stopped
 
@@ -437,21 +456,6 @@ def _group_alive(pgid: int) -> bool:
         return False
 
 
-def _wait_for_exit(pid: int, timeout: float) -> None:
-    """Wait for a process (not our child) to exit; SIGKILL it after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def _tail(path: Path, chars: int = 3000) -> str:
     try:
         return path.read_text(errors="replace")[-chars:]
@@ -459,23 +463,89 @@ def _tail(path: Path, chars: int = 3000) -> str:
         return "(no log)"
 
 
+API_PORT_VARIABLE = "AIRFLOW_API_PORT"
+LOG_SERVER_PORTS = {"log_server_port": (8793, "the worker log server"),
+                    "trigger_log_server_port": (8794, "the triggerer log server")}
+
+
+def choose_ports(state_dir: Path, running: bool) -> tuple[dict[str, int], list[str]]:
+    """The ports for the stack of `make up` in ``state_dir``, and notes to print.
+
+    A running stack keeps the ports of its env file. Otherwise: ``AIRFLOW_API_PORT`` /
+    ``AZURITE_BLOB_PORT`` when set (``ports.PortBusy`` when taken); unset, the default when free,
+    else the port of the last start, else a free one. This checkout's running Azurite keeps its
+    port. Raises ``ports.PortBusy`` with the message to show.
+    """
+    env_file = Path(state_dir) / local_env.ENV_FILE_NAME
+    previous = local_env.env_ports(local_env.read_env_file(env_file)) if env_file.exists() else {}
+    asked = {"api_port": ports.explicit_port(API_PORT_VARIABLE),
+             "blob_port": ports.explicit_port(azurite.VARIABLE)}
+    if running:
+        for option, variable, what in (("api_port", API_PORT_VARIABLE, "the API"),
+                                       ("blob_port", azurite.VARIABLE, "Azurite")):
+            if asked[option] is not None and asked[option] != previous.get(option):
+                raise ports.PortBusy(
+                    f"the stack already runs, with {what} on port {previous.get(option)}, not "
+                    f"{asked[option]} ({variable}): run `make down` first to move it")
+        return previous, []
+    notes: list[str] = []
+    chosen: dict[str, int] = {}
+
+    def take(option: str, default: int, variable: str | None, what: str) -> None:
+        port, note = ports.choose_port(default, variable, what, previous=previous.get(option))
+        while port in chosen.values():  # two services never share a port
+            port = ports.free_port()
+        chosen[option] = port
+        if note:
+            notes.append(note)
+
+    take("api_port", local_env.DEFAULT_API_PORT, API_PORT_VARIABLE, "the Airflow API")
+    own = azurite.own_instance(Path(state_dir) / "azurite")
+    if own:
+        if asked["blob_port"] not in (None, own.port):
+            raise ports.PortBusy(
+                f"this checkout's Azurite already runs on port {own.port} (pid {own.pid}), not "
+                f"{asked['blob_port']}: run `make azurite-stop` first to move it")
+        chosen["blob_port"] = own.port
+    else:
+        take("blob_port", azurite.DEFAULT_PORT, azurite.VARIABLE, "Azurite")
+    for option, (default, what) in LOG_SERVER_PORTS.items():
+        take(option, default, None, what)
+    return chosen, notes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The local Airflow stack of `make up`.")
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--state-dir", default=str(ROOT / ".local"))
-    parser.add_argument("--api-port", type=int, default=int(os.environ.get("AIRFLOW_API_PORT", 8080)))
-    parser.add_argument("--blob-port", type=int, default=int(os.environ.get("AZURITE_BLOB_PORT", 10000)))
+    parser.add_argument("--state-dir", default=os.environ.get("HR_LOCAL_DIR") or str(ROOT / ".local"))
+    parser.add_argument("--api-port", type=int, help=f"as {API_PORT_VARIABLE}")
+    parser.add_argument("--blob-port", type=int, help=f"as {azurite.VARIABLE}")
     args = parser.parse_args(argv)
-    config = StackConfig(state_dir=Path(args.state_dir), api_port=args.api_port, blob_port=args.blob_port)
-    stack = Stack(config)
-
+    for variable, value in ((API_PORT_VARIABLE, args.api_port), (azurite.VARIABLE, args.blob_port)):
+        if value is not None:
+            os.environ[variable] = str(value)
+    state_dir = Path(args.state_dir).resolve()
+    stack = Stack(StackConfig(state_dir=state_dir))
     if args.action == "up":
         was_running = stack.running()
+        if was_running and set(was_running) != set(stack.config.components):
+            stack.stop()  # half a stack (a crash): start clean
+            was_running = {}
+        try:
+            chosen, notes = choose_ports(state_dir, running=bool(was_running))
+        except (ports.PortBusy, ValueError) as error:
+            print(f"The stack was not started: {error}", file=sys.stderr)
+            return 1
+        config = StackConfig(state_dir=state_dir, **chosen)
+        stack = Stack(config)
+        for note in notes:
+            print(note)
         try:
             seconds = stack.start()
         except StackError as error:
             print(f"The stack did not start: {error}", file=sys.stderr)
-            stack.stop()
+            if not was_running:
+                stack.stop()
             return 1
         print(("Airflow was already running" if was_running else f"Airflow is up ({seconds:.0f} s)")
               + f": {config.api_url.replace('127.0.0.1', 'localhost')}")
@@ -489,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
         stopped = stack.stop()
         print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         return 0
+    env_file = stack.config.env_file
+    if env_file.exists():  # the API port of the running stack
+        stack.config.api_port = local_env.env_ports(local_env.read_env_file(env_file)).get(
+            "api_port", stack.config.api_port)
     running = stack.running()
     health = stack.health()
     print(json.dumps({"running": running, "health": health}, indent=2))

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start / stop the local Airflow stack (api-server on http://localhost:8080, scheduler,
 # dag-processor, triggerer) and the Azurite blob emulator on 10000, in the background.
+# Ports: AIRFLOW_API_PORT / AZURITE_BLOB_PORT when set (refused when another process holds them);
+# unset, the defaults when free, else free ports (printed and written to .local/airflow.env).
 # State, logs (.local/logs/*.log) and pid files (.local/run/*.pid) live in .local/.
 # The work is done by scripts/stack.py (also used by the stack tests).
 # Usage: scripts/stack.sh up|down|status

@@ -68,3 +68,16 @@ def test_the_cli_writes_the_file_and_prints_its_path(tmp_path):
     assert path.exists()
     env = local_env.read_env_file(path)
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18080/execution/"
+
+
+def test_rewriting_keeps_the_ports_unless_given(tmp_path):
+    """`make demo` rewrites the file with the emulator's port only: the API and log server
+    ports a running `make up` wrote stay as they are."""
+    local_env.write_airflow_env(tmp_path, api_port=18080, blob_port=10555, log_server_port=18793)
+    kept = local_env.read_env_file(local_env.write_airflow_env(tmp_path))
+    assert local_env.env_ports(kept) == {"api_port": 18080, "blob_port": 10555,
+                                         "log_server_port": 18793, "trigger_log_server_port": 8794}
+    moved = local_env.read_env_file(local_env.write_airflow_env(tmp_path, blob_port=10600))
+    assert local_env.env_ports(moved)["blob_port"] == 10600
+    assert local_env.env_ports(moved)["api_port"] == 18080
+    assert moved["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18080/execution/"
