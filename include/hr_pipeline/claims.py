@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from hr_pipeline import blob_layout as layout
+from hr_pipeline.landing import marker_name
 from hr_pipeline.blob_store import (
     BlobNotFoundError,
     BlobSourceChangedError,
@@ -157,6 +158,8 @@ def claim_files(store: BlobStore, container: str, table: str, run_id: str,
                      "run (%s)", blob.name, error)
         order += 1
         store.set_metadata(container, destination, {SOURCE_KEY: blob.name, ORDER_KEY: f"{order:09d}"})
+        if store.exists(container, marker_name(blob.name)):  # the landing trigger's: done with
+            store.delete(container, marker_name(blob.name))
         claims[destination] = store.properties(container, destination)
     ordered = sorted(claims.values(), key=lambda b: (int((b.metadata or {}).get(ORDER_KEY, 0)), b.name))
     return [Claim((b.metadata or {}).get(SOURCE_KEY) or _source_of(table, run_id, b.name), b.name)
@@ -183,3 +186,42 @@ def _take_over(store: BlobStore, container: str, table: str, ended_run: str, run
         log.warning("%s, claimed by ended run %s, is ingested by this run", source, ended_run)
     for leftover in store.list(container, layout.processing_prefix(table, ended_run)):
         store.delete(container, leftover.name)
+
+
+def wait_for_referenced_ingests(store: BlobStore, container: str, table: str, referenced: list[str],
+                                timeout_seconds: float, poll_seconds: float = 5.0,
+                                run_has_ended: Callable[[str], bool] | None = None) -> None:
+    """Before a table's files are validated against the tables it references: wait while an
+    ingest of one of those is in progress (its lock is held) or has files that landed and were
+    reported (an ingest of them is on its way), so that files landing together are checked
+    against each other. Bounded: after ``timeout_seconds`` the validation goes on, saying so."""
+    from hr_pipeline.landing import is_reported
+
+    deadline = time.monotonic() + timeout_seconds
+    said = set()
+    for other in referenced:
+        while True:
+            busy = _held_by_a_run_in_progress(store, container, other, run_has_ended)
+            markers = {b.name: b.metadata for b in store.list(container, marker_name(layout.incoming_prefix(other)))}
+            landed = [b.name for b in store.list(container, layout.incoming_prefix(other))
+                      if is_reported(b.etag, markers.get(marker_name(b.name)))]
+            if not busy and not landed:
+                break
+            if other not in said:
+                log.info("Waiting for the ingest of %s (%s) before validating %s against it", other,
+                         "in progress" if busy else f"{len(landed)} file(s) landed", table)
+                said.add(other)
+            if time.monotonic() > deadline:
+                log.warning("Still waiting for the ingest of %s after %.0f s: validating %s against "
+                            "%s as it is now", other, timeout_seconds, table, other)
+                return
+            time.sleep(poll_seconds)
+
+
+def _held_by_a_run_in_progress(store: BlobStore, container: str, table: str,
+                               run_has_ended: Callable[[str], bool] | None) -> bool:
+    try:
+        holder = store.properties(container, lock_name(table))
+    except BlobNotFoundError:
+        return False
+    return not (run_has_ended or (lambda run_id: False))((holder.metadata or {}).get(RUN_KEY, ""))

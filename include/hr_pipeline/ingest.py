@@ -29,7 +29,7 @@ from pathlib import Path
 from hr_pipeline import blob_layout as layout
 from hr_pipeline import ledger
 from hr_pipeline.blob_store import BlobStore
-from hr_pipeline.claims import Claim, IngestLock, claim_files
+from hr_pipeline.claims import Claim, IngestLock, claim_files, wait_for_referenced_ingests
 from hr_pipeline.contracts import get_contract
 from hr_pipeline.csv_reader import (
     UnreadableFileError,
@@ -43,6 +43,7 @@ from hr_pipeline.csv_reader import (
 from hr_pipeline.settings import (
     ingest_lock_timeout_seconds,
     raw_container,
+    reference_wait_seconds,
     validation_chunk_rows,
 )
 from hr_pipeline.streams import WriteBehind, read_ahead
@@ -112,6 +113,9 @@ def validate_incoming(
     container = raw_container()
     use_system_allocator()
     warehouse.ensure_tables()
+    wait_for_referenced_ingests(store, container, table,
+                                [column.references for column in contract.foreign_keys],
+                                reference_wait_seconds(), run_has_ended=run_has_ended)
     lock = IngestLock(store, container, table, run_id, run_has_ended)
     taken_over_from = lock.acquire(ingest_lock_timeout_seconds())
     claims = claim_files(store, container, table, run_id, taken_over_from)

@@ -42,6 +42,12 @@ def ingest_lock_timeout_seconds() -> int:
     return int(os.environ.get("HR_INGEST_LOCK_TIMEOUT_SECONDS", str(6 * 3600)))
 
 
+def reference_wait_seconds() -> int:
+    """How long an ingest of hired_employees waits for ingests of departments and jobs in
+    progress (HR_REFERENCE_WAIT_SECONDS, default 15 minutes)."""
+    return int(os.environ.get("HR_REFERENCE_WAIT_SECONDS", "900"))
+
+
 def raw_container() -> str:
     return os.environ.get("AZURE_BLOB_CONTAINER_RAW_DATA", "raw-data")
 

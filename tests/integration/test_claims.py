@@ -151,3 +151,23 @@ def test_references_removed_between_validation_and_load_are_rejected_at_load(blo
     assert set(reasons) == {"x", "2", "3"}
     assert "department_id: 10 does not exist in departments (removed after this file was validated)" in reasons["2"]
     assert blob_names(blob_store, "processing/") == []
+
+
+def test_hires_wait_for_an_ingest_of_a_table_they_reference(blob_store, sqlite_warehouse):
+    """Departments and hires landing together: the hires are validated only once the departments
+    ingest in progress has released its lock, so the new departments count as existing."""
+    drop_file(blob_store, "departments", "7,New\n", "d.csv")
+    departments = ingest("departments", "run-d")  # in progress: holds its lock
+    drop_file(blob_store, "hired_employees", "1,Ann,2021-01-01T00:00:00Z,7,1\n", "h.csv")
+    drop_file(blob_store, "jobs", "1,Nurse\n", "j.csv")
+    finish("jobs", ingest("jobs", "run-j"), "run-j")
+
+    hires: list = []
+    waiting = threading.Thread(target=lambda: hires.extend(ingest("hired_employees", "run-h")))
+    waiting.start()
+    waiting.join(timeout=3)
+    assert waiting.is_alive()  # waits for run-d
+    finish("departments", departments, "run-d")
+    waiting.join(timeout=120)
+    assert not waiting.is_alive()
+    assert hires[0]["valid"] == 1  # department 7 existed by then
