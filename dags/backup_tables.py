@@ -4,6 +4,10 @@ Each mapped task reads its table as of one instant and uploads
 ``<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro``, verified after the upload; then the retention
 (``HR_BACKUP_RETENTION_DAYS``, default 30) deletes older backups, never a table's newest.
 The logic is in ``include/hr_pipeline/backup.py``.
+
+Each new backup is an asset event of ``backups.<table>`` (through the alias ``hr.backed_up_table``)
+whose ``extra`` has its row count, blob, size, sha256 and instant: the Assets view lists them. No
+DAG is scheduled on these assets; ``check_backup_freshness`` reads the container itself.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
+from hr_pipeline.assets import BACKED_UP_TABLE, BACKUP_ASSETS
 from hr_pipeline.contracts import TABLE_NAMES
+from hr_pipeline.notifications import FAILURE_ALERTS
 
 
 @dag(
@@ -22,7 +28,8 @@ from hr_pipeline.contracts import TABLE_NAMES
     catchup=False,
     max_active_runs=1,
     tags=["hr", "backup"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2),
+                  "on_failure_callback": FAILURE_ALERTS},
     params={
         "tables": Param(
             list(TABLE_NAMES),
@@ -41,14 +48,18 @@ def backup_tables():
     def selected_tables(params=None) -> list[str]:
         return list(params["tables"])
 
-    @task(map_index_template="{{ table_name }}")
-    def backup_table(table_name: str) -> dict:
+    @task(map_index_template="{{ table_name }}", outlets=[BACKED_UP_TABLE])
+    def backup_table(table_name: str, outlet_events=None) -> dict:
         from airflow.sdk import get_current_context
 
         from hr_pipeline import backup
 
         get_current_context()["table_name"] = table_name
-        return backup.backup_table(table_name).as_dict()
+        result = backup.backup_table(table_name)
+        outlet_events[BACKED_UP_TABLE].add(BACKUP_ASSETS[table_name], extra={
+            "rows": result.rows, "blob": f"{result.container}/{result.blob_name}",
+            "bytes": result.bytes, "sha256": result.sha256, "instant": result.instant})
+        return result.as_dict()
 
     @task(map_index_template="{{ table_name }}")
     def apply_retention(table_name: str) -> list[str]:

@@ -15,6 +15,7 @@ from airflow.sdk import dag, task
 
 from hr_pipeline.assets import LANDED_FILES
 from hr_pipeline.contracts import TABLE_NAMES
+from hr_pipeline.notifications import FAILURE_ALERTS
 
 
 @dag(
@@ -24,6 +25,7 @@ from hr_pipeline.contracts import TABLE_NAMES
     max_active_runs=16,
     tags=["hr", "ingest"],
     doc_md=__doc__,
+    default_args={"on_failure_callback": FAILURE_ALERTS},
 )
 def ingest_on_landing():
     @task

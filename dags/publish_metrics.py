@@ -8,6 +8,8 @@
    stops the run here, and the published tables stay as they were.
 4. ``swap_in_metric_tables`` replaces every published table's rows by its ``__next`` rows in one
    transaction: a reader sees the previous tables or the new ones, never an empty or partial one.
+5. ``record_published_row_counts`` counts each published table's rows and emits one asset event
+   per table (``warehouse.<table>``, ``extra`` ``{"rows": n}``), for the Assets view.
 
 Published: ``quarterly_hires_2021``, ``departments_above_mean_2021``, ``hires_by_quarter``,
 ``departments_above_mean``. Read them in the SPEC's order with the ORDER BY written at the top of
@@ -21,8 +23,9 @@ from datetime import datetime, timedelta
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from hr_pipeline.assets import TABLE_ASSETS
+from hr_pipeline.assets import METRIC_ASSETS, TABLE_ASSETS
 from hr_pipeline.metrics import CHECK_TASK_IDS, data_quality_checks
+from hr_pipeline.notifications import FAILURE_ALERTS
 from hr_pipeline.settings import WAREHOUSE_CONN_ID
 
 departments, jobs, hired_employees = (
@@ -40,7 +43,8 @@ departments, jobs, hired_employees = (
     catchup=False,
     max_active_runs=1,  # one run at a time owns the __next tables
     tags=["hr", "metrics"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1),
+                  "on_failure_callback": FAILURE_ALERTS},
     doc_md=__doc__,
 )
 def publish_metrics():
@@ -67,7 +71,19 @@ def publish_metrics():
         autocommit=False,
         do_xcom_push=False,
     )
-    build >> checks >> swap
+
+    @task(outlets=list(METRIC_ASSETS.values()))
+    def record_published_row_counts(outlet_events=None) -> dict[str, int]:
+        from hr_pipeline.metrics import published_row_counts
+        from hr_pipeline.warehouse import Warehouse
+
+        # Only this DAG writes the published tables, one run at a time: these are the swap's rows.
+        counts = published_row_counts(Warehouse(WAREHOUSE_CONN_ID))
+        for name, rows in counts.items():
+            outlet_events[METRIC_ASSETS[name]].extra = {"rows": rows}
+        return counts
+
+    build >> checks >> swap >> record_published_row_counts()
 
 
 dag = publish_metrics()

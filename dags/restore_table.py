@@ -20,6 +20,7 @@ from airflow.sdk import Param, dag, task
 
 from hr_pipeline.assets import RESTORED_TABLE, TABLE_ASSETS
 from hr_pipeline.contracts import TABLE_NAMES
+from hr_pipeline.notifications import FAILURE_ALERTS
 
 
 
@@ -32,7 +33,8 @@ from hr_pipeline.contracts import TABLE_NAMES
     tags=["hr", "backup", "restore"],
     # Retries are for passing faults (network, a lock timeout); a refusal (no such backup, a
     # corrupted file, broken references) fails at once: it would fail the same way again.
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1),
+                  "on_failure_callback": FAILURE_ALERTS},
     params={
         "table_name": Param(
             TABLE_NAMES[0],

@@ -1,0 +1,66 @@
+"""check_backup_freshness: every hour, is each table's newest backup younger than 26 hours?
+
+Lists the backups container (``hr_pipeline.backup.list_backups``) and fails, naming each stale
+table with its newest backup and that backup's age (or "no backup"), when one is older than
+``max_age_hours``; the failure alert (``hr_pipeline.notifications``) carries that line. A stale
+table is not retried (it would be as stale a minute later); a listing that fails is.
+
+Why a check of the container rather than a deadline alert on backup_tables: a deadline belongs to
+a run, so it cannot fire when no run exists (backup_tables paused, the scheduler not creating it),
+and a run that ends in time says nothing of a table left out of it or of backups deleted since. The
+container is what a restore would use. The logic is in ``include/hr_pipeline/freshness.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, task
+
+from hr_pipeline.contracts import TABLE_NAMES
+from hr_pipeline.notifications import FAILURE_ALERTS
+
+
+@dag(
+    dag_id="check_backup_freshness",
+    schedule="@hourly",
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["hr", "backup", "alerts"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2),
+                  "on_failure_callback": FAILURE_ALERTS},
+    params={
+        "tables": Param(
+            list(TABLE_NAMES),
+            type="array",
+            items={"type": "string", "enum": list(TABLE_NAMES)},
+            uniqueItems=True,
+            minItems=1,
+            title="Tables",
+            description="The tables whose newest backup is checked.",
+        ),
+        "max_age_hours": Param(
+            26,
+            type="number",
+            exclusiveMinimum=0,
+            title="Largest age (hours)",
+            description="A table whose newest backup is older than this (or has none) is stale.",
+        ),
+    },
+    doc_md=__doc__,
+)
+def check_backup_freshness():
+    @task
+    def check_backups(params=None) -> list[dict]:
+        from hr_pipeline.freshness import check_freshness
+
+        return check_freshness(params["tables"], max_age=timedelta(hours=params["max_age_hours"]))
+
+    check_backups()
+
+
+dag = check_backup_freshness()
+
+if __name__ == "__main__":
+    dag.test()

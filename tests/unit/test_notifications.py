@@ -1,0 +1,447 @@
+"""Failure alerts (hr_pipeline.notifications) and backup freshness (hr_pipeline.freshness).
+
+The message is built from a callback's context as Airflow hands it over; the channels are sent to
+real local servers: an SMTP server (aiosmtpd) and an HTTP server (http.server), both on free ports
+of 127.0.0.1, with the connections given as ``AIRFLOW_CONN_*`` environment variables. With no
+connection at all, the callback does nothing but log one debug line.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from hr_pipeline import freshness, notifications
+from hr_pipeline.notifications import FAILURE_ALERTS, Alert, build_alert, first_line, send_alerts
+from tests.conftest import free_port
+
+RUN_ID = "manual__2026-03-01T10:00:00+00:00"
+
+
+# -- local servers (also used by tests/stack/test_alerts.py) ---------------------------------------
+
+
+@dataclass
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it receives."""
+
+    port: int = field(default_factory=free_port)
+    messages: list[Message] = field(default_factory=list)
+    recipients: list[list[str]] = field(default_factory=list)
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd handler hook
+        self.recipients.append(list(envelope.rcpt_tos))
+        self.messages.append(email.message_from_bytes(envelope.original_content or envelope.content))
+        return "250 Message accepted for delivery"
+
+    def __enter__(self) -> SmtpSink:
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.controller.stop()
+
+    def connection(self, **extra) -> dict:
+        return {"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
+                "extra": {"from_email": "airflow@hr.test", "to": "oncall@hr.test",
+                          "disable_ssl": True, "disable_tls": True, "timeout": 10,
+                          "retry_limit": 0, **extra}}
+
+
+def html_body(message: Message) -> str:
+    part = next(part for part in message.walk() if part.get_content_type() == "text/html")
+    return part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+
+
+class WebhookSink:
+    """A real HTTP server on 127.0.0.1 that keeps every JSON body POSTed to it; answers each
+    request with the next of ``statuses`` (then 202, as a Teams workflow does)."""
+
+    def __init__(self, statuses: tuple[int, ...] = ()):
+        self.port = free_port()
+        self.posts: list[dict] = []
+        self.paths: list[str] = []
+        self.statuses = list(statuses)
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = sink.statuses.pop(0) if sink.statuses else 202
+                if status < 300:
+                    sink.posts.append(json.loads(body))
+                    sink.paths.append(self.path)
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def __enter__(self) -> WebhookSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/workflows/alerts?sig=secret-signature"
+
+    def connection(self) -> dict:
+        return {"conn_type": "http", "host": self.url}
+
+
+def card_facts(post: dict) -> dict[str, str]:
+    content = post["attachments"][0]["content"]
+    fact_set = next(block for block in content["body"] if block["type"] == "FactSet")
+    return {fact["title"]: fact["value"] for fact in fact_set["facts"]}
+
+
+# -- contexts as Airflow hands them to a failure callback -------------------------------------------
+
+
+def task_context(task_id="restore", conf=None, params=None, exception=None, map_index=-1,
+                 rendered_map_index=None, try_number=1, dag_id="restore_table") -> dict:
+    ti = SimpleNamespace(dag_id=dag_id, run_id=RUN_ID, task_id=task_id, map_index=map_index,
+                         rendered_map_index=rendered_map_index, try_number=try_number)
+    from airflow.sdk import DAG
+
+    return {
+        "dag": DAG(dag_id, schedule=None),
+        "dag_run": SimpleNamespace(dag_id=dag_id, run_id=RUN_ID, conf=conf or {}),
+        "ti": ti, "task_instance": ti, "run_id": RUN_ID, "params": params or {},
+        "exception": exception,
+    }
+
+
+class RefusedRestore(Exception):
+    pass
+
+
+@pytest.fixture
+def no_alert_connections(monkeypatch):
+    for name in ("AIRFLOW_CONN_HR_ALERTS_SMTP", "AIRFLOW_CONN_HR_ALERTS_WEBHOOK",
+                 "AIRFLOW_VAR_HR_ALERTS_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.hr.example/")
+
+
+def set_connection(monkeypatch, conn_id: str, connection: dict) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+
+
+# -- the message ------------------------------------------------------------------------------------
+
+
+def test_the_alert_names_dag_table_run_task_error_and_links_the_log(no_alert_connections):
+    error = RefusedRestore("No backup of jobs matches 'jobs/jobs-20200101T000000Z.avro'\n"
+                           "Traceback (most recent call last): ...")
+    alert = build_alert(task_context(conf={"table_name": "jobs", "backup": "x"}, exception=error))
+
+    assert alert.title == "HR pipeline: restore_table failed for jobs"
+    assert alert.subject == "[HR pipeline] restore_table failed for jobs (task restore)"
+    assert alert.facts() == [
+        ("DAG", "restore_table"), ("Table", "jobs"), ("Run", RUN_ID), ("Failed task", "restore"),
+        ("Try", "1"),
+        ("Error", "RefusedRestore: No backup of jobs matches 'jobs/jobs-20200101T000000Z.avro'"),
+    ]
+    # Airflow 3's UI route of a task try (its Logs tab), under [api] base_url, run id quoted.
+    assert alert.log_url == ("https://airflow.hr.example/dags/restore_table/runs/"
+                             "manual__2026-03-01T10%3A00%3A00%2B00%3A00/tasks/restore?try_number=1")
+    text = alert.text()
+    assert text.splitlines()[0] == alert.title and text.endswith(f"Log: {alert.log_url}")
+
+
+def test_the_log_link_matches_airflows_own(no_alert_connections):
+    from airflow.models.taskinstance import TaskInstance
+
+    ti = SimpleNamespace(dag_id="backup_tables", run_id=RUN_ID, task_id="backup_table",
+                         map_index=2, try_number=3)
+    assert notifications.task_log_url("https://airflow.hr.example/", "backup_tables", RUN_ID,
+                                      "backup_table", 2, 3) == TaskInstance.log_url.fget(ti)
+
+
+def test_a_mapped_task_names_its_table_and_map_index(no_alert_connections):
+    alert = build_alert(task_context(
+        dag_id="backup_tables", task_id="backup_table", map_index=1, rendered_map_index="jobs",
+        params={"tables": ["departments", "jobs", "hired_employees"]},
+        exception=RuntimeError("warehouse unreachable"), try_number=3))
+    assert alert.tables == ("jobs",)  # the failed map index's table, not every table of the run
+    assert alert.task == "backup_table [jobs]"
+    assert alert.log_url.endswith("/tasks/backup_table/mapped/1?try_number=3")
+
+
+def test_tables_come_from_the_exception_then_conf_then_params(no_alert_connections):
+    stale = freshness.StaleBackups("Stale backups: ...", ["hired_employees"])
+    context = task_context(dag_id="check_backup_freshness", task_id="check_backups",
+                           params={"tables": ["departments", "jobs", "hired_employees"]},
+                           exception=stale)
+    assert build_alert(context).tables == ("hired_employees",)
+    context = task_context(conf={"tables": ["jobs"]}, params={"tables": ["departments"]})
+    assert build_alert(context).tables == ("jobs",)
+    context = task_context(params={"table_name": "departments"})
+    assert build_alert(context).tables == ("departments",)
+    assert build_alert(task_context()).tables == ()
+    assert build_alert(task_context()).title == "HR pipeline: restore_table failed"
+
+
+def test_first_line_of_the_error():
+    assert first_line(ValueError("\n  bad row 3  \nmore")) == "ValueError: bad row 3"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(None) == "no error was reported (see the task log)"
+    assert first_line("Task failed (heartbeat timeout)") == "Task failed (heartbeat timeout)"
+    long = first_line(RuntimeError("x" * 2000))
+    assert len(long) == notifications.ERROR_MAX_CHARS and long.endswith("…")
+
+
+def test_a_dag_level_context_without_a_task_still_makes_an_alert(no_alert_connections):
+    from airflow.sdk import DAG
+
+    context = {"dag": DAG("ingest_table", schedule=None), "run_id": RUN_ID,
+               "reason": "task_failure"}
+    alert = build_alert(context)
+    assert (alert.dag_id, alert.run_id, alert.task, alert.log_url) == (
+        "ingest_table", RUN_ID, None, None)
+    assert alert.error == "task_failure"
+
+
+def test_html_and_card_escape_nothing_away_and_inject_nothing(no_alert_connections):
+    alert = build_alert(task_context(
+        conf={"table_name": "jobs"},
+        exception=ValueError("<script>alert(1)</script> & {{ conf }}")))
+    body = alert.html()
+    assert "<script>" not in body and "&lt;script&gt;" in body and "{{ conf }}" in body
+    card = alert.card()
+    assert card["type"] == "message"
+    attachment = card["attachments"][0]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    content = attachment["content"]
+    assert (content["type"], content["version"]) == ("AdaptiveCard", "1.4")
+    assert content["body"][0]["text"] == alert.title
+    assert card_facts(card)["Error"] == "ValueError: <script>alert(1)</script> & {{ conf }}"
+    assert content["actions"] == [
+        {"type": "Action.OpenUrl", "title": "Open the task log", "url": alert.log_url}]
+    json.dumps(card)  # serialisable as it is
+
+
+# -- off when no connection is set ----------------------------------------------------------------
+
+
+def test_no_connection_no_alert_one_debug_line(no_alert_connections, caplog):
+    caplog.set_level(logging.DEBUG, logger="hr_pipeline.notifications")
+    started = time.monotonic()
+    assert send_alerts(task_context(exception=RuntimeError("boom"))) == {}
+    FAILURE_ALERTS(task_context(exception=RuntimeError("boom")))  # as Airflow calls it: no error
+    assert time.monotonic() - started < 5
+    records = [r for r in caplog.records if r.name == "hr_pipeline.notifications"]
+    assert [r.levelno for r in records] == [logging.DEBUG, logging.DEBUG]
+    assert "No alert connection (hr_alerts_smtp, hr_alerts_webhook)" in records[0].getMessage()
+
+
+def test_the_dag_files_look_up_no_connection_when_parsed(no_alert_connections):
+    """The notifier is built at parse time and reads its connections only when called."""
+    notifier = notifications.FailureAlerts()
+    assert (notifier.smtp_conn_id, notifier.webhook_conn_id) == ("hr_alerts_smtp", "hr_alerts_webhook")
+    import inspect
+
+    source = inspect.getsource(notifications.FailureAlerts.__init__)
+    assert "get_connection" not in source and "Connection" not in source
+
+
+# -- the channels, on real local servers ------------------------------------------------------------
+
+
+def test_webhook_posts_the_card(no_alert_connections, monkeypatch):
+    with WebhookSink() as sink:
+        set_connection(monkeypatch, "hr_alerts_webhook", sink.connection())
+        sent = send_alerts(task_context(conf={"table_name": "jobs"}, exception=RuntimeError("boom")))
+    assert sent == {"webhook": True}
+    assert sink.paths == ["/workflows/alerts?sig=secret-signature"]
+    facts = card_facts(sink.posts[0])
+    assert facts["DAG"] == "restore_table" and facts["Table"] == "jobs"
+    assert facts["Error"] == "RuntimeError: boom" and facts["Run"] == RUN_ID
+
+
+def test_webhook_url_from_host_port_schema_and_endpoint(no_alert_connections, monkeypatch):
+    with WebhookSink() as sink:
+        set_connection(monkeypatch, "hr_alerts_webhook", {
+            "conn_type": "http", "host": "127.0.0.1", "port": sink.port, "schema": "http",
+            "extra": {"endpoint": "hooks/hr"}})
+        assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": True}
+        set_connection(monkeypatch, "hr_alerts_webhook", {
+            "conn_type": "http", "extra": {"url": sink.url}})
+        assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": True}
+    assert sink.paths == ["/hooks/hr", "/workflows/alerts?sig=secret-signature"]
+
+
+def test_webhook_retries_a_server_error_then_delivers(no_alert_connections):
+    with WebhookSink(statuses=(503, 500)) as sink:
+        assert notifications.post_json(sink.url, {"a": 1}, backoff=0.05) is True
+    assert sink.posts == [{"a": 1}]
+
+
+def test_a_delivery_error_is_logged_never_raised(no_alert_connections, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="hr_pipeline.notifications")
+    monkeypatch.setattr(notifications, "WEBHOOK_BACKOFF_SECONDS", 0.05)
+    closed = free_port()  # nothing listens there
+    set_connection(monkeypatch, "hr_alerts_webhook", {
+        "conn_type": "http", "host": f"http://127.0.0.1:{closed}/hook?sig=do-not-log",
+        "extra": {"attempts": 2, "timeout": 2}})
+    set_connection(monkeypatch, "hr_alerts_smtp", {
+        "conn_type": "smtp", "host": "127.0.0.1", "port": closed,
+        "extra": {"from_email": "airflow@hr.test", "to": "oncall@hr.test", "disable_ssl": True,
+                  "disable_tls": True, "timeout": 2, "retry_limit": 0}})
+    FAILURE_ALERTS(task_context(exception=RuntimeError("boom")))  # returns, does not raise
+    assert send_alerts(task_context(exception=RuntimeError("boom"))) == {
+        "email": False, "webhook": False}
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("Alert not delivered to the webhook at http://127.0.0.1:" in m for m in errors)
+    assert any("Alert email to oncall@hr.test through hr_alerts_smtp not sent" in m for m in errors)
+    assert not any("do-not-log" in r.getMessage() for r in caplog.records)
+
+
+def test_email_through_the_smtp_provider(no_alert_connections, monkeypatch):
+    with SmtpSink() as smtp:
+        set_connection(monkeypatch, "hr_alerts_smtp", smtp.connection(to="a@hr.test; b@hr.test"))
+        sent = send_alerts(task_context(conf={"table_name": "jobs"},
+                                        exception=RuntimeError("no backup of jobs")))
+    assert sent == {"email": True}
+    assert smtp.recipients == [["a@hr.test", "b@hr.test"]]
+    message = smtp.messages[0]
+    assert message["Subject"] == "[HR pipeline] restore_table failed for jobs (task restore)"
+    assert message["From"] == "airflow@hr.test"
+    body = html_body(message)
+    assert "RuntimeError: no backup of jobs" in body and RUN_ID in body
+    assert "/dags/restore_table/runs/manual__2026-03-01T10%3A00%3A00%2B00%3A00/tasks/restore" in body
+
+
+def test_email_recipients_from_the_variable(no_alert_connections, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_HR_ALERTS_EMAIL_TO", "hr-ops@hr.test")
+    with SmtpSink() as smtp:
+        connection = smtp.connection()
+        del connection["extra"]["to"]
+        set_connection(monkeypatch, "hr_alerts_smtp", connection)
+        assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"email": True}
+    assert smtp.recipients == [["hr-ops@hr.test"]]
+
+
+def test_both_channels_at_once(no_alert_connections, monkeypatch):
+    with SmtpSink() as smtp, WebhookSink() as hook:
+        set_connection(monkeypatch, "hr_alerts_smtp", smtp.connection())
+        set_connection(monkeypatch, "hr_alerts_webhook", hook.connection())
+        FAILURE_ALERTS(task_context(exception=RuntimeError("boom")))
+    assert len(smtp.messages) == 1 and len(hook.posts) == 1
+
+
+# -- backup freshness ------------------------------------------------------------------------------
+
+
+@dataclass
+class ListedBlob:
+    name: str
+    size: int = 10
+    metadata: dict = field(default_factory=dict)
+
+
+class ListingStore:
+    """Just the one call freshness makes of a BlobStore: list(container, prefix)."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def list(self, container, prefix=""):
+        return [ListedBlob(name) for name in sorted(self.names) if name.startswith(prefix)]
+
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+
+
+def test_fresh_backups_pass():
+    store = ListingStore(["departments/departments-20260301T120000Z.avro",  # 24 h
+                          "departments/departments-20260302T020000Z.avro",  # 10 h
+                          "jobs/jobs-20260302T110000Z.avro",
+                          "hired_employees/hired_employees-20260301T110000Z.avro"])  # 25 h
+    results = freshness.check_freshness(now=NOW, store=store, container="backups")
+    assert [(r["table"], r["age_hours"], r["stale"]) for r in results] == [
+        ("departments", 10.0, False), ("jobs", 1.0, False), ("hired_employees", 25.0, False)]
+    assert results[0]["newest"] == "departments/departments-20260302T020000Z.avro"
+
+
+def test_a_stale_or_missing_backup_fails_naming_the_tables_and_ages():
+    store = ListingStore(["departments/departments-20260302T020000Z.avro",
+                          "hired_employees/hired_employees-20260228T120000Z.avro",  # 48 h
+                          "hired_employees/not-a-backup.txt"])
+    with pytest.raises(freshness.StaleBackups) as raised:
+        freshness.check_freshness(now=NOW, store=store, container="backups")
+    assert raised.value.tables == ("jobs", "hired_employees")
+    assert str(raised.value) == (
+        "Stale backups (newest older than 26.0 h): jobs: no backup; hired_employees: newest backup "
+        "hired_employees/hired_employees-20260228T120000Z.avro is 48.0 h (2.0 days) old")
+    from airflow.sdk.exceptions import AirflowFailException
+
+    assert isinstance(raised.value, AirflowFailException)  # not retried
+
+
+def test_the_limit_is_26_hours():
+    assert freshness.MAX_BACKUP_AGE == timedelta(hours=26)
+    store = ListingStore(["jobs/jobs-20260301T100000Z.avro"])  # 26 h exactly: still fresh
+    assert freshness.check_freshness(["jobs"], now=NOW, store=store)[0]["stale"] is False
+    with pytest.raises(freshness.StaleBackups):
+        freshness.check_freshness(["jobs"], now=NOW + timedelta(seconds=1), store=store)
+
+
+def test_the_freshness_alert_names_the_stale_tables(no_alert_connections):
+    stale = freshness.StaleBackups(
+        "Stale backups (newest older than 26.0 h): hired_employees: no backup", ["hired_employees"])
+    alert = build_alert(task_context(dag_id="check_backup_freshness", task_id="check_backups",
+                                     params={"tables": list(notifications_tables())},
+                                     exception=stale))
+    assert isinstance(alert, Alert)
+    assert alert.title == "HR pipeline: check_backup_freshness failed for hired_employees"
+    assert alert.error == ("StaleBackups: Stale backups (newest older than 26.0 h): "
+                           "hired_employees: no backup")
+
+
+def notifications_tables():
+    from hr_pipeline.contracts import TABLE_NAMES
+
+    return TABLE_NAMES
+
+
+# -- the wiring -------------------------------------------------------------------------------------
+
+
+def test_every_task_of_every_dag_alerts_on_failure():
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=Path(__file__).resolve().parents[2] / "dags")
+    assert bag.import_errors == {}
+    assert {"ingest_table", "backup_tables", "restore_table", "publish_metrics",
+            "check_backup_freshness"} <= set(bag.dag_ids)
+    for dag_id, dag in bag.dags.items():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(c, notifications.FailureAlerts) for c in callbacks), (
+                f"{dag_id}.{task.task_id} sends no failure alert")
