@@ -112,6 +112,10 @@ def airflow_env(
         # stack on the same machine needs its own).
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_log_server_port),
+        # The pipeline runs by itself: its DAGs start unpaused (ingest_on_landing reacts to files
+        # landing, publish_metrics to the tables changing). In production this is the platform's
+        # choice (see the README's deployment notes).
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         # New DAG files show up within seconds, not minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",

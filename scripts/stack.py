@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(REST API token: POST /auth/token with {{\"username\": ..., \"password\": ...}})")
         print(f"  Azurite blob service on 127.0.0.1:{config.blob_port}; logs in {config.logs_dir}")
         print(f"  CLI: set -a; . {config.env_file}; set +a; airflow dags list")
-        print("  DAGs start paused: unpause them in the UI or with PATCH /api/v2/dags/<id> is_paused=false")
+        print("  The pipeline's DAGs run unpaused: files dropped under incoming/<table>/ ingest themselves")
         return 0
     if args.action == "down":
         stopped = stack.stop()

@@ -59,6 +59,9 @@ def local_stack():
         log_server_port=free_port(), trigger_log_server_port=free_port(),
         executor="LocalExecutor",
         warehouse_uri=local_env.postgres_warehouse_connection(database),
+        # The tests trigger runs themselves; ingest_on_landing stays paused until the test of
+        # ingest on landing unpauses it (else it would race the tests' own runs for the files).
+        extra_env={"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"},
     )
     stack = stack_driver.Stack(config)
     api = None

@@ -40,3 +40,28 @@ def test_extracts_that_land_ingest_themselves(local_stack, published):
     for name, expected in expected_metrics.items():
         assert local_stack.sql(f'SELECT * FROM "{name}" ORDER BY 1, 2, 3') == expected
     assert [local_stack.row_count(table) for table in TABLES] == [12, 183, 1929]
+
+
+def test_a_table_waiting_for_its_file_does_not_hold_up_another_table(local_stack, published):
+    """ingest_table of jobs with no file waiting sits in its sensor; an ingest of departments
+    triggered after it runs to the end meanwhile (runs of different tables never wait on each
+    other), then the jobs run is stopped."""
+    api = local_stack.api
+    started = time.monotonic()
+    waiting = api.trigger_run("ingest_table", {"table_name": "jobs"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # until the jobs run is in its sensor
+        states = {ti["task_id"]: ti["state"] for ti in api.json(
+            "GET", f"/api/v2/dags/ingest_table/dagRuns/{waiting}/taskInstances")["task_instances"]}
+        if states.get("wait_for_files") in ("deferred", "running"):
+            break
+        time.sleep(1)
+    print(f"[stack] jobs run waiting for its file {time.monotonic() - started:.1f} s after its trigger")
+    local_stack.upload_extract("departments", name="while-jobs-waits.csv")
+    departments = local_stack.run_to_end("ingest_table", {"table_name": "departments"}, timeout=600)
+    print(f"[stack] departments ingested {time.monotonic() - started:.1f} s after the jobs run was "
+          "triggered, while it still waited")
+    jobs_run = api.json("GET", f"/api/v2/dags/ingest_table/dagRuns/{waiting}")
+    assert jobs_run["state"] == "running"  # still waiting for its file, and it held nothing up
+    assert departments["state"] == "success"
+    api.json("PATCH", f"/api/v2/dags/ingest_table/dagRuns/{waiting}", json={"state": "failed"})
