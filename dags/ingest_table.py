@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
-from hr_pipeline.assets import INGESTED_TABLE, TABLE_ASSETS
+from hr_pipeline.assets import INGESTED_TABLE, LANDED_FILES, TABLE_ASSETS
 from hr_pipeline.contracts import TABLE_NAMES
 from hr_pipeline.notifications import FAILURE_ALERTS
 from hr_pipeline.sensors import IncomingFilesSensor
@@ -90,7 +90,7 @@ def ingest_table():
         # once and gives up) is retried; running out of time is not (AirflowSensorTimeout).
     )
 
-    @task
+    @task(inlets=list(LANDED_FILES.values()))
     def validate(params: dict, run_id: str) -> list[dict]:
         from hr_pipeline.ingest import validate_incoming
 
@@ -98,7 +98,7 @@ def ingest_table():
                                  run_has_ended=_run_has_ended,
                                  max_reject_ratio=params["max_reject_ratio"])
 
-    @task(outlets=[INGESTED_TABLE])
+    @task(inlets=list(LANDED_FILES.values()), outlets=[INGESTED_TABLE])
     def load(validations: list[dict], params: dict, outlet_events=None) -> dict:
         from hr_pipeline.ingest import load_validated, what_changed
 

@@ -72,7 +72,7 @@ def publish_metrics():
         do_xcom_push=False,
     )
 
-    @task(outlets=list(METRIC_ASSETS.values()))
+    @task(inlets=list(TABLE_ASSETS.values()), outlets=list(METRIC_ASSETS.values()))
     def record_published_row_counts(outlet_events=None) -> dict[str, int]:
         from hr_pipeline.metrics import published_row_counts
         from hr_pipeline.warehouse import Warehouse
