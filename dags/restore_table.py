@@ -14,6 +14,7 @@ scheduled on that asset run as for any other producer; a failed restore emits no
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
@@ -72,7 +73,22 @@ def restore_table():
                 params["table_name"], backup=params["backup"], as_of=params["as_of"]
             )
         except restore_logic.REFUSALS as refusal:
-            raise AirflowFailException(str(refusal)) from refusal
+            # The refusal is the whole story: said on one line of the log, not retried.
+            logging.getLogger("hr_pipeline.restore").error("Restore refused: %s", refusal)
+            raise AirflowFailException(f"Restore refused: {refusal}") from None
+        except Exception as error:
+            from hr_pipeline.ingest import is_data_error
+
+            if not is_data_error(error):
+                raise  # a connection or service error: retried
+            # The backup's rows break a rule of the table (ids twice, say): the table is left as
+            # it was, and trying again cannot help.
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            message = (f"Restore refused: the warehouse refused the backup's rows for "
+                       f"{params['table_name']} ({type(error).__name__}: {first_line}); the table "
+                       "is unchanged")
+            logging.getLogger("hr_pipeline.restore").error(message)
+            raise AirflowFailException(message) from None
         outlet_events[RESTORED_TABLE].add(
             TABLE_ASSETS[result.table],
             extra={"restored_from": result.blob_name, "rows": result.rows},

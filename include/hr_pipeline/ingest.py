@@ -471,11 +471,17 @@ def _upload_load_rejects(store: BlobStore, item: FileValidation, contract, dropp
 def is_data_error(error: BaseException) -> bool:
     """Whether a database error is about the rows sent (a constraint, a value out of range), not
     about the connection: SQLSTATE classes 21, 22 and 23, or the DB-API's IntegrityError and
-    DataError, whichever driver raised it."""
-    sqlstate = getattr(error, "sqlstate", None) or getattr(getattr(error, "diag", None), "sqlstate", None)
-    if isinstance(sqlstate, str) and sqlstate[:2] in ("21", "22", "23"):
-        return True
-    return any(kind.__name__ in ("IntegrityError", "DataError") for kind in type(error).__mro__)
+    DataError, whichever driver raised it, on the error or on what caused it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        sqlstate = getattr(error, "sqlstate", None) or getattr(getattr(error, "diag", None), "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in ("21", "22", "23"):
+            return True
+        if any(kind.__name__ in ("IntegrityError", "DataError") for kind in type(error).__mro__):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def what_changed(validations: list[dict], loads: dict[str, dict]) -> dict:
