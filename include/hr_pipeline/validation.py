@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,8 +97,11 @@ def _flags(passed, text):
 
 def build_rules(contract: TableContract) -> list[Rule]:
     """The contract's rules, in the order their reasons are listed."""
-    import great_expectations.expectations as gxe
+    from types import SimpleNamespace
 
+    from hr_pipeline.gx_tuning import expectation_classes
+
+    gxe = SimpleNamespace(**expectation_classes())  # GX's expectations (see gx_tuning)
     rules: list[Rule] = []
 
     def add(name, column, checked, expectation, explain):
@@ -168,18 +170,13 @@ class ChunkValidator:
         duplicate_ids: dict[int, int] | None = None,
     ):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        # GX logs every registration and datasource at INFO: nine lines in ten of a task's log.
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
         import great_expectations as gx
         import numpy as np
         from great_expectations.data_context.types.base import ProgressBarsConfig
-        from great_expectations.execution_engine import pandas_execution_engine
 
-        # GX fingerprints every pandas batch (an md5 over hash_pandas_object of the whole frame)
-        # for batch metadata that nothing here reads: 60% of its time per row, measured. A frame
-        # above this many bytes is not fingerprinted.
-        pandas_execution_engine.HASH_THRESHOLD = 0
+        from hr_pipeline import gx_tuning
 
+        gx_tuning.configure()
         self.contract = contract
         self.duplicate_ids = duplicate_ids or {}
         self.rules = build_rules(contract)
@@ -265,27 +262,26 @@ class ChunkValidator:
 
         frame, instants = self.frame(well_formed)
         batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        with _expectation_configurations_memoized():
-            # First pass or fail per rule: GX then builds no list of failing rows, which costs
-            # as much again (measured: 0.06 s against 0.11 s for 120,000 rows). A clean chunk,
-            # the common case, is done after it.
-            verdict = batch.validate(self.suite, result_format={"result_format": "BOOLEAN_ONLY"})
-            result = None
-            if not verdict.success:
-                failed = tuple(sorted(outcome.expectation_config.meta["rule"]
-                                      for outcome in verdict.results if not outcome.success))
-                # Batch.validate, unlike a ValidationDefinition's run, keeps no copy of the
-                # results in the context's store: with every failing row listed, that copy grew
-                # with the file.
-                result = batch.validate(
-                    self._suite_of(failed),
-                    # Every failing row by its number (the named index), without the failing
-                    # values: GX then hands back one list of row numbers per rule instead of a
-                    # dict per row, which made a file of only failing rows 10x slower. The
-                    # reasons are built from the text.
-                    result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
-                                   "exclude_unexpected_values": True},
-                )
+        # First pass or fail per rule: GX then builds no list of failing rows, which costs
+        # as much again (measured: 0.06 s against 0.11 s for 120,000 rows). A clean chunk,
+        # the common case, is done after it.
+        verdict = batch.validate(self.suite, result_format={"result_format": "BOOLEAN_ONLY"})
+        result = None
+        if not verdict.success:
+            failed = tuple(sorted(outcome.expectation_config.meta["rule"]
+                                  for outcome in verdict.results if not outcome.success))
+            # Batch.validate, unlike a ValidationDefinition's run, keeps no copy of the
+            # results in the context's store: with every failing row listed, that copy grew
+            # with the file.
+            result = batch.validate(
+                self._suite_of(failed),
+                # Every failing row by its number (the named index), without the failing
+                # values: GX then hands back one list of row numbers per rule instead of a
+                # dict per row, which made a file of only failing rows 10x slower. The
+                # reasons are built from the text.
+                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
+                               "exclude_unexpected_values": True},
+            )
         self._forget_batches()
         if result is not None:
             self._explain_failures(result, well_formed, rejected)
@@ -383,33 +379,3 @@ class ChunkValidator:
         return pa.Table.from_arrays(columns, schema=schema)
 
 
-@contextmanager
-def _expectation_configurations_memoized():
-    """For the length of one GX validation run: each Expectation object's ``configuration``
-    computed once, not on every read.
-
-    GX (1.24) rebuilds the configuration from the pydantic model each time the property is read,
-    about 135 times per expectation per run: measured, a quarter of the ~0.1 s that every run
-    costs whatever its size. During a run GX builds the Expectation objects it validates afresh
-    from the suite and changes none of them, so within the run the value cannot go stale; the
-    property is restored as soon as the run ends (the suite's own objects, which a user may
-    change between runs, are never memoized across runs). The equality of results with and
-    without is a test (test_gx_memo_changes_no_result).
-    """
-    from great_expectations.expectations.expectation import Expectation
-
-    original = Expectation.__dict__["configuration"]
-    built: dict[int, tuple] = {}
-
-    def configuration(self):
-        entry = built.get(id(self))
-        if entry is None or entry[0] is not self:  # keyed by id, checked by identity
-            entry = built[id(self)] = (self, original.fget(self))
-        return entry[1]
-
-    Expectation.configuration = property(configuration)
-    try:
-        yield
-    finally:
-        Expectation.configuration = original
-        built.clear()

@@ -192,38 +192,6 @@ MIXED = (
 )
 
 
-def test_gx_memo_changes_no_result(monkeypatch):
-    """The per-run memo of Expectation.configuration (a speed-up) gives the same valid rows and
-    the same reasons, rule by rule, as GX on its own."""
-    from contextlib import nullcontext
-
-    import hr_pipeline.validation as validation
-
-    memoized = validate(*MIXED, duplicates={7: 2})
-    monkeypatch.setattr(validation, "_expectation_configurations_memoized", nullcontext)
-    plain = validate(*MIXED, duplicates={7: 2})
-    assert memoized.valid_rows == plain.valid_rows == [
-        ("1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10"),
-        ("5", "Cy", "2021-06-30T23:59:59.500000Z", "2", "11")]
-    assert reasons_of(memoized) == reasons_of(plain)
-    assert len(reasons_of(plain)) == 5 and len(reasons_of(plain)[3]) == 4
-
-
-def test_gx_memo_is_undone_after_a_run_even_a_failed_one():
-    from great_expectations.expectations.expectation import Expectation
-
-    from hr_pipeline.validation import _expectation_configurations_memoized
-
-    original = Expectation.__dict__["configuration"]
-    validate(*MIXED)
-    assert Expectation.__dict__["configuration"] is original
-    with pytest.raises(RuntimeError):
-        with _expectation_configurations_memoized():
-            assert Expectation.__dict__["configuration"] is not original
-            raise RuntimeError("stopped")
-    assert Expectation.__dict__["configuration"] is original
-
-
 def test_a_clean_chunk_takes_one_gx_run_and_a_dirty_one_lists_only_its_failed_rules(monkeypatch):
     """Pass/fail per rule first (BOOLEAN_ONLY); the failing rows are listed (COMPLETE) only for
     the rules that failed, so their reasons are the same as from one full run."""
