@@ -50,7 +50,7 @@ test: install ## Run the whole test suite (starts its own emulator and Airflow p
 	@bash scripts/install_chromium.sh || echo "Chromium could not be installed: the browser test will say why"
 	$(PY) -m pytest
 
-test-fast: install ## Unit tests only
+test-fast: install ## Unit tests only (no service needed)
 	$(PY) -m pytest tests/unit tests/dags
 
 bench: install ## Run the benchmarks (PostgreSQL) and print each figure beside its baseline

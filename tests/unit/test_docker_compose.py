@@ -7,8 +7,7 @@ healthchecks. Variables are interpolated the way Compose does (``${VAR:-default}
 ``${VAR:?error}``, ``$$``): the secrets have no default, so the file is interpolated from
 .env.example plus the secrets that config/compose/make_env.py generates, and without them it must
 refuse. ``docker compose config -q`` runs too when a docker client with the compose plugin exists.
-The Azurite service's account (its key from AZURITE_ACCOUNTS) is started for real from
-node_modules, and reached with the compose file's own connection.
+The Azurite service's account is tried for real in tests/integration/test_compose_azurite.py.
 """
 
 from __future__ import annotations
@@ -18,10 +17,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -572,60 +569,3 @@ def test_make_env_refuses_the_known_default_values(make_env, tmp_path, capsys):
     assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 1
     assert "MSSQL_SA_PASSWORD is a publicly known default" in capsys.readouterr().err
     assert path.read_text() == lines
-
-
-# -- the Azurite account of the compose file, for real ----------------------------------------------
-
-
-@pytest.mark.azurite
-def test_the_compose_azurite_account_works_and_the_well_known_key_does_not(compose, tmp_path,
-                                                                            monkeypatch):
-    """Azurite (node_modules, the same emulator as the image) with the azurite service's
-    AZURITE_ACCOUNTS; the pipeline's BlobStore on the compose file's connection creates a
-    container (what hr-storage-init does); the emulator's default account and key are refused."""
-    from tests.conftest import AZURITE_ACCOUNT_KEY as WELL_KNOWN_KEY
-    from tests.conftest import free_port, skip_or_fail
-
-    executable = PROJECT_ROOT / "node_modules" / ".bin" / "azurite-blob"
-    if shutil.which("node") is None or not executable.exists():
-        skip_or_fail("Node.js or node_modules/azurite is missing: Azurite cannot run")
-    port = free_port()
-    env = {**os.environ, "AZURITE_ACCOUNTS": service_env(compose, "azurite")["AZURITE_ACCOUNTS"]}
-    process = subprocess.Popen(
-        [str(executable), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         "--location", str(tmp_path / "azurite"), "--skipApiVersionCheck", "--loose"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert process.poll() is None and time.monotonic() < deadline, "Azurite did not start"
-            time.sleep(0.2)
-
-        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-        from azure.storage.blob import BlobServiceClient
-
-        from hr_pipeline.blob_store import BlobStore
-
-        conn = json.loads(service_env(compose, "airflow-worker")["AIRFLOW_CONN_AZURE_BLOB"])
-        conn["extra"]["connection_string"] = conn["extra"]["connection_string"].replace(
-            "http://azurite:10000/", f"http://127.0.0.1:{port}/")
-        monkeypatch.setenv("AIRFLOW_CONN_AZURE_BLOB", json.dumps(conn))
-        BlobStore().ensure_container("raw-data")
-
-        for account, key in ((AZURITE_ACCOUNT, WELL_KNOWN_KEY), ("devstoreaccount1", WELL_KNOWN_KEY)):
-            client = BlobServiceClient.from_connection_string(
-                f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
-                f"BlobEndpoint=http://127.0.0.1:{port}/{account};")
-            with pytest.raises((ClientAuthenticationError, HttpResponseError)):
-                list(client.list_containers())
-    finally:  # Azurite's graceful stop waits for the clients' keep-alive connections
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
