@@ -10,7 +10,7 @@ LOCAL := .local
 DATA ?= include/sample_data
 export PYTHONPATH := $(CURDIR)/include
 
-.PHONY: help install demo test test-fast bench up down azurite-start azurite-stop constraints clean
+.PHONY: help install demo test test-fast lint bench up down azurite-start azurite-stop constraints clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,10 @@ test: install ## Run the whole test suite (starts its own emulator and Airflow p
 
 test-fast: install ## Unit tests only (no service needed)
 	$(PY) -m pytest tests/unit tests/dags
+
+lint: install ## ruff: lint (with Airflow's AIR rules) and formatting, as CI runs them
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install ## Run the benchmarks (PostgreSQL) and print each figure beside its baseline
 	$(PY) -m benchmarks
