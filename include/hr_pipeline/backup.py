@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from hr_pipeline import ddl, settings
+from hr_pipeline import settings
 from hr_pipeline.contracts import ColumnType, TableContract, avro_schema, get_contract
 
 log = logging.getLogger(__name__)
@@ -178,24 +178,15 @@ def count_records(path: Path) -> int:
 # -- reading the table in one snapshot ----------------------------------------------------------
 
 
-def _select_sql(contract: TableContract, dialect: str) -> str:
-    # No ORDER BY: a restore does not need the rows in key order, and a sequential scan is
-    # the cheapest read of the whole table.
-    return f"SELECT {ddl.column_list(contract, dialect)} FROM {ddl.quote(contract.name, dialect)}"
-
-
-def _count_sql(contract: TableContract, dialect: str) -> str:
-    return f"SELECT COUNT(*) FROM {ddl.quote(contract.name, dialect)}"
-
-
 class _Snapshot:
-    """A read of one table as of one instant: ``instant``, ``row_count`` and ``chunks()``."""
+    """A read of one table as of one instant (the adapter's snapshot read): ``instant``,
+    ``row_count`` and ``chunks()``."""
 
     def __init__(self, warehouse, contract: TableContract, chunk_rows: int):
         self.warehouse = warehouse
+        self.adapter = warehouse.adapter
         self.contract = contract
         self.chunk_rows = chunk_rows
-        self.dialect = warehouse.dialect
         self.connection = None
         self.instant: datetime | None = None
         self.row_count = 0
@@ -203,42 +194,22 @@ class _Snapshot:
     def __enter__(self) -> _Snapshot:
         self.connection = self.warehouse.connect()
         try:
-            self._begin()
+            self.adapter.begin_snapshot(self.connection)
+            # The instant is read just before the statement that fixes the snapshot (the first
+            # statement of the transaction): every commit before it is in the backup.
+            self.instant = datetime.now(timezone.utc)
+            cursor = self.connection.cursor()
+            cursor.execute(self.adapter.count_rows(self.contract.name))
+            self.row_count = int(cursor.fetchone()[0])
+            cursor.close()
         except BaseException:
             self.connection.close()
             raise
         return self
 
-    def _begin(self) -> None:
-        connection, dialect = self.connection, self.dialect
-        if dialect == "postgres":
-            import psycopg
-
-            connection.autocommit = False
-            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            connection.read_only = True
-        elif dialect == "sqlite":
-            connection.isolation_level = None  # we say BEGIN and COMMIT ourselves
-            connection.execute("BEGIN")
-        else:  # mssql: needs ALLOW_SNAPSHOT_ISOLATION ON (Azure SQL Database has it on)
-            cursor = connection.cursor()
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL SNAPSHOT")
-            cursor.execute("BEGIN TRANSACTION")
-        # The instant is read just before the statement that fixes the snapshot (the first
-        # statement of the transaction): every commit before it is in the backup.
-        self.instant = datetime.now(timezone.utc)
-        cursor = connection.cursor()
-        cursor.execute(_count_sql(self.contract, dialect))
-        self.row_count = int(cursor.fetchone()[0])
-        cursor.close()
-
     def chunks(self) -> Iterator[list[tuple]]:
-        if self.dialect == "postgres":
-            cursor = self.connection.cursor(name=f"backup_{self.contract.name}")
-            cursor.itersize = self.chunk_rows
-        else:
-            cursor = self.connection.cursor()
-        cursor.execute(_select_sql(self.contract, self.dialect))
+        cursor = self.adapter.snapshot_cursor(self.connection, self.contract, self.chunk_rows)
+        cursor.execute(self.adapter.select_all(self.contract))
         try:
             while True:
                 rows = cursor.fetchmany(self.chunk_rows)
@@ -250,25 +221,21 @@ class _Snapshot:
 
     def __exit__(self, *exc_info) -> None:
         try:
-            if self.dialect == "sqlite":
-                self.connection.execute("COMMIT" if exc_info[0] is None else "ROLLBACK")
-            else:
-                self.connection.rollback()  # read only: nothing to keep
+            self.adapter.end_snapshot(self.connection, ok=exc_info[0] is None)
         finally:
             self.connection.close()
 
 
-def _records(contract: TableContract, dialect: str, chunks: Iterator[list[tuple]], progress: dict) -> Iterator[dict]:
+def _records(contract: TableContract, adapter, chunks: Iterator[list[tuple]], progress: dict) -> Iterator[dict]:
     """Typed AVRO records from the cursor's chunks, counting rows as they pass."""
-    from hr_pipeline.warehouse import parse_stored_timestamp
+    from hr_pipeline.dialects.base import parse_stored_timestamp
 
     names = contract.column_names
     timestamp_positions = [
         position for position, column in enumerate(contract.columns) if column.type is ColumnType.TIMESTAMP
     ]
-    # PostgreSQL and SQL Server return datetimes (naive UTC, which fastavro takes as UTC);
-    # SQLite holds timestamps as ISO text.
-    convert = dialect == "sqlite" and bool(timestamp_positions)
+    # Drivers return datetimes (naive UTC, which fastavro takes as UTC), or ISO text (SQLite).
+    convert = adapter.timestamps_as_text and bool(timestamp_positions)
     for rows in chunks:
         if convert:
             for row in rows:
@@ -335,7 +302,7 @@ def write_backup_file(
             fastavro.writer(
                 handle,
                 schema,
-                _records(contract, warehouse.dialect, snapshot.chunks(), progress),
+                _records(contract, warehouse.adapter, snapshot.chunks(), progress),
                 codec=CODEC,
                 metadata=metadata,
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from hr_pipeline import ddl
+from hr_pipeline.dialects import adapter_for
 
 TABLE = "ingest_files"
 
@@ -39,14 +39,6 @@ COLUMNS: dict[str, tuple[str, int | None, bool]] = {
 }
 KEY = ("run_id", "file")
 
-_TYPES = {
-    "sqlite": {"text": "TEXT", "integer": "INTEGER", "bigint": "INTEGER", "timestamp": "TEXT"},
-    "postgres": {"text": "VARCHAR({n})", "integer": "INTEGER", "bigint": "BIGINT",
-                 "timestamp": "TIMESTAMP(6)"},
-    "mssql": {"text": "NVARCHAR({n})", "integer": "INT", "bigint": "BIGINT",
-              "timestamp": "DATETIME2(6)"},
-}
-
 
 @dataclass(frozen=True)
 class LedgerRow:
@@ -66,88 +58,60 @@ class LedgerRow:
     ingested_at: datetime | None = None
 
 
-def create_table_if_missing(dialect: ddl.Dialect) -> str:
-    columns = []
-    for name, (kind, length, optional) in COLUMNS.items():
-        sql_type = _TYPES[dialect][kind].format(n=length)
-        columns.append(f"{ddl.quote(name, dialect)} {sql_type}{'' if optional else ' NOT NULL'}")
-    columns.append(f"PRIMARY KEY ({', '.join(ddl.quote(k, dialect) for k in KEY)})")
-    body = f"{ddl.quote(TABLE, dialect)} (\n    " + ",\n    ".join(columns) + "\n)"
-    if dialect == "mssql":
-        return f"IF OBJECT_ID(N'dbo.{TABLE}', N'U') IS NULL\nCREATE TABLE dbo.{body}"
-    return f"CREATE TABLE IF NOT EXISTS {body}"
+def create_table_if_missing(dialect) -> str:
+    adapter = adapter_for(dialect)
+    columns = [
+        f"{adapter.quote(name)} {adapter.sql_type(kind, length)}{'' if optional else ' NOT NULL'}"
+        for name, (kind, length, optional) in COLUMNS.items()
+    ]
+    columns.append(f"PRIMARY KEY ({', '.join(adapter.quote(k) for k in KEY)})")
+    return adapter.create_if_missing(TABLE, columns)
 
 
-def upsert(dialect: ddl.Dialect) -> str:
+def upsert(dialect) -> str:
     """One ledger row, as parameters in ``COLUMNS`` order, inserted or replacing the row of the
     same run and file."""
-    names = [ddl.quote(name, dialect) for name in COLUMNS]
-    keys = [ddl.quote(name, dialect) for name in KEY]
-    rest = [name for name in names if name not in keys]
-    values = ddl.placeholders(len(names), dialect)
-    if dialect == "mssql":
-        return (
-            f"MERGE INTO dbo.{ddl.quote(TABLE, dialect)} WITH (HOLDLOCK) AS target\n"
-            f"USING (VALUES ({values})) AS source ({', '.join(names)})\n"
-            f"ON {' AND '.join(f'target.{k} = source.{k}' for k in keys)}\n"
-            f"WHEN MATCHED THEN UPDATE SET {', '.join(f'target.{c} = source.{c}' for c in rest)}\n"
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
-            f"VALUES ({', '.join(f'source.{c}' for c in names)});"
-        )
-    return (
-        f"INSERT INTO {ddl.quote(TABLE, dialect)} ({', '.join(names)}) VALUES ({values})\n"
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in rest)}"
-    )
+    return adapter_for(dialect).upsert_values(TABLE, list(COLUMNS), KEY)
 
 
-def earlier_ingest_sql(dialect: ddl.Dialect) -> str:
+def earlier_ingest_sql(dialect) -> str:
     """The newest earlier ledger row of a file with the same bytes (sha256), from another run."""
-    q = lambda name: ddl.quote(name, dialect)  # noqa: E731
-    marker = "?" if dialect == "sqlite" else "%s"
-    columns = f"{q('run_id')}, {q('file')}, {q('ingested_at')}"
-    where = f"{q('sha256')} = {marker} AND {q('run_id')} <> {marker}"
-    order = f"ORDER BY {q('ingested_at')} DESC"
-    if dialect == "mssql":
-        return f"SELECT TOP 1 {columns} FROM dbo.{q(TABLE)} WHERE {where} {order}"
-    return f"SELECT {columns} FROM {q(TABLE)} WHERE {where} {order} LIMIT 1"
-
-
-def _parameter(value, dialect: str):
-    if isinstance(value, datetime):
-        if dialect == "sqlite":
-            from hr_pipeline.warehouse import format_stored_timestamp
-
-            return format_stored_timestamp(value)
-        if dialect == "mssql":
-            return value.isoformat(sep="T", timespec="microseconds")
-    return value
+    adapter = adapter_for(dialect)
+    q, marker = adapter.quote, adapter.marker
+    return adapter.select_first(
+        columns=f"{q('run_id')}, {q('file')}, {q('ingested_at')}",
+        table_name=TABLE,
+        where=f"{q('sha256')} = {marker} AND {q('run_id')} <> {marker}",
+        order=f"ORDER BY {q('ingested_at')} DESC",
+    )
 
 
 def ensure_table(warehouse) -> None:
     with warehouse.transaction() as connection:
-        connection.cursor().execute(create_table_if_missing(warehouse.dialect))
+        connection.cursor().execute(create_table_if_missing(warehouse.adapter))
 
 
 def record(warehouse, rows: list[LedgerRow]) -> None:
     """Write ``rows`` (one transaction)."""
     if not rows:
         return
+    adapter = warehouse.adapter
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    sql = upsert(warehouse.dialect)
+    sql = upsert(adapter)
     with warehouse.transaction() as connection:
         cursor = connection.cursor()
-        cursor.execute(create_table_if_missing(warehouse.dialect))
+        cursor.execute(create_table_if_missing(adapter))
         for row in rows:
             values = [getattr(row, name) for name in COLUMNS]
             values[list(COLUMNS).index("ingested_at")] = row.ingested_at or now
-            cursor.execute(sql, [_parameter(value, warehouse.dialect) for value in values])
+            cursor.execute(sql, [adapter.parameter(value) for value in values])
 
 
 def earlier_ingest(warehouse, sha256: str, run_id: str) -> tuple[str, str, object] | None:
     """(run id, file, when) of the newest earlier ingest of a file with these bytes, if any."""
     with warehouse.transaction() as connection:
         cursor = connection.cursor()
-        cursor.execute(create_table_if_missing(warehouse.dialect))
-        cursor.execute(earlier_ingest_sql(warehouse.dialect), (sha256, run_id))
+        cursor.execute(create_table_if_missing(warehouse.adapter))
+        cursor.execute(earlier_ingest_sql(warehouse.adapter), (sha256, run_id))
         found = cursor.fetchone()
     return tuple(found) if found else None

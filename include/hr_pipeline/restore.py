@@ -10,7 +10,8 @@
    references (so no writer slips in between the check and the swap), checks referential
    integrity against the staged rows, then ``DELETE`` + ``INSERT ... SELECT`` from staging.
    PostgreSQL: the transaction itself is the staging area: locks, ``DELETE``, ``COPY`` of the
-   rows into the table, the reference checks, commit (see ``_replace_rows_postgres``).
+   rows into the table, the reference checks, commit. Each dialect's adapter owns its plan
+   (``Adapter.replace_plan``); ``_run_plan`` executes it.
 
 Steps 3 and 4 run under the warehouse's table locks (``Warehouse.table_locks``): exclusive on the
 table, shared on the tables it references. A load takes the same kind of locks (exclusive on
@@ -34,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hr_pipeline import ddl, settings
+from hr_pipeline import settings
 from hr_pipeline.backup import (
     BLOB_META_SHA256,
     BackupError,
@@ -50,14 +51,14 @@ from hr_pipeline.backup import (
     sha256_of,
 )
 from hr_pipeline.contracts import (
-    CONTRACTS,
     TABLE_NAMES,
     ColumnType,
     TableContract,
     avro_schema,
     get_contract,
-    referencing_columns,
 )
+from hr_pipeline.dialects import ReferenceCheck, ReplacePlan, adapter_for
+from hr_pipeline.dialects.base import related_tables  # noqa: F401  (part of this module's API)
 
 log = logging.getLogger(__name__)
 
@@ -202,147 +203,12 @@ def check_backup_file(path: Path, ref: BackupRef, contract: TableContract) -> Ba
     return header
 
 
-# -- SQL (identifiers only from contracts) -----------------------------------------------------
+# -- the replace-rows plan (the adapter's; identifiers only from contracts) ---------------------
 
 
-def staging_table_name(contract: TableContract, dialect: ddl.Dialect) -> str:
-    return f"#restore_{contract.name}" if dialect == "mssql" else f"restore_{contract.name}"
-
-
-def _table(name: str, dialect: ddl.Dialect) -> str:
-    if name.startswith("#"):
-        return name
-    return f"dbo.{ddl.quote(name, dialect)}" if dialect == "mssql" else ddl.quote(name, dialect)
-
-
-def create_staging_sql(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
-    """SQLite and SQL Server stage the rows in a temporary table (PostgreSQL: see _replace_rows)."""
-    if dialect == "postgres":
-        raise ValueError("PostgreSQL restores load the table itself inside the swap transaction")
-    staging = staging_table_name(contract, dialect)
-    create = ddl.create_table(contract, dialect, table_name="x")
-    if dialect == "sqlite":
-        return [
-            f"DROP TABLE IF EXISTS temp.{ddl.quote(staging, dialect)}",
-            create.replace('CREATE TABLE "x"', f"CREATE TEMP TABLE {ddl.quote(staging, dialect)}", 1),
-        ]
-    return [
-        f"DROP TABLE IF EXISTS {staging}",  # SQL Server 2016+ and Azure SQL
-        create.replace("CREATE TABLE [x]", f"CREATE TABLE {staging}", 1),
-    ]
-
-
-@dataclass(frozen=True)
-class ReferenceCheck:
-    """Rows of ``child.column`` whose value would be missing from ``parent``'s key."""
-
-    child: str
-    column: str
-    parent: str
-    sql: str  # returns (missing id, rows) ordered by id
-
-
-def reference_checks(
-    contract: TableContract, dialect: ddl.Dialect, restored_rows_in: str | None = None
-) -> list[ReferenceCheck]:
-    """Both directions: current rows pointing at the restored table, restored rows pointing out.
-
-    ``restored_rows_in``: the table holding the restored rows (default: the staging table).
-    """
-    staging = _table(restored_rows_in or staging_table_name(contract, dialect), dialect)
-    q = lambda name: ddl.quote(name, dialect)  # noqa: E731
-    pairs = [  # (child table or staging, child name, column, parent table or staging, parent name, parent key)
-        (_table(child.name, dialect), child.name, column.name, staging, contract.name, contract.key)
-        for child, column in referencing_columns(contract.name)
-    ] + [
-        (staging, contract.name, column.name, _table(column.references, dialect), column.references,
-         CONTRACTS[column.references].key)
-        for column in contract.foreign_keys
-    ]
-    checks = []
-    for child_sql, child_name, column, parent_sql, parent_name, key in pairs:
-        sql = (
-            f"SELECT c.{q(column)}, COUNT(*) FROM {child_sql} c "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {parent_sql} p WHERE p.{q(key)} = c.{q(column)}) "
-            f"GROUP BY c.{q(column)} ORDER BY c.{q(column)}"
-        )
-        checks.append(ReferenceCheck(child_name, column, parent_name, sql))
-    return checks
-
-
-def related_tables(contract: TableContract) -> list[str]:
-    related = {child.name for child, _ in referencing_columns(contract.name)}
-    related |= {column.references for column in contract.foreign_keys}
-    related.discard(contract.name)
-    return [name for name in TABLE_NAMES if name in related]
-
-
-def lock_sql(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
-    """Keep writers out of the table and its related tables until commit; readers go on."""
-    if dialect == "sqlite":
-        return []  # BEGIN IMMEDIATE already holds the database's only write lock
-    statements = []
-    for name in TABLE_NAMES:  # one order everywhere: no lock-order deadlocks
-        if name == contract.name:
-            mode = "pg:EXCLUSIVE", "TABLOCKX, HOLDLOCK"
-        elif name in related_tables(contract):
-            mode = "pg:SHARE", "TABLOCK, HOLDLOCK"
-        else:
-            continue
-        if dialect == "postgres":
-            statements.append(f"LOCK TABLE {ddl.quote(name, dialect)} IN {mode[0][3:]} MODE")
-        else:
-            statements.append(f"SELECT TOP (0) 1 FROM {_table(name, dialect)} WITH ({mode[1]})")
-    return statements
-
-
-def swap_sql(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
-    target = _table(contract.name, dialect)
-    staging = _table(staging_table_name(contract, dialect), dialect)
-    columns = ddl.column_list(contract, dialect)
-    return [
-        f"DELETE FROM {target}",
-        f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging}",
-    ]
-
-
-def swap_statements(contract: TableContract, dialect: ddl.Dialect) -> list[str]:
-    """What runs in the swap transaction once the rows are staged: locks, reference checks, swap.
-
-    PostgreSQL: locks, ``DELETE``, then ``COPY`` into the table itself, then the reference checks.
-    """
-    if dialect == "postgres":
-        return [
-            *lock_sql(contract, dialect),
-            swap_sql(contract, dialect)[0],
-            f"COPY {ddl.quote(contract.name, dialect)} ({ddl.column_list(contract, dialect)}) FROM STDIN",
-            *[check.sql for check in reference_checks(contract, dialect, restored_rows_in=contract.name)],
-        ]
-    return [
-        *lock_sql(contract, dialect),
-        *[check.sql for check in reference_checks(contract, dialect)],
-        *swap_sql(contract, dialect),
-    ]
-
-
-def render_mssql_restore(table_name: str) -> str:
-    """The T-SQL a restore runs on SQL Server, as one script (rows go in as parameters)."""
-    from hr_pipeline.warehouse import mssql_insert_chunks
-
-    contract = get_contract(table_name)
-    staging = staging_table_name(contract, "mssql")
-    example_row = tuple(0 if c.type is ColumnType.INTEGER else "x" for c in contract.columns)
-    insert_sql, _ = next(mssql_insert_chunks(contract, staging, [example_row]))
-    statements = [
-        *create_staging_sql(contract, "mssql"),
-        insert_sql.replace("%s", "NULL"),
-        "SET XACT_ABORT ON",
-        "BEGIN TRANSACTION",
-        *swap_statements(contract, "mssql"),
-        "COMMIT TRANSACTION",
-        f"DROP TABLE {staging}",
-    ]
-    return ";\n".join(statements) + ";\n"
+def replace_plan(contract: TableContract, dialect) -> ReplacePlan:
+    """Every statement of the replace-rows transaction of ``contract`` on ``dialect``."""
+    return adapter_for(dialect).replace_plan(contract)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -373,61 +239,43 @@ def _avro_rows(path: Path, contract: TableContract, naive: bool, progress: dict,
             ) from None
 
 
-def _stage_rows(warehouse, connection, contract: TableContract, rows) -> None:
-    dialect = warehouse.dialect
+def _reference_problem(check: ReferenceCheck, missing: list, contract: TableContract) -> str:
+    rows = sum(int(count) for _, count in missing)
+    ids = ", ".join(str(value) for value, _ in missing[:SAMPLE_IDS])
+    more = f" (first {SAMPLE_IDS} of {len(missing)})" if len(missing) > SAMPLE_IDS else ""
+    if check.child == contract.name:
+        return (f"{rows} rows of the backup's {check.child}.{check.column} point at {check.parent} "
+                f"ids that do not exist now: {ids}{more}")
+    return (f"{rows} current rows of {check.child}.{check.column} point at {check.parent} ids "
+            f"missing from the backup: {ids}{more}")
+
+
+def _run_plan(adapter, connection, plan: ReplacePlan, contract: TableContract, rows,
+              progress: dict, header: BackupHeader, ref: BackupRef) -> int:
+    """Execute the plan's steps on ``connection``, inside the caller's transaction; returns the
+    table's row count before the swap. The reference checks run one after the other: every
+    problem is named, and a problem stops the plan before its next statement (the swap)."""
     cursor = connection.cursor()
-    for statement in create_staging_sql(contract, dialect):
-        cursor.execute(statement)
-    staging = staging_table_name(contract, dialect)
-    batch: list = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= LOAD_CHUNK_ROWS:
-            _insert_batch(warehouse, cursor, contract, staging, batch)
-            batch = []
-    _insert_batch(warehouse, cursor, contract, staging, batch)
-
-
-def _insert_batch(warehouse, cursor, contract, staging, batch) -> None:
-    if not batch:
-        return
-    if warehouse.dialect == "sqlite":
-        sql = (f"INSERT INTO temp.{ddl.quote(staging, 'sqlite')} ({ddl.column_list(contract, 'sqlite')}) "
-               f"VALUES ({ddl.placeholders(len(contract.columns), 'sqlite')})")
-        cursor.executemany(sql, [warehouse.to_db_row(contract, row) for row in batch])
-    else:
-        from hr_pipeline.warehouse import mssql_insert_chunks
-
-        for sql, params in mssql_insert_chunks(contract, staging, batch):
-            cursor.execute(sql, params)
-
-
-def _check_references(cursor, contract: TableContract, dialect, ref: BackupRef,
-                      restored_rows_in: str | None = None) -> None:
-    problems = []
-    for check in reference_checks(contract, dialect, restored_rows_in):
-        cursor.execute(check.sql)
-        missing = cursor.fetchall()
-        if not missing:
+    rows_before, problems = 0, []
+    for step in plan.steps:
+        if step.kind != "check" and problems:
+            break
+        if step.kind == "load":
+            adapter.load_restore_rows(cursor, contract, step.sql, rows)
+            _check_row_count(progress, header, ref)
+            log.info("%s: %d rows loaded; checking references", contract.name, progress["rows"])
             continue
-        rows = sum(int(count) for _, count in missing)
-        ids = ", ".join(str(value) for value, _ in missing[:SAMPLE_IDS])
-        more = f" (first {SAMPLE_IDS} of {len(missing)})" if len(missing) > SAMPLE_IDS else ""
-        if check.child == contract.name:
-            problems.append(
-                f"{rows} rows of the backup's {check.child}.{check.column} point at {check.parent} "
-                f"ids that do not exist now: {ids}{more}"
-            )
-        else:
-            problems.append(
-                f"{rows} current rows of {check.child}.{check.column} point at {check.parent} ids "
-                f"missing from the backup: {ids}{more}"
-            )
+        cursor.execute(step.sql)
+        if step.kind == "count":
+            rows_before = int(cursor.fetchone()[0])
+        elif step.kind == "check" and (missing := cursor.fetchall()):
+            problems.append(_reference_problem(step.check, missing, contract))
     if problems:
         raise ReferentialIntegrityError(
             f"Refusing to restore {contract.name} from {ref.name}: " + "; ".join(problems)
             + f". {contract.name} is unchanged."
         )
+    return rows_before
 
 
 @dataclass(frozen=True)
@@ -479,33 +327,6 @@ def _check_row_count(progress: dict, header: BackupHeader, ref: BackupRef) -> No
         )
 
 
-def _replace_rows_postgres(connection, contract, rows, progress, header, ref) -> int:
-    """PostgreSQL: the open transaction is the staging area.
-
-    Locks, ``DELETE``, ``COPY`` of the backup's rows into the table itself, reference checks, and
-    the caller commits. Under MVCC no other session sees any of it before the commit (readers keep
-    reading the old rows, never a mix nor an empty table), and a refusal rolls it all back. This
-    spares the copy through a temporary table (COPY into it, then INSERT ... SELECT), which doubled
-    the server's work for nothing (benchmark, 1M rows on a loaded machine: 2.68x the
-    fastavro-to-COPY baseline with the temporary table, 1.36x without).
-    The price: writers of the table (and of the tables it references or that reference it) wait
-    for the whole load instead of the swap alone; readers never wait.
-    """
-    from hr_pipeline.warehouse import copy_rows
-
-    cursor = connection.cursor()
-    for statement in lock_sql(contract, "postgres"):
-        cursor.execute(statement)
-    cursor.execute(f"SELECT COUNT(*) FROM {ddl.quote(contract.name, 'postgres')}")
-    rows_before = int(cursor.fetchone()[0])
-    cursor.execute(swap_sql(contract, "postgres")[0])  # DELETE
-    copy_rows(cursor, contract.name, contract, rows)
-    _check_row_count(progress, header, ref)
-    log.info("%s: %d rows loaded; checking references", contract.name, progress["rows"])
-    _check_references(cursor, contract, "postgres", ref, restored_rows_in=contract.name)
-    return rows_before
-
-
 RESTORE_WAITING_MESSAGE = (
     "waiting for the lock on {tables} (a load or restore of it, or a load of a table that "
     "references it, is running); the restore starts once it is released"
@@ -527,44 +348,18 @@ def _replace_rows(warehouse, contract: TableContract, path: Path, header: Backup
 
 def _replace_rows_locked(warehouse, contract: TableContract, path: Path, header: BackupHeader,
                          ref: BackupRef) -> int:
-    dialect = warehouse.dialect
+    adapter = warehouse.adapter
     progress = {"rows": 0, "total": header.rows}
     # PostgreSQL reads the UTC-aware datetimes into TIMESTAMP ignoring the (+00:00) offset;
     # the other drivers get naive UTC datetimes.
-    rows = _avro_rows(path, contract, naive=dialect != "postgres", progress=progress, ref=ref)
+    rows = _avro_rows(path, contract, naive=not adapter.takes_aware_timestamps, progress=progress,
+                      ref=ref)
+    plan = adapter.replace_plan(contract)
     connection = warehouse.connect()
     try:
-        if dialect == "postgres":
-            rows_before = _replace_rows_postgres(connection, contract, rows, progress, header, ref)
-            connection.commit()
-            return rows_before
-        if dialect == "sqlite":
-            connection.isolation_level = None
-            connection.execute("BEGIN IMMEDIATE")
-        cursor = connection.cursor()
-        _stage_rows(warehouse, connection, contract, rows)
-        _check_row_count(progress, header, ref)
-        log.info("%s: %d rows staged; checking references and swapping", contract.name, progress["rows"])
-        if dialect == "mssql":
-            cursor.execute("SET XACT_ABORT ON")
-        for statement in lock_sql(contract, dialect):
-            cursor.execute(statement)
-        cursor.execute(f"SELECT COUNT(*) FROM {_table(contract.name, dialect)}")
-        rows_before = int(cursor.fetchone()[0])
-        _check_references(cursor, contract, dialect, ref)
-        for statement in swap_sql(contract, dialect):
-            cursor.execute(statement)
-        if dialect == "sqlite":
-            connection.execute("COMMIT")
-        else:
-            connection.commit()
-        return rows_before
+        with adapter.write_transaction(connection):
+            return _run_plan(adapter, connection, plan, contract, rows, progress, header, ref)
     except BaseException as error:
-        if dialect == "sqlite":
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-        else:
-            connection.rollback()
         if isinstance(error, BackupError) or not isinstance(error, Exception):
             raise
         raise BackupError(

@@ -12,6 +12,7 @@ import sqlglot
 from sqlglot import ErrorLevel
 
 from hr_pipeline import restore, warehouse
+from hr_pipeline.dialects import POSTGRES, SQLITE
 from hr_pipeline.backup import BackupRef
 from hr_pipeline.contracts import CONTRACTS, avro_schema
 
@@ -25,42 +26,43 @@ def parse(sql: str, dialect: str):
 
 
 @contracts
-def test_rendered_mssql_restore_parses_as_tsql(contract):
-    script = restore.render_mssql_restore(contract.name)
-    statements = parse(script, "tsql")
+def test_mssql_restore_plan_parses_as_tsql(contract):
+    plan = restore.replace_plan(contract, "mssql")
+    statements = [s for sql in plan.statements for s in parse(sql.replace("%s", "NULL"), "tsql")]
     kinds = [type(s).__name__ for s in statements]
-    assert kinds.count("Delete") == 1 and kinds.count("Insert") == 2  # staging row + swap
-    assert script.index("BEGIN TRANSACTION") < script.index("DELETE FROM") < script.index("COMMIT")
+    assert kinds.count("Delete") == 1 and kinds.count("Insert") == 2  # staging rows + swap
+    script = "\n".join(plan.statements)
+    assert script.index("SET XACT_ABORT ON") < script.index("DELETE FROM")
     assert f"dbo.[{contract.name}] WITH (TABLOCKX, HOLDLOCK)" in script
     assert '"' not in script and "ON CONFLICT" not in script
 
 
 @contracts
 def test_restore_sql_parses_for_sqlite(contract):
-    for sql in restore.create_staging_sql(contract, "sqlite") + restore.swap_statements(contract, "sqlite"):
+    for sql in restore.replace_plan(contract, "sqlite").statements:
         parse(sql, "sqlite")
 
 
 @contracts
 def test_postgres_restore_loads_the_table_inside_the_transaction(contract):
-    statements = restore.swap_statements(contract, "postgres")
+    statements = list(restore.replace_plan(contract, "postgres").statements)
     delete = statements.index(f'DELETE FROM "{contract.name}"')
     copy = next(i for i, sql in enumerate(statements) if sql.startswith(f'COPY "{contract.name}"'))
-    assert all(sql.startswith("LOCK TABLE") for sql in statements[:delete])
+    assert all(sql.startswith(("LOCK TABLE", "SELECT COUNT(*)")) for sql in statements[:delete])
     assert delete + 1 == copy and all("NOT EXISTS" in sql for sql in statements[copy + 1:])
     for sql in statements[:copy] + statements[copy + 1:]:
         parse(sql, "postgres")
     with pytest.raises(ValueError):
-        restore.create_staging_sql(contract, "postgres")
+        POSTGRES.restore_staging_sql(contract)
 
 
 def test_reference_checks_cover_both_directions():
-    departments = restore.reference_checks(CONTRACTS["departments"], "postgres")
+    departments = POSTGRES.reference_checks(CONTRACTS["departments"])
     assert [(c.child, c.column, c.parent) for c in departments] == [
         ("hired_employees", "department_id", "departments")
     ]
     assert 'FROM "hired_employees" c' in departments[0].sql and '"restore_departments" p' in departments[0].sql
-    hires = restore.reference_checks(CONTRACTS["hired_employees"], "postgres")
+    hires = POSTGRES.reference_checks(CONTRACTS["hired_employees"])
     assert [(c.child, c.column, c.parent) for c in hires] == [
         ("hired_employees", "department_id", "departments"),
         ("hired_employees", "job_id", "jobs"),
@@ -69,12 +71,12 @@ def test_reference_checks_cover_both_directions():
 
 
 def test_locks_follow_one_table_order():
-    assert restore.lock_sql(CONTRACTS["hired_employees"], "postgres") == [
+    assert POSTGRES.restore_lock_sql(CONTRACTS["hired_employees"]) == [
         'LOCK TABLE "departments" IN SHARE MODE',
         'LOCK TABLE "jobs" IN SHARE MODE',
         'LOCK TABLE "hired_employees" IN EXCLUSIVE MODE',
     ]
-    assert restore.lock_sql(CONTRACTS["jobs"], "sqlite") == []
+    assert SQLITE.restore_lock_sql(CONTRACTS["jobs"]) == []
 
 
 # -- what a restore sends to SQL Server, through a recording fake of Azure SQL -------------------

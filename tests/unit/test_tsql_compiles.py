@@ -23,11 +23,13 @@ import sqlglot
 from sqlglot import ErrorLevel, exp
 
 from hr_pipeline import ddl, warehouse
+from hr_pipeline.dialects import MSSQL
+from hr_pipeline.dialects.mssql import MSSQL_MAX_PARAMETERS
 from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract
 
 pymssql_mssql = pytest.importorskip("pymssql._mssql")
 
-STAGING = "#staging_x"
+STAGING = "#staging_x"  # as the adapter names it: MSSQL.load_staging(contract)
 
 
 def parse_tsql(sql: str) -> list[exp.Expression]:
@@ -90,23 +92,23 @@ def test_upsert_from_staging_is_one_merge(contract):
 
 @contracts
 def test_staging_statements_parse(contract):
-    statements = warehouse.mssql_staging_statements(contract, STAGING)
+    statements = MSSQL.load_staging_sql(contract)
     assert statements
     for sql in statements:
         parsed = parse_tsql(sql)
         assert any(p.find(exp.Create) for p in parsed)
-        assert STAGING in sql
+        assert MSSQL.load_staging(contract) in sql
 
 
 @contracts
 @pytest.mark.parametrize("row_count", [1, 7, 1000, 2500])
 def test_insert_chunks_parse_and_respect_parameter_limit(contract, row_count):
     rows = [sample_row(contract, i) for i in range(row_count)]
-    chunks = list(warehouse.mssql_insert_chunks(contract, STAGING, rows))
+    chunks = list(MSSQL.insert_chunks(contract, STAGING, rows))
     assert sum(len(params) for _, params in chunks) == row_count * len(contract.columns)
     for sql, params in chunks:
         assert sql.count("%s") == len(params)
-        assert len(params) <= warehouse.MSSQL_MAX_PARAMETERS
+        assert len(params) <= MSSQL_MAX_PARAMETERS
         assert len(params) // len(contract.columns) <= 1000  # SQL Server's row-constructor limit
         (statement,) = parse_tsql(substitute(sql, params))
         assert isinstance(statement, exp.Insert)
@@ -118,7 +120,7 @@ def test_insert_keeps_microseconds_and_unicode():
     """DATETIME2(6) holds microseconds; pymssql renders a datetime with milliseconds only."""
     contract = CONTRACTS["hired_employees"]
     row = sample_row(contract, 1)
-    ((sql, params),) = warehouse.mssql_insert_chunks(contract, STAGING, [row])
+    ((sql, params),) = MSSQL.insert_chunks(contract, STAGING, [row])
     rendered = substitute(sql, params)
     assert "2021-11-07T02:48:42.123456" in rendered
     assert "N'O''Brien" in rendered  # NVARCHAR literal, quote doubled
@@ -202,18 +204,19 @@ def test_every_statement_the_warehouse_sends_parses(mssql_warehouse):
 
 @contracts
 def test_restore_statements_parse(contract):
+    """The statements of the plan a restore executes on SQL Server (``_run_plan``), the load
+    step's INSERT with one row's parameters substituted as pymssql does."""
     from hr_pipeline import restore
 
-    statements = [
-        *restore.create_staging_sql(contract, "mssql"),
-        *restore.swap_statements(contract, "mssql"),
-    ]
-    kinds = [type(parse_tsql(sql)[0]).__name__ for sql in statements]
+    plan = restore.replace_plan(contract, "mssql")
+    texts = [substitute(step.sql, sample_row(contract, 1)) if step.kind == "load" else step.sql
+             for step in plan.steps]
+    kinds = [type(parse_tsql(sql)[0]).__name__ for sql in texts]
     assert kinds[-2:] == ["Delete", "Insert"], kinds  # the swap: DELETE then INSERT ... SELECT
-    # The whole restore script of SQL Server, as one batch, parses too.
-    script = parse_tsql(restore.render_mssql_restore(contract.name))
-    assert any(isinstance(s, exp.Delete) for s in script)
-    staging = restore.staging_table_name(contract, "mssql")
+    assert [s.kind for s in plan.steps].index("load") == 2  # after DROP and CREATE of staging
+    # The whole plan as one batch parses too.
+    assert any(isinstance(s, exp.Delete) for s in parse_tsql(";\n".join(texts) + ";"))
+    staging = MSSQL.restore_staging(contract)
     assert staging.startswith("#")  # a session temp table: no name clash between restores
 
 

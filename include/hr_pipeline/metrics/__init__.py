@@ -31,8 +31,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from hr_pipeline.contracts import ColumnType
-from hr_pipeline.ddl import Dialect, quote, _SQL_TYPES
+from hr_pipeline.dialects import Adapter, Dialect, adapter_for
 from hr_pipeline.settings import WAREHOUSE_CONN_ID
 
 log = logging.getLogger(__name__)
@@ -41,14 +40,9 @@ METRICS_DIR = Path(__file__).resolve().parent
 CHECKS_DIR = METRICS_DIR / "checks"
 SOURCE_DIALECT = "postgres"  # the dialect the .sql files are written in
 STAGING_SUFFIX = "__next"
-SQLGLOT_DIALECTS: dict[str, str] = {"sqlite": "sqlite", "postgres": "postgres", "mssql": "tsql"}
 
 INTEGER, STRING, FLOAT = "integer", "string", "float"
-_COLUMN_SQL_TYPES: dict[str, dict[str, str]] = {
-    INTEGER: {d: _SQL_TYPES[d][ColumnType.INTEGER] for d in SQLGLOT_DIALECTS},
-    STRING: {d: _SQL_TYPES[d][ColumnType.STRING] for d in SQLGLOT_DIALECTS},
-    FLOAT: {"sqlite": "REAL", "postgres": "DOUBLE PRECISION", "mssql": "FLOAT"},
-}
+_ADAPTER_KINDS = {INTEGER: "integer", STRING: "text", FLOAT: "float"}  # kinds of dialects.base
 
 
 class MetricDefinitionError(ValueError):
@@ -200,7 +194,7 @@ def _read_staged(expression):
     return expression
 
 
-def render(sql_or_expression, dialect: Dialect, staged: bool = False) -> str:
+def render(sql_or_expression, dialect: Dialect | Adapter, staged: bool = False) -> str:
     """One statement written in PostgreSQL, as ``dialect`` runs it.
 
     ``staged``: metric tables it reads are the ``__next`` ones being rebuilt (build and checks).
@@ -214,13 +208,14 @@ def render(sql_or_expression, dialect: Dialect, staged: bool = False) -> str:
     )
     if staged:
         expression = _read_staged(expression)
-    if dialect == "sqlite":
+    adapter = adapter_for(dialect)
+    if adapter.timestamps_as_text:
         expression = expression.transform(_sqlite_date_part)
     # Comments stay in the .sql files: sqlglot would move them about (T-SQL hoists CTEs).
-    return expression.sql(dialect=SQLGLOT_DIALECTS[dialect], identify=True, comments=False)
+    return expression.sql(dialect=adapter.sqlglot_dialect, identify=True, comments=False)
 
 
-def metric_query(metric: MetricTable, dialect: Dialect, staged: bool = False) -> str:
+def metric_query(metric: MetricTable, dialect: Dialect | Adapter, staged: bool = False) -> str:
     """The metric's SELECT, as ``dialect`` runs it (what an analyst would run by hand)."""
     return render(_checked_query(metric), dialect, staged=staged)
 
@@ -246,7 +241,7 @@ def _order_by_sql(metric: MetricTable) -> str:
     return ", ".join(f"{name} DESC" if descending else name for name, descending in metric.order_by)
 
 
-def reader_query(metric: MetricTable, dialect: Dialect) -> str:
+def reader_query(metric: MetricTable, dialect: Dialect | Adapter) -> str:
     """How to read a published table in its SPEC order."""
     columns = ", ".join(metric.column_names)
     return render(
@@ -254,27 +249,14 @@ def reader_query(metric: MetricTable, dialect: Dialect) -> str:
     )
 
 
-def create_table(metric: MetricTable, dialect: Dialect, table_name: str, if_missing: bool = False) -> str:
-    columns = ",\n    ".join(
-        f"{quote(name, dialect)} {_COLUMN_SQL_TYPES[kind][dialect]}" for name, kind in metric.columns
-    )
-    create = f"CREATE TABLE {quote(table_name, dialect)} (\n    {columns}\n)"
-    if not if_missing:
-        return create
-    if dialect == "mssql":
-        return f"IF OBJECT_ID(N'dbo.{table_name}', N'U') IS NULL\n{create}"
-    return create.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1)
-
-
-def _begin(dialect: Dialect, isolation: str | None) -> list[str]:
-    """Opening statements of a transaction that holds DDL and DML together."""
-    if dialect == "sqlite":
-        # Python's sqlite3 opens transactions only before INSERT/UPDATE/DELETE; DDL would run in
-        # autocommit. An explicit BEGIN takes every statement into one transaction.
-        return ["BEGIN IMMEDIATE"]
-    if isolation is None:
-        return []
-    return [f"SET TRANSACTION ISOLATION LEVEL {isolation}"]
+def create_table(metric: MetricTable, dialect: Dialect | Adapter, table_name: str,
+                 if_missing: bool = False) -> str:
+    adapter = adapter_for(dialect)
+    columns = [f"{adapter.quote(name)} {adapter.sql_type(_ADAPTER_KINDS[kind])}"
+               for name, kind in metric.columns]
+    if if_missing:
+        return adapter.create_if_missing(table_name, columns)
+    return adapter.create_statement(f"CREATE TABLE {adapter.quote(table_name)}", columns)
 
 
 @dataclass(frozen=True)
@@ -294,31 +276,32 @@ class PublishPlan:
         return (*self.build, *self.checks.values(), *self.swap)
 
 
-def publish_plan(dialect: Dialect) -> PublishPlan:
-    isolation = {"sqlite": None, "postgres": "REPEATABLE READ", "mssql": "SERIALIZABLE"}[dialect]
-    build = _begin(dialect, isolation)
-    swap = _begin(dialect, None)
+def publish_plan(dialect: Dialect | Adapter) -> PublishPlan:
+    adapter = adapter_for(dialect)
+    quote = adapter.quote
+    build = adapter.begin_statements(adapter.publish_isolation)
+    swap = adapter.begin_statements(None)
     for metric in METRIC_TABLES:
         staging = metric.staging_name
         staged_rows = _parse(
             f"SELECT {', '.join(metric.column_names)} FROM {staging} ORDER BY {_order_by_sql(metric)}"
         )
         build += [
-            f"DROP TABLE IF EXISTS {quote(staging, dialect)}",
-            create_table(metric, dialect, staging),
-            render(_insert(staging, metric, _checked_query(metric)), dialect, staged=True),
+            f"DROP TABLE IF EXISTS {quote(staging)}",
+            create_table(metric, adapter, staging),
+            render(_insert(staging, metric, _checked_query(metric)), adapter, staged=True),
         ]
         swap += [
-            create_table(metric, dialect, metric.name, if_missing=True),
-            f"DELETE FROM {quote(metric.name, dialect)}",
-            render(_insert(metric.name, metric, staged_rows), dialect),
-            f"DROP TABLE {quote(staging, dialect)}",
+            create_table(metric, adapter, metric.name, if_missing=True),
+            f"DELETE FROM {quote(metric.name)}",
+            render(_insert(metric.name, metric, staged_rows), adapter),
+            f"DROP TABLE {quote(staging)}",
         ]
     checks = {
-        f"check_{name}": render((CHECKS_DIR / f"{name}.sql").read_text(encoding="utf-8"), dialect, staged=True)
+        f"check_{name}": render((CHECKS_DIR / f"{name}.sql").read_text(encoding="utf-8"), adapter, staged=True)
         for name in CHECK_NAMES
     }
-    return PublishPlan(dialect, tuple(build), checks, tuple(swap))
+    return PublishPlan(adapter.name, tuple(build), checks, tuple(swap))
 
 
 # -- data-quality checks -----------------------------------------------------------------------
@@ -384,7 +367,7 @@ def run_checks(warehouse, plan: PublishPlan) -> None:
 
 def publish_metrics(warehouse) -> dict[str, int]:
     """Rebuild aside, check, swap in. Returns the row count of each published table."""
-    plan = publish_plan(warehouse.dialect)
+    plan = publish_plan(warehouse.adapter)
     run_statements(warehouse, plan.build)
     run_checks(warehouse, plan)
     run_statements(warehouse, plan.swap)
@@ -402,7 +385,7 @@ def published_row_counts(warehouse) -> dict[str, int]:
     with warehouse.transaction() as connection:
         cursor = connection.cursor()
         for metric in METRIC_TABLES:
-            cursor.execute(f"SELECT COUNT(*) FROM {quote(metric.name, warehouse.dialect)}")
+            cursor.execute(warehouse.adapter.count_rows(metric.name))
             counts[metric.name] = int(cursor.fetchone()[0])
     return counts
 
@@ -412,7 +395,7 @@ def read_metric(warehouse, name: str) -> list[tuple]:
     metric = METRICS[name]
     with warehouse.transaction() as connection:
         cursor = connection.cursor()
-        cursor.execute(reader_query(metric, warehouse.dialect))
+        cursor.execute(reader_query(metric, warehouse.adapter))
         return [tuple(row) for row in cursor.fetchall()]
 
 
