@@ -26,7 +26,7 @@ From Python::
 
 A CeleryExecutor topology is the same call with ``executor="CeleryExecutor"``, a PostgreSQL
 ``metadata_uri``, ``extra_env`` for the broker/result backend and
-``extra_components=celery_workers(2)``.
+``extra_components`` (the Celery workers of tests/stack/celery_stack.py).
 
 Ports are verified to be the stack's own: each must be free before its process starts, and once
 the API answers, the process listening on its port must be the stack's api-server (Azurite: see
@@ -67,15 +67,6 @@ AIRFLOW_COMPONENTS: dict[str, list[str]] = {
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer"],
 }
-
-
-def celery_workers(count: int, concurrency: int = 2) -> dict[str, list[str]]:
-    """Components for ``count`` Celery workers (for a stack with executor=CeleryExecutor)."""
-    return {
-        f"celery-worker-{n}": ["celery", "worker", "--concurrency", str(concurrency),
-                               "--celery-hostname", f"worker{n}@%h"]
-        for n in range(1, count + 1)
-    }
 
 
 class StackError(RuntimeError):

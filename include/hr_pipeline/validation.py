@@ -44,7 +44,6 @@ class Rule:
 
     name: str
     column: str
-    checked_column: str  # the DataFrame column the expectation runs on
     expectation: Callable[[int], Any]  # rule index -> GX expectation (index goes into meta)
     explain: Callable[[str, dict[int, int]], str]  # (trimmed text, duplicate ids) -> reason
 
@@ -104,8 +103,8 @@ def build_rules(contract: TableContract) -> list[Rule]:
     gxe = SimpleNamespace(**expectation_classes())  # GX's expectations (see gx_tuning)
     rules: list[Rule] = []
 
-    def add(name, column, checked, expectation, explain):
-        rules.append(Rule(name, column, checked, expectation, explain))
+    def add(name, column, checked, expectation, explain):  # checked: the frame column it runs on
+        rules.append(Rule(name, column, expectation, explain))
 
     for column in contract.columns:
         c = column.name

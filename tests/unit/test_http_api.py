@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hr_pipeline.contracts import TABLE_NAMES
-from hr_pipeline.legacy_api import URL_PREFIX, app
+from hr_pipeline.http_api import URL_PREFIX, app
 
 ENDPOINTS = [
     ("POST", "/api/ingest/{table_name}"),
@@ -57,34 +57,34 @@ class _User:
 def as_user(monkeypatch):
     """The app with authentication answered by a stand-in user and authorization allowed: what
     runs is the app's own code after Airflow's checks (those are run for real in the stack test)."""
-    from hr_pipeline import legacy_api
+    from hr_pipeline import http_api
 
-    monkeypatch.setattr(legacy_api, "_authorize", lambda *args, **kwargs: None)
+    monkeypatch.setattr(http_api, "_authorize", lambda *args, **kwargs: None)
     overridden = []
 
     def use(application):
-        application.dependency_overrides[legacy_api.airflow_user] = _User
+        application.dependency_overrides[http_api.airflow_user] = _User
         overridden.append(application)
         return TestClient(application)
 
     yield use
     for application in overridden:  # the shared app answers 401 again for the next test
-        application.dependency_overrides.pop(legacy_api.airflow_user, None)
+        application.dependency_overrides.pop(http_api.airflow_user, None)
 
 
 @pytest.fixture
 def triggered(monkeypatch):
     """Runs 'triggered' by the app, recorded instead of queued in a metadata database."""
-    from hr_pipeline import legacy_api
+    from hr_pipeline import http_api
 
     calls = []
 
     def fake_trigger(dag_id, conf, user):
         calls.append((dag_id, conf))
-        return legacy_api.TriggeredRun(dag_id=dag_id, dag_run_id="manual__x", state="queued",
+        return http_api.TriggeredRun(dag_id=dag_id, dag_run_id="manual__x", state="queued",
                                        conf=conf, status_url="/api/v2/dags/x/dagRuns/manual__x")
 
-    monkeypatch.setattr(legacy_api, "trigger", fake_trigger)
+    monkeypatch.setattr(http_api, "trigger", fake_trigger)
     return calls
 
 
@@ -92,7 +92,7 @@ def triggered(monkeypatch):
 
 
 def test_the_default_limit_is_one_mebibyte_and_the_variable_sets_it(monkeypatch):
-    from hr_pipeline.legacy_api import DEFAULT_MAX_BODY_BYTES, max_body_bytes
+    from hr_pipeline.http_api import DEFAULT_MAX_BODY_BYTES, max_body_bytes
 
     monkeypatch.delenv("HR_API_MAX_BODY_BYTES", raising=False)
     assert max_body_bytes() == DEFAULT_MAX_BODY_BYTES == 1024 * 1024
@@ -105,7 +105,7 @@ def test_the_default_limit_is_one_mebibyte_and_the_variable_sets_it(monkeypatch)
 
 
 def test_the_shipped_app_has_the_limit():
-    from hr_pipeline.legacy_api import BodySizeLimit
+    from hr_pipeline.http_api import BodySizeLimit
 
     assert [m.cls for m in app.user_middleware] == [BodySizeLimit]
 
@@ -119,7 +119,7 @@ def _restore_body(size: int) -> bytes:
 
 @pytest.mark.parametrize("limit", [64, 1024 * 1024])
 def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413(as_user, triggered, monkeypatch, limit):
-    from hr_pipeline.legacy_api import create_app
+    from hr_pipeline.http_api import create_app
 
     monkeypatch.setenv("HR_API_MAX_BODY_BYTES", str(limit))
     client = as_user(create_app())
@@ -137,7 +137,7 @@ def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413(as_user, triggered
 
 def test_a_chunked_body_without_length_is_413_past_the_limit(as_user, triggered):
     """No Content-Length (chunked transfer): the body is counted as it arrives."""
-    from hr_pipeline.legacy_api import create_app
+    from hr_pipeline.http_api import create_app
 
     client = as_user(create_app(max_body=1000))
 
@@ -160,10 +160,10 @@ def test_the_app_stops_reading_a_chunked_body_at_the_chunk_that_passes_the_limit
     sees it): the chunks after the one that passed the limit are never received."""
     import asyncio
 
-    from hr_pipeline import legacy_api
+    from hr_pipeline import http_api
 
-    application = legacy_api.create_app(max_body=1000)
-    application.dependency_overrides[legacy_api.airflow_user] = _User
+    application = http_api.create_app(max_body=1000)
+    application.dependency_overrides[http_api.airflow_user] = _User
     chunks = [b'{"backup": "latest"'] + [b" " * 100] * 1000 + [b"}"]
     received = []
 
@@ -193,7 +193,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read():
     """ASGI level: the app behind the limit never runs and ``receive`` is never called."""
     import asyncio
 
-    from hr_pipeline.legacy_api import BodySizeLimit
+    from hr_pipeline.http_api import BodySizeLimit
 
     async def app_behind(scope, receive, send):
         raise AssertionError("the app must not run")
@@ -235,7 +235,7 @@ def test_an_unreadable_warehouse_is_503_without_its_host_or_port(as_user, monkey
         "conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "hr_reader",
         "password": "not-a-real-password", "schema": "hr_warehouse_db"}))
 
-    with caplog.at_level(logging.ERROR, logger="hr_pipeline.legacy_api"):
+    with caplog.at_level(logging.ERROR, logger="hr_pipeline.http_api"):
         response = as_user(app).get(path)
     assert response.status_code == 503
     detail = response.json()["detail"]
