@@ -73,7 +73,7 @@ WHITESPACE = (
 )
 
 
-def strip(text: str) -> str:
+def trim(text: str) -> str:
     return text.strip(WHITESPACE)
 
 
@@ -176,7 +176,8 @@ def _read(data: bytes) -> tuple[list[list[str]] | None, list[tuple[int, int]]]:
 def is_header(fields: list[str], table: str) -> bool:
     names = column_names(table)
     return len(fields) == len(names) and all(
-        strip(value).lower() == name for value, name in zip(fields, names))
+        trim(value).lower() == name for value, name in zip(fields, names)
+    )
 
 
 def reference_file(table: str, data: bytes, existing_keys: dict[str, set[int]] | None = None) -> FileOutcome:
@@ -215,7 +216,7 @@ def reference_file(table: str, data: bytes, existing_keys: dict[str, set[int]] |
         values: list = []
         key_value = None
         for column, value in zip(columns, raw):
-            text = strip(value)
+            text = trim(value)
             typed = None
             if text == "":
                 broken.add((REQUIRED, column.name))
@@ -275,8 +276,9 @@ def referenced_tables(table: str) -> list[str]:
     return [column.references for column in TABLES[table] if column.references]
 
 
-def reference_pipeline(files: dict[str, list[tuple[str, bytes]]],
-                       tables: dict[str, dict[int, tuple]] | None = None) -> Outcome:
+def reference_pipeline(
+    files: dict[str, list[tuple[str, bytes]]], tables: dict[str, dict[int, tuple]] | None = None
+) -> Outcome:
     """Ingest ``files`` (table -> [(file name, bytes)]) over ``tables`` (the starting state,
     empty by default): tables in load order, files of a table in name order, rows upserted by id
     in record order."""
@@ -295,8 +297,12 @@ def reference_pipeline(files: dict[str, list[tuple[str, bytes]]],
 
 # -- the metric tables -------------------------------------------------------------------------
 
-METRIC_NAMES = ("hires_by_quarter", "departments_above_mean", "quarterly_hires_2021",
-                "departments_above_mean_2021")
+METRIC_NAMES = (
+    "hires_by_quarter",
+    "departments_above_mean",
+    "quarterly_hires_2021",
+    "departments_above_mean_2021",
+)
 
 
 def reference_metrics(tables: dict[str, dict[int, tuple]]) -> dict[str, list[tuple]]:
@@ -320,8 +326,11 @@ def reference_metrics(tables: dict[str, dict[int, tuple]]) -> dict[str, list[tup
     for (year, _), hired in by_department.items():
         totals.setdefault(year, []).append(hired)
     means = {year: sum(counts) / len(counts) for year, counts in totals.items()}
-    above = [(year, department_id, departments[department_id], hired, means[year])
-             for (year, department_id), hired in by_department.items() if hired > means[year]]
+    above = [
+        (year, department_id, departments[department_id], hired, means[year])
+        for (year, department_id), hired in by_department.items()
+        if hired > means[year]
+    ]
     above.sort(key=lambda row: (row[0], -row[3], row[2], row[1]))
 
     return {
@@ -358,10 +367,16 @@ def _reason_patterns(table: str) -> list[tuple[re.Pattern, str | None]]:
         (re.compile(rf"{col}: {_QUOTED} is not an integer", re.DOTALL), INTEGER_RULE),
         (re.compile(rf"{col}: {_DIGITS} is outside the 32-bit integer range"), RANGE),
         (re.compile(rf"{col}: longer than \d+ characters"), LENGTH),
-        (re.compile(rf"{col}: {_QUOTED} is not an ISO 8601 UTC instant like [^;\s]*", re.DOTALL), INSTANT_FORMAT),
+        (
+            re.compile(rf"{col}: {_QUOTED} is not an ISO 8601 UTC instant like [^;\s]*", re.DOTALL),
+            INSTANT_FORMAT,
+        ),
         (re.compile(rf"{col}: {_QUOTED} is not a real date and time", re.DOTALL), REAL_INSTANT),
         (re.compile(rf"{col}: {_DIGITS} does not exist in \w+"), FOREIGN_KEY),
-        (re.compile(rf"{col}: {_DIGITS} appears \d+ times in this file, so every row with it is rejected"), UNIQUE),
+        (
+            re.compile(rf"{col}: {_DIGITS} appears \d+ times in this file, so every row with it is rejected"),
+            UNIQUE,
+        ),
     ]
 
 
@@ -459,11 +474,16 @@ def record_lines(data: bytes, outcome: FileOutcome, number: int) -> str:
     text = text[1:] if text.startswith("\ufeff") else text
     first, last = outcome.lines[number]
     lines = io.StringIO(text, newline="").readlines()
-    return repr("".join(lines[first - 1:last]))[:400]
+    return repr("".join(lines[first - 1 : last]))[:400]
 
 
-def differences(expected: FileOutcome, observed: Observed, data: bytes | None = None,
-                written: bool = False, limit: int = 6) -> list[str]:
+def differences(
+    expected: FileOutcome,
+    observed: Observed,
+    data: bytes | None = None,
+    written: bool = False,
+    limit: int = 6,
+) -> list[str]:
     """Every way ``observed`` differs from the reference's ``expected`` (empty: they agree).
 
     ``written``: the rejected rows' fields are as a rejects file writes them (formula
@@ -482,20 +502,30 @@ def differences(expected: FileOutcome, observed: Observed, data: bytes | None = 
         out.append(f"header skipped: pipeline {observed.header_skipped}, reference {expected.header_skipped}")
     if observed.valid is not None and observed.valid != len(expected.loaded):
         out.append(f"valid rows: pipeline {observed.valid}, reference {len(expected.loaded)}")
-    if observed.data_rows is not None and observed.valid is not None and (
-            observed.valid + len(observed.rejected) != observed.data_rows):
-        out.append(f"invariant: pipeline {observed.valid} valid + {len(observed.rejected)} rejected"
-                   f" != {observed.data_rows} rows")
+    if (
+        observed.data_rows is not None
+        and observed.valid is not None
+        and (observed.valid + len(observed.rejected) != observed.data_rows)
+    ):
+        out.append(
+            f"invariant: pipeline {observed.valid} valid + {len(observed.rejected)} rejected"
+            f" != {observed.data_rows} rows"
+        )
     shown = 0
     for number in sorted(set(expected.rejected) | set(observed.rejected)):
         want, got = expected.rejected.get(number, set()), observed.rejected.get(number, set())
         if want != got and shown < limit:
             shown += 1
             context = f" record {record_lines(data, expected, number)}" if data is not None else ""
-            out.append(f"record {number}: pipeline {sorted(got, key=str)}, reference "
-                       f"{sorted(want, key=str)}{context}")
-    mismatched = sum(1 for n in set(expected.rejected) | set(observed.rejected)
-                     if expected.rejected.get(n, set()) != observed.rejected.get(n, set()))
+            out.append(
+                f"record {number}: pipeline {sorted(got, key=str)}, reference "
+                f"{sorted(want, key=str)}{context}"
+            )
+    mismatched = sum(
+        1
+        for n in set(expected.rejected) | set(observed.rejected)
+        if expected.rejected.get(n, set()) != observed.rejected.get(n, set())
+    )
     if mismatched > shown:
         out.append(f"... {mismatched - shown} more records whose rules differ")
     width = len(TABLES[expected.table])
@@ -507,12 +537,16 @@ def differences(expected: FileOutcome, observed: Observed, data: bytes | None = 
         if observed.fields[number] != want:
             bad_fields += 1
             if bad_fields <= 3:
-                out.append(f"record {number} fields: pipeline {observed.fields[number]!r}, reference {want!r}")
+                out.append(
+                    f"record {number} fields: pipeline {observed.fields[number]!r}, reference {want!r}"
+                )
     if observed.loaded is not None and observed.loaded != expected.loaded:
         pairs = list(zip(expected.loaded_records, expected.loaded))
         extra = [row for row in observed.loaded if row not in expected.loaded]
         missing = [(n, row) for n, row in pairs if row not in observed.loaded]
-        out.append(f"valid rows differ: {len(observed.loaded)} from the pipeline, {len(expected.loaded)}"
-                   f" from the reference; not in the reference: {extra[:3]!r}; missing (record, row):"
-                   f" {missing[:3]!r}")
+        out.append(
+            f"valid rows differ: {len(observed.loaded)} from the pipeline, {len(expected.loaded)}"
+            f" from the reference; not in the reference: {extra[:3]!r}; missing (record, row):"
+            f" {missing[:3]!r}"
+        )
     return out

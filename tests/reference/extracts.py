@@ -40,64 +40,257 @@ from tests.reference.contract import INT_MAX, INT_MIN, TABLES, WHITESPACE, colum
 
 # -- pools of field text -------------------------------------------------------------------------
 
-DEPARTMENT_WORDS = ["Sales", "Marketing", "Research", "Engineering", "Support", "Legal", "Accounting",
-                    "Training", "Services", "Product Management", "Business Development",
-                    "Human Resources", "Recherche & Développement", "Ventas", "営業部", "Поддержка",
-                    "Logística", "Qualität", "مبيعات", "🚀 Growth"]
-JOB_WORDS = ["Marketing Assistant", "VP Sales", "Biostatistician IV", "Account Executive",
-             "Nurse", "Teacher", "Data Engineer", "Analyst Programmer", "Développeuse",
-             "Ingenieur für Qualität", "看護師", "Программист", "Jefe de Ventas", "Señor Dev 👩‍💻",
-             "Ægir's Smith", "Δάσκαλος"]
-FIRST_NAMES = ["Harold", "Ty", "Lyman", "Zoë", "Åsa", "José", "Łukasz", "Ngozi", "Chloé", "Søren",
-               "Mía", "İlkay", "Ægir", "Ödön", "Siobhán", "Nguyễn", "Renée", "山田", "王", "김",
-               "Юлия", "Αλέξης", "محمد", "דוד", "Zoe\u0301", "Jean-Luc", "O'Brien"]
-LAST_NAMES = ["Vogt", "Hofer", "Hadye", "Ångström", "García", "Wałęsa", "Okafor", "Müller", "太郎",
-              "伟", "민준", "Иванова", "Παπαδόπουλος", "Smith", "de la Cruz", "Ñúñez"]
+DEPARTMENT_WORDS = [
+    "Sales",
+    "Marketing",
+    "Research",
+    "Engineering",
+    "Support",
+    "Legal",
+    "Accounting",
+    "Training",
+    "Services",
+    "Product Management",
+    "Business Development",
+    "Human Resources",
+    "Recherche & Développement",
+    "Ventas",
+    "営業部",
+    "Поддержка",
+    "Logística",
+    "Qualität",
+    "مبيعات",
+    "🚀 Growth",
+]
+JOB_WORDS = [
+    "Marketing Assistant",
+    "VP Sales",
+    "Biostatistician IV",
+    "Account Executive",
+    "Nurse",
+    "Teacher",
+    "Data Engineer",
+    "Analyst Programmer",
+    "Développeuse",
+    "Ingenieur für Qualität",
+    "看護師",
+    "Программист",
+    "Jefe de Ventas",
+    "Señor Dev 👩‍💻",
+    "Ægir's Smith",
+    "Δάσκαλος",
+]
+FIRST_NAMES = [
+    "Harold",
+    "Ty",
+    "Lyman",
+    "Zoë",
+    "Åsa",
+    "José",
+    "Łukasz",
+    "Ngozi",
+    "Chloé",
+    "Søren",
+    "Mía",
+    "İlkay",
+    "Ægir",
+    "Ödön",
+    "Siobhán",
+    "Nguyễn",
+    "Renée",
+    "山田",
+    "王",
+    "김",
+    "Юлия",
+    "Αλέξης",
+    "محمد",
+    "דוד",
+    "Zoe\u0301",
+    "Jean-Luc",
+    "O'Brien",
+]
+LAST_NAMES = [
+    "Vogt",
+    "Hofer",
+    "Hadye",
+    "Ångström",
+    "García",
+    "Wałęsa",
+    "Okafor",
+    "Müller",
+    "太郎",
+    "伟",
+    "민준",
+    "Иванова",
+    "Παπαδόπουλος",
+    "Smith",
+    "de la Cruz",
+    "Ñúñez",
+]
 # Names that stress quoting, formula neutralisation, reason parsing and the loaders.
 TRICKY_NAMES = [
-    "Doe, Jane", 'He said "hi"', '"quoted"', "two\nlines", "crlf\r\ninside", "cr\ronly",
-    "=SUM(A1:A9)", "+44 Sales", "-minus", "@handle", "'apostrophe", "\tTab start",
-    "semi; id: 5 does not exist in departments", "a; name: longer than 255 characters",
-    "\\.", "x\n\\.\ny", "\\N", "NULL", "", "\x1ccontrol", "end\x1f", "\u200bzero width",
-    "emoji 👩‍💻 family 👨‍👩‍👧", "ﬁ ligature", "  inner  spaces  ", "日本語の名前", "עברית",
-    "tab\tinside", "back\\slash", "percent %s {0}", "<b>html</b>", "🙂" * 255, "é" * 255,
+    "Doe, Jane",
+    'He said "hi"',
+    '"quoted"',
+    "two\nlines",
+    "crlf\r\ninside",
+    "cr\ronly",
+    "=SUM(A1:A9)",
+    "+44 Sales",
+    "-minus",
+    "@handle",
+    "'apostrophe",
+    "\tTab start",
+    "semi; id: 5 does not exist in departments",
+    "a; name: longer than 255 characters",
+    "\\.",
+    "x\n\\.\ny",
+    "\\N",
+    "NULL",
+    "",
+    "\x1ccontrol",
+    "end\x1f",
+    "\u200bzero width",
+    "emoji 👩‍💻 family 👨‍👩‍👧",
+    "ﬁ ligature",
+    "  inner  spaces  ",
+    "日本語の名前",
+    "עברית",
+    "tab\tinside",
+    "back\\slash",
+    "percent %s {0}",
+    "<b>html</b>",
+    "🙂" * 255,
+    "é" * 255,
 ]
 # Whitespace a field may be padded with (stripped by the contract) ...
-PADDING = [" ", "  ", "\t", "\xa0", "\u3000", "\u2003", "\u202f", "\x0b", "\x0c", "\x85", "\u2028",
-           "\u2029", "\u1680", "\u205f", "\u200a", "\n", "\r\n", " \t\xa0"]
+PADDING = [
+    " ",
+    "  ",
+    "\t",
+    "\xa0",
+    "\u3000",
+    "\u2003",
+    "\u202f",
+    "\x0b",
+    "\x0c",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\u1680",
+    "\u205f",
+    "\u200a",
+    "\n",
+    "\r\n",
+    " \t\xa0",
+]
 # ... and characters at a field's edge that are not whitespace (kept, or not an integer).
 NOT_WHITESPACE = ["\x1c", "\x1d", "\x1e", "\x1f", "\u200b", "\ufeff", "\u180e", "\u2060"]
 assert not any(c in WHITESPACE for c in "".join(NOT_WHITESPACE))
 
-BAD_INTEGERS = ["x5", "1.0", "1e3", "0x1F", "١٢", "１２", "5 5", "+-1", "--1", "1_000", "½", "²",
-                "۳", "five", "∞", "1,0", "+", "-", "'5", "\x1c5", "5\u200b", "5\x1f", "(5)", "5-",
-                "NaN", "null", "1 000", "\u22125"]
-OUT_OF_RANGE = ["2147483648", "-2147483649", "99999999999999999999", "+2147483648",
-                "-0000000002147483649", "9" * 40, "1" * 5000, "00000000004294967296"]
+BAD_INTEGERS = [
+    "x5",
+    "1.0",
+    "1e3",
+    "0x1F",
+    "١٢",
+    "１２",
+    "5 5",
+    "+-1",
+    "--1",
+    "1_000",
+    "½",
+    "²",
+    "۳",
+    "five",
+    "∞",
+    "1,0",
+    "+",
+    "-",
+    "'5",
+    "\x1c5",
+    "5\u200b",
+    "5\x1f",
+    "(5)",
+    "5-",
+    "NaN",
+    "null",
+    "1 000",
+    "\u22125",
+]
+OUT_OF_RANGE = [
+    "2147483648",
+    "-2147483649",
+    "99999999999999999999",
+    "+2147483648",
+    "-0000000002147483649",
+    "9" * 40,
+    "1" * 5000,
+    "00000000004294967296",
+]
 EDGE_INTEGERS = ["2147483647", "-2147483648", "0", "-0", "+0", "000"]
 BAD_INSTANT_FORMATS = [
-    "2021-11-07 02:48:42Z", "2021-11-07T02:48:42", "2021-11-07T02:48:42+00:00",
-    "2021-11-07T02:48:42.Z", "2021-11-07T02:48:42.1234567890Z", "21-11-07T02:48:42Z",
-    "2021-11-07t02:48:42z", "yesterday", "2021-11-07T02:48Z", "2021-11-07", "２０２１-11-07T02:48:42Z",
-    "2021-1-7T2:48:42Z", "2021-11-07T02:48:42.123456789ZZ", "20211107T024842Z",
-    "2021-11-07T02:48:42,5Z", "+2021-11-07T02:48:42Z", "2021-11-07T02:48:42 Z", "2021-11-07T02:48:4２Z",
-    "12021-11-07T02:48:42Z", "2021-11-07T02:48:42.-1Z", "2021-11-07T02:48:42Z\x1f",
+    "2021-11-07 02:48:42Z",
+    "2021-11-07T02:48:42",
+    "2021-11-07T02:48:42+00:00",
+    "2021-11-07T02:48:42.Z",
+    "2021-11-07T02:48:42.1234567890Z",
+    "21-11-07T02:48:42Z",
+    "2021-11-07t02:48:42z",
+    "yesterday",
+    "2021-11-07T02:48Z",
+    "2021-11-07",
+    "２０２１-11-07T02:48:42Z",
+    "2021-1-7T2:48:42Z",
+    "2021-11-07T02:48:42.123456789ZZ",
+    "20211107T024842Z",
+    "2021-11-07T02:48:42,5Z",
+    "+2021-11-07T02:48:42Z",
+    "2021-11-07T02:48:42 Z",
+    "2021-11-07T02:48:4２Z",
+    "12021-11-07T02:48:42Z",
+    "2021-11-07T02:48:42.-1Z",
+    "2021-11-07T02:48:42Z\x1f",
 ]
 NOT_REAL_INSTANTS = [
-    "2021-02-29T00:00:00Z", "1900-02-29T12:00:00Z", "2100-02-29T00:00:00Z", "2021-02-30T00:00:00Z",
-    "2021-13-01T00:00:00Z", "2021-00-10T00:00:00Z", "2021-04-31T00:00:00Z", "0000-01-01T00:00:00Z",
-    "2021-01-01T24:00:00Z", "2021-01-01T23:60:00Z", "2021-01-01T23:59:60Z", "2021-01-00T00:00:00Z",
-    "2021-06-31T10:00:00.5Z", "9999-12-32T00:00:00Z", "2021-99-99T99:99:99.999999999Z",
+    "2021-02-29T00:00:00Z",
+    "1900-02-29T12:00:00Z",
+    "2100-02-29T00:00:00Z",
+    "2021-02-30T00:00:00Z",
+    "2021-13-01T00:00:00Z",
+    "2021-00-10T00:00:00Z",
+    "2021-04-31T00:00:00Z",
+    "0000-01-01T00:00:00Z",
+    "2021-01-01T24:00:00Z",
+    "2021-01-01T23:60:00Z",
+    "2021-01-01T23:59:60Z",
+    "2021-01-00T00:00:00Z",
+    "2021-06-31T10:00:00.5Z",
+    "9999-12-32T00:00:00Z",
+    "2021-99-99T99:99:99.999999999Z",
     "0000-02-29T00:00:00Z",
 ]
 EDGE_INSTANTS = [
-    "2020-02-29T12:00:00Z", "2000-02-29T00:00:00Z", "2024-02-29T23:59:59.999999999Z",
-    "2021-03-31T23:59:59.999999999Z", "2021-04-01T00:00:00Z", "2021-06-30T23:59:59.9999999Z",
-    "2021-07-01T00:00:00.000Z", "2021-09-30T23:59:59.999999Z", "2021-10-01T00:00:00.1Z",
-    "2021-12-31T23:59:59.999999999Z", "2021-01-01T00:00:00Z", "2022-01-01T00:00:00Z",
-    "2020-12-31T23:59:59.5Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z",
-    "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999999Z", "2021-11-07T02:48:42.000000001Z",
-    "2021-11-07T02:48:42.0000009Z", "0004-02-29T00:00:00Z",
+    "2020-02-29T12:00:00Z",
+    "2000-02-29T00:00:00Z",
+    "2024-02-29T23:59:59.999999999Z",
+    "2021-03-31T23:59:59.999999999Z",
+    "2021-04-01T00:00:00Z",
+    "2021-06-30T23:59:59.9999999Z",
+    "2021-07-01T00:00:00.000Z",
+    "2021-09-30T23:59:59.999999Z",
+    "2021-10-01T00:00:00.1Z",
+    "2021-12-31T23:59:59.999999999Z",
+    "2021-01-01T00:00:00Z",
+    "2022-01-01T00:00:00Z",
+    "2020-12-31T23:59:59.5Z",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999999Z",
+    "1970-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999999Z",
+    "2021-11-07T02:48:42.000000001Z",
+    "2021-11-07T02:48:42.0000009Z",
+    "0004-02-29T00:00:00Z",
 ]
 
 
@@ -156,10 +349,24 @@ def _good_instant(rng: random.Random) -> str:
         return rng.choice(EDGE_INSTANTS)
     year = rng.choice([2021] * 6 + [2019, 2020, 2022, 2023])
     month = rng.randint(1, 12)
-    days = [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28, 31, 30, 31, 30,
-            31, 31, 30, 31, 30, 31][month - 1]
-    text = (f"{year:04d}-{month:02d}-{rng.randint(1, days):02d}T{rng.randint(0, 23):02d}:"
-            f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}")
+    days = [
+        31,
+        29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ][month - 1]
+    text = (
+        f"{year:04d}-{month:02d}-{rng.randint(1, days):02d}T{rng.randint(0, 23):02d}:"
+        f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+    )
     if rng.random() < 0.3:
         text += "." + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9)))
     return text + "Z"
@@ -191,7 +398,7 @@ def _name(table: str, rng: random.Random, mess: Mess) -> str:
 
 
 def _long_text(rng: random.Random, length: int) -> str:
-    alphabet = "abcdefghij klmnopqrstuvwxyz,\"é李🙂\n"
+    alphabet = 'abcdefghij klmnopqrstuvwxyz,"é李🙂\n'
     return "L" + "".join(rng.choice(alphabet) for _ in range(length - 2)) + "g"
 
 
@@ -199,15 +406,18 @@ def _padded(text: str, rng: random.Random, mess: Mess) -> str:
     if rng.random() < mess.padding_rate:
         text = rng.choice(PADDING + [""]) + text + rng.choice(PADDING + [""])
     if rng.random() < mess.tricky_rate * 0.05:
-        text = rng.choice(["", rng.choice(NOT_WHITESPACE)]) + text + rng.choice(["", rng.choice(NOT_WHITESPACE)])
+        text = (
+            rng.choice(["", rng.choice(NOT_WHITESPACE)]) + text + rng.choice(["", rng.choice(NOT_WHITESPACE)])
+        )
     return text
 
 
 # -- rows --------------------------------------------------------------------------------------
 
 
-def generate_rows(table: str, rows: int, seed: int, known_department_ids=(), known_job_ids=(),
-                  mess: Mess | None = None) -> list[list[str]]:
+def generate_rows(
+    table: str, rows: int, seed: int, known_department_ids=(), known_job_ids=(), mess: Mess | None = None
+) -> list[list[str]]:
     """``rows`` data rows of raw field text (before quoting), the messiness of ``mess``."""
     mess = mess or Mess()
     rng = random.Random(seed)
@@ -215,9 +425,9 @@ def generate_rows(table: str, rows: int, seed: int, known_department_ids=(), kno
     known = {"departments": sorted(known_department_ids), "jobs": sorted(known_job_ids)}
     ids = list(range(mess.first_id, mess.first_id + rows))
     for start in range(0, len(ids), 50):  # shuffled within runs of 50: out of order, but local
-        block = ids[start:start + 50]
+        block = ids[start : start + 50]
         rng.shuffle(block)
-        ids[start:start + 50] = block
+        ids[start : start + 50] = block
     out: list[list[str]] = []
     used: list[int] = []
     for index in range(rows):
@@ -232,13 +442,16 @@ def generate_rows(table: str, rows: int, seed: int, known_department_ids=(), kno
                 values.append(_spelt(key, rng, mess.tricky_rate))
             elif column.references:
                 pool = known[column.references]
-                values.append(_spelt(rng.choice(pool), rng, mess.tricky_rate) if pool
-                              else str(rng.randint(1, 50)))
+                values.append(
+                    _spelt(rng.choice(pool), rng, mess.tricky_rate) if pool else str(rng.randint(1, 50))
+                )
             elif column.type == "timestamp":
                 values.append(_good_instant(rng))
             else:
                 name = _name(table, rng, mess)
-                values.append(f"{name} #{key}" if mess.distinct_names and table != "hired_employees" else name)
+                values.append(
+                    f"{name} #{key}" if mess.distinct_names and table != "hired_employees" else name
+                )
         if rng.random() < mess.bad_rate:
             for _ in range(rng.choice([1, 1, 1, 2, 3])):
                 _break(values, columns, known, rng)
@@ -274,8 +487,9 @@ def _break(values: list[str], columns, known: dict, rng: random.Random) -> None:
     elif rule == "foreign key":
         pool = known[column.references]
         top = max(pool, default=0)
-        values[position] = str(rng.choice([top + rng.randint(1, 1000), -rng.randint(1, 99),
-                                           INT_MAX, INT_MIN, top + 1]))
+        values[position] = str(
+            rng.choice([top + rng.randint(1, 1000), -rng.randint(1, 99), INT_MAX, INT_MIN, top + 1])
+        )
     elif rule == "length":
         values[position] = _long_text(rng, rng.choice([256, 257, 300, 1000]))
     elif rule == "instant format":
@@ -308,7 +522,7 @@ def _render_field(value: str, rng: random.Random, mess: Mess) -> str:
     needs = any(c in value for c in ',"\r\n')
     if mess.odd_quoting and rng.random() < 0.05:
         odd = rng.choice(["bare", "after", "before"])
-        if odd == "bare" and value and not any(c in value for c in ',\r\n') and not value.startswith('"'):
+        if odd == "bare" and value and not any(c in value for c in ",\r\n") and not value.startswith('"'):
             cut = rng.randint(1, len(value))
             return value[:cut] + '"' + value[cut:]  # csv: a quote inside an unquoted field is text
         if odd == "after" and not any(c in value for c in "\r\n"):
@@ -325,8 +539,12 @@ def _header(table: str, kind: str, rng: random.Random) -> list[str] | None:
     if kind == "exact":
         return names
     if kind == "messy":
-        return [rng.choice(PADDING[:6] + [""]) + (n.upper() if rng.random() < 0.5 else n.title())
-                + rng.choice(["", " ", "\u3000"]) for n in names]
+        return [
+            rng.choice(PADDING[:6] + [""])
+            + (n.upper() if rng.random() < 0.5 else n.title())
+            + rng.choice(["", " ", "\u3000"])
+            for n in names
+        ]
     if kind == "quoted":
         return [_quoted(n) for n in names]
     if kind == "other":
@@ -337,8 +555,15 @@ def _header(table: str, kind: str, rng: random.Random) -> list[str] | None:
     return None
 
 
-def messy_extract(table: str, rows: int, seed: int, known_department_ids=(), known_job_ids=(),
-                  mess: Mess | None = None, **overrides) -> bytes:
+def messy_extract(
+    table: str,
+    rows: int,
+    seed: int,
+    known_department_ids=(),
+    known_job_ids=(),
+    mess: Mess | None = None,
+    **overrides,
+) -> bytes:
     """A messy extract of ``table`` with ``rows`` generated data rows (plus, depending on the
     mess, a header row and blank lines), as bytes. ``overrides`` replace fields of ``mess``."""
     mess = replace(mess or Mess(), **overrides)
@@ -348,13 +573,21 @@ def messy_extract(table: str, rows: int, seed: int, known_department_ids=(), kno
     header = mess.header if mess.header is not None else rng.choice(HEADERS)
     line_ends = mess.line_ends or rng.choice(["lf", "crlf", "mixed"])
     final_newline = mess.final_newline if mess.final_newline is not None else rng.random() < 0.8
-    return render_extract(table, records, rng, mess, bom=bom, header=header, line_ends=line_ends,
-                          final_newline=final_newline)
+    return render_extract(
+        table, records, rng, mess, bom=bom, header=header, line_ends=line_ends, final_newline=final_newline
+    )
 
 
-def render_extract(table: str, records: list[list[str]], rng: random.Random, mess: Mess | None = None,
-                   bom: bool = False, header: str = "none", line_ends: str = "lf",
-                   final_newline: bool = True) -> bytes:
+def render_extract(
+    table: str,
+    records: list[list[str]],
+    rng: random.Random,
+    mess: Mess | None = None,
+    bom: bool = False,
+    header: str = "none",
+    line_ends: str = "lf",
+    final_newline: bool = True,
+) -> bytes:
     """Records of raw field text written as a CSV file (quoting each field as needed or by
     chance), with the file-level mess: BOM, header, line ends, blank lines, final newline."""
     mess = mess or Mess()
@@ -417,8 +650,9 @@ def spoil(data: bytes, how: str, rng: random.Random) -> bytes:
     raise ValueError(how)
 
 
-def generated_tables(seed: int, departments: int, jobs: int, hires: int, mess: Mess | None = None,
-                     random_messes: bool = True) -> dict[str, list[tuple[str, bytes]]]:
+def generated_tables(
+    seed: int, departments: int, jobs: int, hires: int, mess: Mess | None = None, random_messes: bool = True
+) -> dict[str, list[tuple[str, bytes]]]:
     """One file per table, the hires referring to the departments and jobs the first two files
     define (and, by the mess, to some that do not exist)."""
     from tests.reference.contract import reference_file
@@ -433,14 +667,18 @@ def generated_tables(seed: int, departments: int, jobs: int, hires: int, mess: M
     department_ids = {row[0] for row in reference_file("departments", dept).loaded} or {1}
     job_ids = {row[0] for row in reference_file("jobs", job).loaded} or {1}
     hire = messy_extract("hired_employees", hires, seed + 3, department_ids, job_ids, mess=pick())
-    return {"departments": [("departments.csv", dept)], "jobs": [("jobs.csv", job)],
-            "hired_employees": [("hired_employees.csv", hire)]}
+    return {
+        "departments": [("departments.csv", dept)],
+        "jobs": [("jobs.csv", job)],
+        "hired_employees": [("hired_employees.csv", hire)],
+    }
 
 
 # -- Hypothesis strategies ---------------------------------------------------------------------
 
-FILE_TEXT = "".join(dict.fromkeys(
-    "ab Zé李🙂,\"'\n\r;:=+-@.0123456789TZ" + "".join(PADDING) + "".join(NOT_WHITESPACE)))
+FILE_TEXT = "".join(
+    dict.fromkeys("ab Zé李🙂,\"'\n\r;:=+-@.0123456789TZ" + "".join(PADDING) + "".join(NOT_WHITESPACE))
+)
 
 
 def _strategies():
@@ -457,8 +695,9 @@ def _spell(pair) -> str:
 
 def _instant_text(parts) -> str:
     when, digits, fraction = parts
-    text = (f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:{when.minute:02d}:"
-            f"{when.second:02d}")
+    text = (
+        f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
+    )
     return text + ("." + f"{fraction:09d}"[:digits] if digits else "") + "Z"
 
 
@@ -471,16 +710,34 @@ def field_text(column, known_ids=()):
         ids = st.sampled_from(sorted(known_ids)) if column.references and known_ids else st.integers(-3, 40)
         spelt = st.tuples(ids, st.sampled_from(["+", "0", "00", "0000000000000000"])).map(_spell)
         good = ids.map(str)
-        core = st.one_of(good, good, good, spelt, st.integers(-60, 60).map(str),
-                         st.sampled_from(BAD_INTEGERS + OUT_OF_RANGE + EDGE_INTEGERS + [""]), text)
+        core = st.one_of(
+            good,
+            good,
+            good,
+            spelt,
+            st.integers(-60, 60).map(str),
+            st.sampled_from(BAD_INTEGERS + OUT_OF_RANGE + EDGE_INTEGERS + [""]),
+            text,
+        )
     elif column.type == "string":
         good = st.sampled_from(DEPARTMENT_WORDS + JOB_WORDS + FIRST_NAMES)
-        core = st.one_of(good, good, good, text,
-                         st.sampled_from(TRICKY_NAMES),
-                         st.integers(250, 400).map(lambda n: "é" * (n - 1) + "x"))
+        core = st.one_of(
+            good,
+            good,
+            good,
+            text,
+            st.sampled_from(TRICKY_NAMES),
+            st.integers(250, 400).map(lambda n: "é" * (n - 1) + "x"),
+        )
     else:
         good = st.tuples(st.datetimes(), st.integers(0, 9), st.integers(0, 999_999_999)).map(_instant_text)
-        core = st.one_of(good, good, good, st.sampled_from(EDGE_INSTANTS + NOT_REAL_INSTANTS + BAD_INSTANT_FORMATS + [""]), text)
+        core = st.one_of(
+            good,
+            good,
+            good,
+            st.sampled_from(EDGE_INSTANTS + NOT_REAL_INSTANTS + BAD_INSTANT_FORMATS + [""]),
+            text,
+        )
     edges = st.one_of(st.just(""), st.just(""), st.sampled_from(PADDING), st.sampled_from(NOT_WHITESPACE))
     return st.tuples(edges, core, edges).map("".join)
 
@@ -494,15 +751,23 @@ def row_fields(table: str, known_department_ids=(), known_job_ids=()):
     fields = st.tuples(*[field_text(c, known.get(c.references or "", ())) for c in columns]).map(list)
     extra = st.lists(st.sampled_from(["", "x", "1", "a,b"]), min_size=1, max_size=3)
     return st.one_of(
-        fields, fields, fields,
+        fields,
+        fields,
+        fields,
         st.tuples(fields, st.integers(1, len(columns) - 1)).map(lambda t: t[0][: t[1]]),
         st.tuples(fields, extra).map(lambda t: t[0] + t[1]),
         st.sampled_from([['""'], [" "], ["\u3000"]]),
     )
 
 
-def extract_bytes(table: str, known_department_ids=(), known_job_ids=(), max_rows: int = 30,
-                  odd_quoting: bool = False, unreadable: bool = False):
+def extract_bytes(
+    table: str,
+    known_department_ids=(),
+    known_job_ids=(),
+    max_rows: int = 30,
+    odd_quoting: bool = False,
+    unreadable: bool = False,
+):
     """A strategy of whole files of ``table``: a list of ``row_fields`` rendered with a drawn
     BOM, header kind, line ends, final newline, quoting and blank lines (``render_extract``)."""
     st = _strategies()
@@ -510,13 +775,22 @@ def extract_bytes(table: str, known_department_ids=(), known_job_ids=(), max_row
     @st.composite
     def build(draw):
         rows = draw(st.lists(row_fields(table, known_department_ids, known_job_ids), max_size=max_rows))
-        mess = Mess(quote_rate=draw(st.sampled_from([0.0, 0.2, 1.0])),
-                    blank_line_rate=draw(st.sampled_from([0.0, 0.1, 0.3])), odd_quoting=odd_quoting)
+        mess = Mess(
+            quote_rate=draw(st.sampled_from([0.0, 0.2, 1.0])),
+            blank_line_rate=draw(st.sampled_from([0.0, 0.1, 0.3])),
+            odd_quoting=odd_quoting,
+        )
         rng = draw(st.randoms(use_true_random=False))
-        data = render_extract(table, rows, rng, mess, bom=draw(st.booleans()),
-                              header=draw(st.sampled_from(HEADERS)),
-                              line_ends=draw(st.sampled_from(["lf", "crlf", "mixed"])),
-                              final_newline=draw(st.booleans()))
+        data = render_extract(
+            table,
+            rows,
+            rng,
+            mess,
+            bom=draw(st.booleans()),
+            header=draw(st.sampled_from(HEADERS)),
+            line_ends=draw(st.sampled_from(["lf", "crlf", "mixed"])),
+            final_newline=draw(st.booleans()),
+        )
         if unreadable and draw(st.integers(0, 4)) == 0:
             data = spoil(data, draw(st.sampled_from(UNREADABLE)), rng)
         return data

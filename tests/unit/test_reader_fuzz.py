@@ -33,15 +33,25 @@ from hr_pipeline.contracts import CONTRACTS
 from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, scan_blocks, scan_plain
 from hr_pipeline.warehouse import parse_stored_timestamp
 from tests.reference.contract import (
-    TABLES, Observed, differences, parse_reason_text, reference_file,
+    TABLES,
+    Observed,
+    differences,
+    parse_reason_text,
+    reference_file,
 )
 from tests.reference.extracts import Mess, extract_bytes, messy_extract, random_mess
 
 # The ids the referenced tables hold "in the warehouse" while the files are validated.
 KNOWN = {"departments": {1, 2, 3, 5, 8, -4}, "jobs": {1, 2, 3, 40}}
 
-FUZZ = settings(max_examples=100, derandomize=True, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck), print_blob=True)
+FUZZ = settings(
+    max_examples=100,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
 
 
 @contextmanager
@@ -62,7 +72,7 @@ def pieces(data: bytes, rng: random.Random):
     at = 0
     while at < len(data):
         size = rng.choice([1, 2, 3, 7, 64, 1000, 4096, 5000])
-        yield data[at:at + size]
+        yield data[at : at + size]
         at += size
 
 
@@ -74,15 +84,15 @@ def typed(table: str, row: dict) -> tuple:
     return tuple(values)
 
 
-def run_functions(table: str, data: bytes, path: Path, chunk_rows: int, block: int,
-                  seed: int) -> Observed:
+def run_functions(table: str, data: bytes, path: Path, chunk_rows: int, block: int, seed: int) -> Observed:
     """The file through scan, read_chunks and ChunkValidator, as validate_file calls them."""
     from hr_pipeline.validation import ChunkValidator
 
     contract = CONTRACTS[table]
     path.write_bytes(data)
-    keys = {ref: KNOWN[ref] for ref in ("departments", "jobs") if any(
-        c.references == ref for c in TABLES[table])}
+    keys = {
+        ref: KNOWN[ref] for ref in ("departments", "jobs") if any(c.references == ref for c in TABLES[table])
+    }
     observed = Observed(data_rows=0, valid=0, loaded=[], misshapen=0, header_skipped=False)
     with read_block(block):
         try:
@@ -108,7 +118,8 @@ def run_functions(table: str, data: bytes, path: Path, chunk_rows: int, block: i
                 observed.fields[number] = list(rejected.fields)
     assert file_scan.records == observed.data_rows + observed.header_skipped, (
         f"the scan counted {file_scan.records} records, the chunks {observed.data_rows} rows"
-        f" + header {observed.header_skipped}")
+        f" + header {observed.header_skipped}"
+    )
     return observed
 
 
@@ -116,8 +127,11 @@ def check(table: str, data: bytes, tmp_path: Path, chunk_rows: int, block: int, 
     expected = reference_file(table, data, KNOWN)
     observed = run_functions(table, data, tmp_path / "extract.csv", chunk_rows, block, seed)
     problems = differences(expected, observed, data)
-    assert not problems, (f"{table}, chunk_rows={chunk_rows}, block={block}, {len(data)} bytes:\n  "
-                          + "\n  ".join(problems) + f"\nfile: {data[:1500]!r}")
+    assert not problems, (
+        f"{table}, chunk_rows={chunk_rows}, block={block}, {len(data)} bytes:\n  "
+        + "\n  ".join(problems)
+        + f"\nfile: {data[:1500]!r}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +140,18 @@ def fuzz_dir(tmp_path_factory) -> Path:
 
 
 def files(**options):
-    return st.sampled_from(list(TABLES)).flatmap(lambda table: st.tuples(
-        st.just(table), extract_bytes(table, sorted(KNOWN["departments"]), sorted(KNOWN["jobs"]), **options)))
+    return st.sampled_from(list(TABLES)).flatmap(
+        lambda table: st.tuples(
+            st.just(table),
+            extract_bytes(table, sorted(KNOWN["departments"]), sorted(KNOWN["jobs"]), **options),
+        )
+    )
 
 
 @FUZZ
-@given(case=files(max_rows=30), chunk_rows=st.sampled_from([3, 7, 50]),
-       block=st.sampled_from([1024, 1500, 4096]))
+@given(
+    case=files(max_rows=30), chunk_rows=st.sampled_from([3, 7, 50]), block=st.sampled_from([1024, 1500, 4096])
+)
 def test_generated_files_read_and_validate_as_the_reference_says(fuzz_dir, case, chunk_rows, block):
     """100 Hypothesis files (0-30 rows each, of the three tables) with every rule broken, BOMs,
     headers, blank lines, quoted line breaks, whitespace of every kind: the pipeline's reader and
@@ -142,8 +161,11 @@ def test_generated_files_read_and_validate_as_the_reference_says(fuzz_dir, case,
 
 
 @settings(FUZZ, max_examples=60)
-@given(case=files(max_rows=20, odd_quoting=True, unreadable=True), chunk_rows=st.sampled_from([7, 50]),
-       block=st.sampled_from([1024, 4096]))
+@given(
+    case=files(max_rows=20, odd_quoting=True, unreadable=True),
+    chunk_rows=st.sampled_from([7, 50]),
+    block=st.sampled_from([1024, 4096]),
+)
 def test_odd_quoting_and_unreadable_files(fuzz_dir, case, chunk_rows, block):
     """60 Hypothesis files with quotes inside unquoted fields, text after a closing quote, a
     quote before which there is a space, lone CR line ends, a quote left open at the end, and
@@ -167,8 +189,9 @@ SEEDED = [  # (seed, table, rows, chunk_rows, block bytes, fixed mess)
 ]
 
 
-@pytest.mark.parametrize("seed, table, rows, chunk_rows, block, fixed", SEEDED,
-                         ids=[f"seed{case[0]}-{case[1]}" for case in SEEDED])
+@pytest.mark.parametrize(
+    "seed, table, rows, chunk_rows, block, fixed", SEEDED, ids=[f"seed{case[0]}-{case[1]}" for case in SEEDED]
+)
 def test_seeded_larger_files(tmp_path, seed, table, rows, chunk_rows, block, fixed):
     """10 seeded files of 400-1,500 rows (about 9,400 in all), each crossing dozens of read
     blocks and several chunks: misshapen rows, duplicates near and far, long fields, records
@@ -182,10 +205,24 @@ def test_seeded_larger_files(tmp_path, seed, table, rows, chunk_rows, block, fix
 def test_a_misshapen_row_in_every_position_around_chunk_and_block_ends(tmp_path):
     """One misshapen record at each position 1-40 of a 40-row file, chunks of 7, blocks of
     1 KiB: it keeps its own record number and the rows around it theirs."""
-    base = messy_extract("jobs", 40, 99, mess=Mess(bad_rate=0, misshapen_rate=0, duplicate_rate=0,
-                                                  tricky_rate=0, padding_rate=0, blank_line_rate=0,
-                                                  long_field_rate=0, header="none", bom=False,
-                                                  line_ends="lf", final_newline=True))
+    base = messy_extract(
+        "jobs",
+        40,
+        99,
+        mess=Mess(
+            bad_rate=0,
+            misshapen_rate=0,
+            duplicate_rate=0,
+            tricky_rate=0,
+            padding_rate=0,
+            blank_line_rate=0,
+            long_field_rate=0,
+            header="none",
+            bom=False,
+            line_ends="lf",
+            final_newline=True,
+        ),
+    )
     lines = base.split(b"\n")
     for position in range(40):
         data = b"\n".join(lines[:position] + [b"1,x,extra"] + lines[position:])

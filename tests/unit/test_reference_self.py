@@ -19,8 +19,19 @@ import pytest
 
 from tests.reference import contract as ref
 from tests.reference.contract import (
-    FIELDS, FOREIGN_KEY, INSTANT_FORMAT, INTEGER_RULE, LENGTH, RANGE, REAL_INSTANT, REQUIRED, UNIQUE,
-    parse_reason_text, reference_file, reference_metrics, reference_pipeline,
+    FIELDS,
+    FOREIGN_KEY,
+    INSTANT_FORMAT,
+    INTEGER_RULE,
+    LENGTH,
+    RANGE,
+    REAL_INSTANT,
+    REQUIRED,
+    UNIQUE,
+    parse_reason_text,
+    reference_file,
+    reference_metrics,
+    reference_pipeline,
 )
 from tests.reference.extracts import Mess, generated_tables, messy_extract, random_mess
 
@@ -51,7 +62,8 @@ def test_table_definitions_equal_the_pipelines_contracts():
         contract = contracts.CONTRACTS[name]
         assert contract.key == ref.KEY
         assert [(c.name, c.type, c.references) for c in columns] == [
-            (c.name, c.type.value, c.references) for c in contract.columns]
+            (c.name, c.type.value, c.references) for c in contract.columns
+        ]
     assert (ref.INT_MIN, ref.INT_MAX) == (contracts.INTEGER_MIN, contracts.INTEGER_MAX)
     assert ref.MAX_LENGTH == contracts.STRING_MAX_LENGTH
 
@@ -61,8 +73,8 @@ def test_whitespace_is_unicode_white_space_not_str_strip():
     bidi class B/S, though they are not whitespace)."""
     spaces = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
     assert set(ref.WHITESPACE) == spaces - {"\x1c", "\x1d", "\x1e", "\x1f"}
-    assert ref.strip("\x1c 5 \x1f") == "\x1c 5 \x1f"
-    assert ref.strip("\u3000\xa0\u2028\x85 5\u202f\t\r\n") == "5"
+    assert ref.trim("\x1c 5 \x1f") == "\x1c 5 \x1f"
+    assert ref.trim("\u3000\xa0\u2028\x85 5\u202f\t\r\n") == "5"
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -75,8 +87,9 @@ def test_plain_rows_are_loaded_typed_in_record_order():
     assert (result.data_rows, result.rejected_count, result.header_skipped) == (2, 0, False)
 
 
-@pytest.mark.parametrize("header", ["id,department", " ID , Department\u3000", '"id","DEPARTMENT"',
-                                    "\xa0id\xa0,department"])
+@pytest.mark.parametrize(
+    "header", ["id,department", " ID , Department\u3000", '"id","DEPARTMENT"', "\xa0id\xa0,department"]
+)
 def test_a_header_row_is_skipped_but_keeps_record_number_1(header):
     result = outcome("departments", f"{header}\r\n5,x\r\n7,\n")
     assert result.header_skipped and result.data_rows == 2
@@ -118,8 +131,10 @@ def test_quotes_that_do_not_open_a_quoted_field():
     assert result.loaded == [(1, 'a"b"c'), (2, '"x"'), (3, "abcd")]
 
 
-@pytest.mark.parametrize("data", [b"1,a\x00\n", b"1,\xff\n", b"1,Zo\xeb\n", b"1,a\xe2\x82",
-                                  b"1,\xed\xa0\x80\n", b"1,\xc0\xaf\n", b"\x00"])
+@pytest.mark.parametrize(
+    "data",
+    [b"1,a\x00\n", b"1,\xff\n", b"1,Zo\xeb\n", b"1,a\xe2\x82", b"1,\xed\xa0\x80\n", b"1,\xc0\xaf\n", b"\x00"],
+)
 def test_nul_or_invalid_utf8_makes_the_file_unreadable(data):
     result = outcome("departments", data)
     assert result.unreadable and result.data_rows == 0 and not result.loaded
@@ -136,28 +151,48 @@ def test_files_without_data_rows(data):
 
 def test_fields_rule_is_the_only_rule_of_a_misshapen_row():
     assert rules("departments", '1\n1,a,b\n""\n \n,,\nx,\n') == {
-        1: {(FIELDS, None)}, 2: {(FIELDS, None)}, 3: {(FIELDS, None)}, 4: {(FIELDS, None)},
-        5: {(FIELDS, None)}, 6: {(REQUIRED, "department"), (INTEGER_RULE, "id")}}
+        1: {(FIELDS, None)},
+        2: {(FIELDS, None)},
+        3: {(FIELDS, None)},
+        4: {(FIELDS, None)},
+        5: {(FIELDS, None)},
+        6: {(REQUIRED, "department"), (INTEGER_RULE, "id")},
+    }
 
 
 def test_required_is_after_stripping_and_alone_on_its_field():
     assert rules("departments", '1, \u3000\n \t,a\n"\r\n",x\n') == {
-        1: {(REQUIRED, "department")}, 2: {(REQUIRED, "id")}, 3: {(REQUIRED, "id")}}
+        1: {(REQUIRED, "department")},
+        2: {(REQUIRED, "id")},
+        3: {(REQUIRED, "id")},
+    }
 
 
-@pytest.mark.parametrize("text", ["x5", "1.0", "1e3", "١", "１", "5 5", "+-1", "0x1", "\x1c5", "5\u200b", "+", "-"])
+@pytest.mark.parametrize(
+    "text", ["x5", "1.0", "1e3", "١", "１", "5 5", "+-1", "0x1", "\x1c5", "5\u200b", "+", "-"]
+)
 def test_integer_rule(text):
     assert rules("departments", f'"{text}",a\n') == {1: {(INTEGER_RULE, "id")}}
 
 
-@pytest.mark.parametrize("text, value", [("2147483647", 2147483647), ("-2147483648", -2147483648),
-                                         ("+7", 7), ("007", 7), ("-0", 0), ("\xa09\u3000", 9)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("2147483647", 2147483647),
+        ("-2147483648", -2147483648),
+        ("+7", 7),
+        ("007", 7),
+        ("-0", 0),
+        ("\xa09\u3000", 9),
+    ],
+)
 def test_integers_in_range_load(text, value):
     assert outcome("departments", f'"{text}",a\n').loaded == [(value, "a")]
 
 
-@pytest.mark.parametrize("text", ["2147483648", "-2147483649", "99999999999999999999", "1" * 5000,
-                                  "-0000000002147483649"])
+@pytest.mark.parametrize(
+    "text", ["2147483648", "-2147483649", "99999999999999999999", "1" * 5000, "-0000000002147483649"]
+)
 def test_range_rule(text):
     assert rules("departments", f"{text},a\n") == {1: {(RANGE, "id")}}
 
@@ -172,42 +207,71 @@ def hire(when: str, dept="1", job="1", key="1", name="Ann") -> str:
     return f"{key},{name},{when},{dept},{job}\n"
 
 
-@pytest.mark.parametrize("when", ["2021-11-07 02:48:42Z", "2021-11-07T02:48:42", "2021-11-07T02:48:42+00:00",
-                                  "2021-11-07T02:48:42.Z", "2021-11-07T02:48:42.1234567890Z",
-                                  "2021-11-07t02:48:42z", "yesterday", "２０２１-11-07T02:48:42Z"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2021-11-07 02:48:42Z",
+        "2021-11-07T02:48:42",
+        "2021-11-07T02:48:42+00:00",
+        "2021-11-07T02:48:42.Z",
+        "2021-11-07T02:48:42.1234567890Z",
+        "2021-11-07t02:48:42z",
+        "yesterday",
+        "２０２１-11-07T02:48:42Z",
+    ],
+)
 def test_instant_format_rule(when):
     assert rules("hired_employees", hire(when)) == {1: {(INSTANT_FORMAT, "datetime")}}
 
 
-@pytest.mark.parametrize("when", ["2021-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2021-04-31T00:00:00Z",
-                                  "2021-13-01T00:00:00Z", "0000-01-01T00:00:00Z", "2021-01-01T24:00:00Z",
-                                  "2021-01-01T00:60:00Z", "2021-01-01T00:00:60Z", "2021-01-00T00:00:00Z"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "2021-02-29T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2021-04-31T00:00:00Z",
+        "2021-13-01T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "2021-01-01T24:00:00Z",
+        "2021-01-01T00:60:00Z",
+        "2021-01-01T00:00:60Z",
+        "2021-01-00T00:00:00Z",
+    ],
+)
 def test_real_instant_rule(when):
     assert rules("hired_employees", hire(when)) == {1: {(REAL_INSTANT, "datetime")}}
 
 
-@pytest.mark.parametrize("when, expected", [
-    ("2021-11-07T02:48:42Z", datetime(2021, 11, 7, 2, 48, 42)),
-    ("2000-02-29T00:00:00Z", datetime(2000, 2, 29)),
-    ("2021-12-31T23:59:59.999999999Z", datetime(2021, 12, 31, 23, 59, 59, 999999)),  # truncated
-    ("2021-03-31T23:59:59.9Z", datetime(2021, 3, 31, 23, 59, 59, 900000)),
-    ("2021-11-07T02:48:42.0000009Z", datetime(2021, 11, 7, 2, 48, 42, 0)),
-    ("0001-01-01T00:00:00Z", datetime(1, 1, 1)),
-    ("9999-12-31T23:59:59.999999999Z", datetime(9999, 12, 31, 23, 59, 59, 999999)),
-])
+@pytest.mark.parametrize(
+    "when, expected",
+    [
+        ("2021-11-07T02:48:42Z", datetime(2021, 11, 7, 2, 48, 42)),
+        ("2000-02-29T00:00:00Z", datetime(2000, 2, 29)),
+        ("2021-12-31T23:59:59.999999999Z", datetime(2021, 12, 31, 23, 59, 59, 999999)),  # truncated
+        ("2021-03-31T23:59:59.9Z", datetime(2021, 3, 31, 23, 59, 59, 900000)),
+        ("2021-11-07T02:48:42.0000009Z", datetime(2021, 11, 7, 2, 48, 42, 0)),
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1)),
+        ("9999-12-31T23:59:59.999999999Z", datetime(9999, 12, 31, 23, 59, 59, 999999)),
+    ],
+)
 def test_instants_load_truncated_to_microseconds(when, expected):
     assert outcome("hired_employees", hire(when)).loaded == [(1, "Ann", expected, 1, 1)]
 
 
 def test_foreign_key_rule_only_on_valid_in_range_integers():
-    assert rules("hired_employees", hire("2021-01-01T00:00:00Z", dept="9")) == {1: {(FOREIGN_KEY, "department_id")}}
+    assert rules("hired_employees", hire("2021-01-01T00:00:00Z", dept="9")) == {
+        1: {(FOREIGN_KEY, "department_id")}
+    }
     assert rules("hired_employees", hire("2021-01-01T00:00:00Z", job="+3")) == {1: {(FOREIGN_KEY, "job_id")}}
-    assert rules("hired_employees", hire("2021-01-01T00:00:00Z", dept="99999999999")) == {1: {(RANGE, "department_id")}}
+    assert rules("hired_employees", hire("2021-01-01T00:00:00Z", dept="99999999999")) == {
+        1: {(RANGE, "department_id")}
+    }
     assert rules("hired_employees", hire("2021-01-01T00:00:00Z", job="x")) == {1: {(INTEGER_RULE, "job_id")}}
     assert rules("hired_employees", hire("2021-01-01T00:00:00Z", job="")) == {1: {(REQUIRED, "job_id")}}
     # the referenced table as it stands: empty, nothing exists
     assert rules("hired_employees", hire("2021-01-01T00:00:00Z"), keys={}) == {
-        1: {(FOREIGN_KEY, "department_id"), (FOREIGN_KEY, "job_id")}}
+        1: {(FOREIGN_KEY, "department_id"), (FOREIGN_KEY, "job_id")}
+    }
     assert outcome("hired_employees", hire("2021-01-01T00:00:00Z", dept="003")).loaded[0][3] == 3
 
 
@@ -216,18 +280,29 @@ def test_unique_rule_is_by_value_over_well_formed_rows():
     assert rules("departments", data) == {n: {(UNIQUE, "id")} for n in (1, 2, 3, 4)}
     # a misshapen row's id does not count; a row failing another rule does, and gets both
     assert rules("departments", "1,a\n1\n") == {2: {(FIELDS, None)}}
-    assert rules("departments", "1,a\n1,\n") == {1: {(UNIQUE, "id")}, 2: {(UNIQUE, "id"), (REQUIRED, "department")}}
+    assert rules("departments", "1,a\n1,\n") == {
+        1: {(UNIQUE, "id")},
+        2: {(UNIQUE, "id"), (REQUIRED, "department")},
+    }
     # ids that are not valid in-range integers are not counted
     assert rules("departments", "x,a\nx,b\n2147483648,c\n2147483648,d\n") == {
-        1: {(INTEGER_RULE, "id")}, 2: {(INTEGER_RULE, "id")}, 3: {(RANGE, "id")}, 4: {(RANGE, "id")}}
+        1: {(INTEGER_RULE, "id")},
+        2: {(INTEGER_RULE, "id")},
+        3: {(RANGE, "id")},
+        4: {(RANGE, "id")},
+    }
     assert rules("departments", "0,a\n-0,b\n+0,c\n") == {n: {(UNIQUE, "id")} for n in (1, 2, 3)}
 
 
 def test_every_broken_rule_is_listed():
     data = ",a,bad,x,99\n1," + "n" * 300 + ",2021-02-30T00:00:00Z,99999999999,7\n"
     assert rules("hired_employees", data) == {
-        1: {(REQUIRED, "id"), (INSTANT_FORMAT, "datetime"), (INTEGER_RULE, "department_id"),
-            (FOREIGN_KEY, "job_id")},
+        1: {
+            (REQUIRED, "id"),
+            (INSTANT_FORMAT, "datetime"),
+            (INTEGER_RULE, "department_id"),
+            (FOREIGN_KEY, "job_id"),
+        },
         2: {(LENGTH, "name"), (REAL_INSTANT, "datetime"), (RANGE, "department_id"), (FOREIGN_KEY, "job_id")},
     }
 
@@ -266,9 +341,9 @@ def test_pipeline_order_upserts_and_references():
 def test_the_real_extracts_give_the_known_figures():
     files = {t: [(f"{t}.csv", (CHALLENGE / f"{t}.csv").read_bytes())] for t in ref.LOAD_ORDER}
     result = reference_pipeline(files)
-    (_, departments), = result.files["departments"]
-    (_, jobs), = result.files["jobs"]
-    (_, hires), = result.files["hired_employees"]
+    ((_, departments),) = result.files["departments"]
+    ((_, jobs),) = result.files["jobs"]
+    ((_, hires),) = result.files["hired_employees"]
     assert (departments.data_rows, len(departments.loaded)) == (12, 12)
     assert (jobs.data_rows, len(jobs.loaded)) == (183, 183)
     assert (hires.data_rows, hires.rejected_count, len(hires.loaded)) == (1999, 70, 1929)
@@ -299,8 +374,11 @@ def test_metrics_on_a_hand_worked_example():
         },
     }
     metrics = reference_metrics(tables)
-    assert metrics["hires_by_quarter"] == [(2020, "B", "J", 0, 1, 0, 0), (2021, "A", "J", 2, 0, 0, 1),
-                                           (2021, "B", "J", 0, 1, 0, 0)]
+    assert metrics["hires_by_quarter"] == [
+        (2020, "B", "J", 0, 1, 0, 0),
+        (2021, "A", "J", 2, 0, 0, 1),
+        (2021, "B", "J", 0, 1, 0, 0),
+    ]
     assert metrics["quarterly_hires_2021"] == [("A", "J", 2, 0, 0, 1), ("B", "J", 0, 1, 0, 0)]
     # 2021: A 3, B 1, C 1, mean 5/3; 2020: B 1, mean 1, nobody strictly above
     assert metrics["departments_above_mean"] == [(2021, 1, "A", 3, 5 / 3)]
@@ -326,24 +404,41 @@ def test_metrics_group_quarters_by_name_and_departments_by_id():
 
 def test_reason_texts_map_to_rules_and_columns():
     table = "hired_employees"
-    assert parse_reason_text("row 3: has 4 fields, expected 5 (id, name, datetime, department_id, job_id)",
-                             table) == (3, {(FIELDS, None)})
+    assert parse_reason_text(
+        "row 3: has 4 fields, expected 5 (id, name, datetime, department_id, job_id)", table
+    ) == (3, {(FIELDS, None)})
     assert parse_reason_text(
         "row 2: has 2 fields, expected 5 (id, name, datetime, department_id, job_id); "
-        "this looks like the header row of table jobs: wrong folder?", table) == (2, {(FIELDS, None)})
-    text = ("row 12: id: 7 appears 2 times in this file, so every row with it is rejected; "
-            "name: required field is empty; "
-            "datetime: '2021-02-30T00:00:00Z' is not a real date and time; "
-            "department_id: 99999999999 is outside the 32-bit integer range; "
-            "job_id: 99 does not exist in jobs")
-    assert parse_reason_text(text, table) == (12, {(UNIQUE, "id"), (REQUIRED, "name"), (REAL_INSTANT, "datetime"),
-                                                   (RANGE, "department_id"), (FOREIGN_KEY, "job_id")})
+        "this looks like the header row of table jobs: wrong folder?",
+        table,
+    ) == (2, {(FIELDS, None)})
+    text = (
+        "row 12: id: 7 appears 2 times in this file, so every row with it is rejected; "
+        "name: required field is empty; "
+        "datetime: '2021-02-30T00:00:00Z' is not a real date and time; "
+        "department_id: 99999999999 is outside the 32-bit integer range; "
+        "job_id: 99 does not exist in jobs"
+    )
+    assert parse_reason_text(text, table) == (
+        12,
+        {
+            (UNIQUE, "id"),
+            (REQUIRED, "name"),
+            (REAL_INSTANT, "datetime"),
+            (RANGE, "department_id"),
+            (FOREIGN_KEY, "job_id"),
+        },
+    )
     # a raw value holding "; " and what looks like another reason
-    tricky = ("row 7: department_id: 'x; job_id: 5 does not exist in jobs' is not an integer; "
-              "datetime: \"it's; name: required field is empty\" is not an ISO 8601 UTC instant like "
-              "2021-11-07T02:48:42Z; job_id: 5 does not exist in jobs")
-    assert parse_reason_text(tricky, table) == (7, {(INTEGER_RULE, "department_id"),
-                                                    (INSTANT_FORMAT, "datetime"), (FOREIGN_KEY, "job_id")})
+    tricky = (
+        "row 7: department_id: 'x; job_id: 5 does not exist in jobs' is not an integer; "
+        'datetime: "it\'s; name: required field is empty" is not an ISO 8601 UTC instant like '
+        "2021-11-07T02:48:42Z; job_id: 5 does not exist in jobs"
+    )
+    assert parse_reason_text(tricky, table) == (
+        7,
+        {(INTEGER_RULE, "department_id"), (INSTANT_FORMAT, "datetime"), (FOREIGN_KEY, "job_id")},
+    )
     assert parse_reason_text("row 1: name: longer than 255 characters", table) == (1, {(LENGTH, "name")})
     with pytest.raises(ref.UnparsedReason):
         parse_reason_text("row 1: name: is odd", table)
@@ -353,7 +448,17 @@ def test_reason_texts_map_to_rules_and_columns():
 
 def test_formula_neutralisation():
     assert [ref.neutralised(v) for v in ["=1", "+1", "-1", "@a", "\ta", "\ra", "'a", "a=", " =1", ""]] == [
-        "'=1", "'+1", "'-1", "'@a", "'\ta", "'\ra", "''a", "a=", " =1", ""]
+        "'=1",
+        "'+1",
+        "'-1",
+        "'@a",
+        "'\ta",
+        "'\ra",
+        "''a",
+        "a=",
+        " =1",
+        "",
+    ]
 
 
 # -- the generator -----------------------------------------------------------------------------
@@ -376,12 +481,12 @@ def test_the_generator_covers_every_rule_and_the_reading_cases():
         rng = random.Random(seed)
         files = generated_tables(seed, rng.randint(1, 30), rng.randint(1, 60), rng.randint(1, 400))
         result = reference_pipeline(files)
-        for table, outcomes in result.files.items():
+        for _table, outcomes in result.files.items():
             for _, found in outcomes:
                 seen_rules.update(rule for rules_ in found.rejected.values() for rule, _ in rules_)
                 features["header"] += found.header_skipped
                 features["loaded"] += len(found.loaded)
-        for table, [(_, data)] in files.items():
+        for _table, [(_, data)] in files.items():
             features["bom"] += data.startswith(b"\xef\xbb\xbf")
             features["crlf"] += b"\r\n" in data
             features["no final newline"] += not data.endswith(b"\n")
@@ -393,9 +498,23 @@ def test_the_generator_covers_every_rule_and_the_reading_cases():
             features["formula start"] += b",=" in data or b",@" in data
             features["padded zero id"] += b"0000000000000000" in data
     assert set(seen_rules) == set(ref.RULES), seen_rules
-    assert all(features[name] > 0 for name in [
-        "header", "loaded", "bom", "crlf", "no final newline", "blank line", "quoted newline",
-        "doubled quote", "non-ascii whitespace", "emoji", "formula start", "padded zero id"]), features
+    assert all(
+        features[name] > 0
+        for name in [
+            "header",
+            "loaded",
+            "bom",
+            "crlf",
+            "no final newline",
+            "blank line",
+            "quoted newline",
+            "doubled quote",
+            "non-ascii whitespace",
+            "emoji",
+            "formula start",
+            "padded zero id",
+        ]
+    ), features
 
 
 def test_unreadable_and_odd_quoting_options():
@@ -408,7 +527,11 @@ def test_unreadable_and_odd_quoting_options():
 
 
 def test_distinct_names_option():
-    data = messy_extract("departments", 300, 4, mess=Mess(distinct_names=True, bad_rate=0, misshapen_rate=0,
-                                                          duplicate_rate=0, long_field_rate=0))
+    data = messy_extract(
+        "departments",
+        300,
+        4,
+        mess=Mess(distinct_names=True, bad_rate=0, misshapen_rate=0, duplicate_rate=0, long_field_rate=0),
+    )
     names = [row[1] for row in reference_file("departments", data, {}).loaded]
     assert len(names) > 250 and len(set(names)) == len(names)
