@@ -142,7 +142,8 @@ class Alert:
 def first_line(error: Any) -> str:
     """The first non-empty line of an error, prefixed with its type when it is an exception."""
     if error is None or error == "":
-        return "no error was reported (see the task log)"
+        return ("no error was reported (the task's process may have been killed or lost its "
+                "heartbeat): see the task log")
     text = str(error)
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     if isinstance(error, BaseException):

@@ -207,7 +207,7 @@ def test_tables_come_from_the_exception_then_conf_then_params(no_alert_connectio
 def test_first_line_of_the_error():
     assert first_line(ValueError("\n  bad row 3  \nmore")) == "ValueError: bad row 3"
     assert first_line(KeyError()) == "KeyError"
-    assert first_line(None) == "no error was reported (see the task log)"
+    assert first_line(None).startswith("no error was reported")
     assert first_line("Task failed (heartbeat timeout)") == "Task failed (heartbeat timeout)"
     long = first_line(RuntimeError("x" * 2000))
     assert len(long) == notifications.ERROR_MAX_CHARS and long.endswith("…")
