@@ -99,6 +99,7 @@ def airflow_env(
         # The UI and REST API, and the execution API the task processes report to.
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__BASE_URL": api_url,  # the links in alerts point at this stack's UI
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret or secrets.token_urlsafe(32),
