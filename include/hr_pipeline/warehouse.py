@@ -16,14 +16,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract, get_contract
-from hr_pipeline.dialects import Adapter, Dialect, adapter_for
-from hr_pipeline.dialects.base import (  # noqa: F401  (re-exported: the warehouse's public names)
-    EXCLUSIVE_MODE as EXCLUSIVE,
-    SHARED_MODE as SHARED,
+from hr_pipeline.dialects import POSTGRES, Adapter, Dialect, adapter_for
+from hr_pipeline.dialects.base import (  # noqa: F401  (CsvBatch and the timestamps: public here)
+    EXCLUSIVE_MODE,
+    SHARED_MODE,
     CsvBatch,
     WarehouseError,
     format_stored_timestamp,
@@ -40,6 +39,7 @@ _DIALECT_BY_CONN_TYPE: dict[str, Dialect] = {
     "mssql": "mssql",
 }
 
+EXCLUSIVE, SHARED = EXCLUSIVE_MODE, SHARED_MODE
 WAITING_MESSAGE = "waiting for the lock on {tables} (another load or restore of it is running)"
 
 
@@ -464,3 +464,8 @@ def _held_in_this_thread() -> set[tuple[str, str]]:
 
 def _size(batch) -> int:
     return len(batch.data) if isinstance(batch, CsvBatch) else 100 * len(batch)
+
+
+def copy_rows(cursor, table: str, contract: TableContract, rows: Iterable[Sequence[Any]]) -> None:
+    """PostgreSQL ``COPY ... FROM STDIN`` of typed rows (psycopg 3)."""
+    POSTGRES.copy_rows(cursor, table, contract, rows)

@@ -12,9 +12,9 @@ import sqlglot
 from sqlglot import ErrorLevel
 
 from hr_pipeline import restore, warehouse
-from hr_pipeline.dialects import POSTGRES, SQLITE
 from hr_pipeline.backup import BackupRef
 from hr_pipeline.contracts import CONTRACTS, avro_schema
+from hr_pipeline.dialects import POSTGRES, SQLITE
 
 contracts = pytest.mark.parametrize("contract", list(CONTRACTS.values()), ids=list(CONTRACTS))
 

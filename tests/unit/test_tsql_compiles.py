@@ -23,9 +23,9 @@ import sqlglot
 from sqlglot import ErrorLevel, exp
 
 from hr_pipeline import ddl, warehouse
+from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract
 from hr_pipeline.dialects import MSSQL
 from hr_pipeline.dialects.mssql import MSSQL_MAX_PARAMETERS
-from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract
 
 pymssql_mssql = pytest.importorskip("pymssql._mssql")
 

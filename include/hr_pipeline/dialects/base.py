@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from hr_pipeline.contracts import CONTRACTS, STRING_MAX_LENGTH, ColumnType, TableContract
+from hr_pipeline.contracts import (
+    CONTRACTS,
+    STRING_MAX_LENGTH,
+    TABLE_NAMES,
+    ColumnType,
+    TableContract,
+    referencing_columns,
+)
 
 # Kinds of column: the contracts' types, and the ledger's and the metrics' own.
 INTEGER, TEXT, BIGINT, TIMESTAMP, FLOAT = "integer", "text", "bigint", "timestamp", "float"
@@ -108,12 +115,6 @@ def parse_stored_timestamp(value: Any) -> datetime:
     if (unpadded := _UNPADDED_YEAR.match(text)) is not None:
         text = unpadded[1].zfill(4) + text[unpadded.end(1):]
     return datetime.fromisoformat(text)
-
-
-def referencing_pairs(contract: TableContract):
-    from hr_pipeline.contracts import referencing_columns
-
-    return referencing_columns(contract.name)
 
 
 class Adapter:
@@ -313,7 +314,7 @@ class Adapter:
         q = self.quote
         pairs = [  # (child sql, child name, column, parent sql, parent name, parent key)
             (self.qualified(child.name), child.name, column.name, staging, contract.name, contract.key)
-            for child, column in referencing_pairs(contract)
+            for child, column in referencing_columns(contract.name)
         ] + [
             (staging, contract.name, column.name, self.qualified(column.references),
              column.references, CONTRACTS[column.references].key)
@@ -333,8 +334,6 @@ class Adapter:
 
     def restore_lock_sql(self, contract: TableContract) -> list[str]:
         """Keep writers out of the table and its related tables until commit; readers go on."""
-        from hr_pipeline.contracts import TABLE_NAMES
-
         related = related_tables(contract)
         statements = []
         for name in TABLE_NAMES:  # one order everywhere: no lock-order deadlocks
@@ -386,9 +385,7 @@ class Adapter:
 
 
 def related_tables(contract: TableContract) -> list[str]:
-    from hr_pipeline.contracts import TABLE_NAMES
-
-    related = {child.name for child, _ in referencing_pairs(contract)}
+    related = {child.name for child, _ in referencing_columns(contract.name)}
     related |= {column.references for column in contract.foreign_keys}
     related.discard(contract.name)
     return [name for name in TABLE_NAMES if name in related]
