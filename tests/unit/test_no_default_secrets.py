@@ -126,6 +126,8 @@ def _line(text: str, position: int) -> int:
 
 def _shipped_config(path: str) -> bool:
     name = Path(path).name
+    if path.endswith(".py"):  # a script (config/compose/make_env.py writes secrets, holds none)
+        return False
     return (path == ".env.example" or path == "Dockerfile" or path.startswith("config/")
             or re.fullmatch(r"(docker-)?compose[\w.-]*\.ya?ml", name) is not None)
 
