@@ -41,17 +41,23 @@ def normalized_text(column):
 def integer_values(text):
     """The integer each value of ``text`` (normalized) holds, as float64; NaN where the value is
     missing or not an integer. float64 holds every 32-bit integer exactly; a larger value only
-    has to fail the range rule, and does (a value too long for float64 is infinite)."""
+    has to fail the range rule, and does."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     try:  # a column of plain unsigned or negative integers (the common case) in one cast
+        if pc.any(pc.match_substring(text, "x", ignore_case=True)).as_py():
+            raise pa.ArrowInvalid("hexadecimal")  # Arrow's cast reads "0x1F" as 31: not an integer here
         values = pc.cast(text, pa.int64()).cast(pa.float64())
     except pa.ArrowInvalid:  # "+5", text, or beyond int64: the pattern decides what is an integer
         shaped = pc.if_else(pc.match_substring_regex(text, INTEGER_PATTERN), text,
                             pa.scalar(None, pa.string()))
         values = pc.cast(shaped, pa.float64())
-    return values.to_numpy(zero_copy_only=False)
+    values = values.to_numpy(zero_copy_only=False)
+    # An integer of more than 308 digits reads as infinite, which the range check would not see
+    # (GX skips non-finite values): a finite value beyond every range stands for it.
+    return np.where(np.isinf(values), np.copysign(1e300, values), values)
 
 
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)

@@ -210,7 +210,7 @@ def validate_file(
                     valid_writer = _canonical_csv_writer(valid_file, table.schema)
                 valid_writer.write_table(table)
 
-            rejects_writer = csv.writer(rejects_file, lineterminator="\n")
+            rejects_writer = csv.writer(rejects_file, lineterminator="\n", quoting=csv.QUOTE_ALL)
             rejects_writer.writerow([*contract.column_names, "reason"])
             # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated,
             # and the valid rows of the last one are written (CSV, zstd) by another thread.
@@ -463,7 +463,7 @@ def _without_vanished_references(batches, contract, vanished: dict, dropped: lis
 
 def _upload_load_rejects(store: BlobStore, item: FileValidation, contract, dropped: list) -> None:
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
+    writer = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerows([*map(spreadsheet_safe, row[:-1]), row[-1]] for row in dropped)
     store.upload_bytes(raw_container(), load_rejects_name(item), text.getvalue().encode())
 

@@ -15,8 +15,8 @@ The semantics (the project's decision, see the differential tests' docstrings):
    and lower-cased, are the column names. It keeps its number: the first data row is then 2.
 3. Every other record is a data row.
 4. A data row with the wrong number of fields breaks the one rule "fields" and nothing else.
-5. Fields are stripped of Unicode White_Space (not ``str.strip()``'s set, which has \\x1c-\\x1f
-   too). Per column, every broken rule is listed: required / integer / range / length /
+5. Fields are stripped of what ``str.strip()`` removes: the Unicode White_Space characters and
+   \\x1c-\\x1f. Per column, every broken rule is listed: required / integer / range / length /
    instant format / real instant / foreign key / unique.
 6. Valid rows are upserted by id, in record order, files in name order, tables in load order.
 7. The metric tables are computed from the final tables (``reference_metrics``).
@@ -65,9 +65,9 @@ def column_names(table: str) -> tuple[str, ...]:
     return tuple(column.name for column in TABLES[table])
 
 
-# The Unicode White_Space property, exactly (Python's str.strip() also strips U+001C-U+001F).
+# What str.strip() removes, written out: the Unicode White_Space characters and U+001C-U+001F.
 WHITESPACE = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
     + "".join(chr(c) for c in range(0x2000, 0x200B))
     + "\u2028\u2029\u202f\u205f\u3000"
 )

@@ -183,9 +183,11 @@ PADDING = [
     "\n",
     "\r\n",
     " \t\xa0",
+    "\x1c",
+    "\x1f ",
 ]
 # ... and characters at a field's edge that are not whitespace (kept, or not an integer).
-NOT_WHITESPACE = ["\x1c", "\x1d", "\x1e", "\x1f", "\u200b", "\ufeff", "\u180e", "\u2060"]
+NOT_WHITESPACE = ["\u200b", "\ufeff", "\u180e", "\u2060"]
 assert not any(c in WHITESPACE for c in "".join(NOT_WHITESPACE))
 
 BAD_INTEGERS = [

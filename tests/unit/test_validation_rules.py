@@ -52,6 +52,7 @@ def test_a_good_row_is_normalised():
     (("1.5", "Ann", "2021-01-01T00:00:00Z", "1", "10"), "id: '1.5' is not an integer"),
     (("\u0663", "Ann", "2021-01-01T00:00:00Z", "1", "10"), "id: '\u0663' is not an integer"),  # Arabic 3
     (("1", "Ann", "2021-01-01T00:00:00Z", "1", "1e1"), "job_id: '1e1' is not an integer"),
+    (("1", "Ann", "2021-01-01T00:00:00Z", "0x1", "10"), "department_id: '0x1' is not an integer"),
     (("1", "Ann", "2021-01-01 00:00:00Z", "1", "10"), "is not an ISO 8601 UTC instant"),
     (("99999999999", "Ann", "2021-01-01T00:00:00Z", "1", "10"), "outside the 32-bit integer range"),
     (("1", "Ann", "2021-02-30T00:00:00Z", "1", "10"), "'2021-02-30T00:00:00Z' is not a real date"),
