@@ -27,10 +27,10 @@ import uuid
 from pathlib import Path
 
 from benchmarks.common import (
-    load_postgres_warehouse,
     WORK_DIR,
     fresh_postgres_database,
     generate_hires_csv,
+    load_postgres_warehouse,
     measure_in_child,
     postgres_dsn,
     report,
@@ -112,7 +112,9 @@ def _baseline_backup(database: str, path: str) -> tuple[float, int]:
     with psycopg.connect(postgres_dsn(database)) as connection:
         with connection.cursor(name="baseline") as cursor, open(path, "wb") as handle:
             cursor.itersize = 50_000
-            cursor.execute('SELECT "id", "name", "datetime", "department_id", "job_id" FROM "hired_employees"')
+            cursor.execute(
+                'SELECT "id", "name", "datetime", "department_id", "job_id" FROM "hired_employees"'
+            )
             fastavro.writer(handle, schema, (dict(zip(COLUMNS, row)) for row in cursor), codec="deflate")
     return time.perf_counter() - started, os.path.getsize(path)
 
@@ -133,13 +135,23 @@ def _baseline_restore(database: str, path: str, table: str) -> tuple[float, int]
 
     started = time.perf_counter()
     rows = 0
-    with psycopg.connect(postgres_dsn(database)) as connection, connection.cursor() as cursor, \
-            open(path, "rb") as handle:
+    with (
+        psycopg.connect(postgres_dsn(database)) as connection,
+        connection.cursor() as cursor,
+        open(path, "rb") as handle,
+    ):
         columns = ", ".join(f'"{c}"' for c in COLUMNS)
         with cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
             for record in fastavro.reader(handle):
-                copy.write_row((record["id"], record["name"], record["datetime"],
-                                record["department_id"], record["job_id"]))
+                copy.write_row(
+                    (
+                        record["id"],
+                        record["name"],
+                        record["datetime"],
+                        record["department_id"],
+                        record["job_id"],
+                    )
+                )
                 rows += 1
     return time.perf_counter() - started, rows
 
@@ -178,24 +190,31 @@ def main() -> bool:
             print(f"{HIRES:,} hires loaded; {REPEATS} run(s) of each figure", flush=True)
 
             backup_s, backup_mb, backup_result = _measure(
-                "project backup", _project_backup, database, str(work_dir))
+                "project backup", _project_backup, database, str(work_dir)
+            )
             baseline_file = work_dir / "baseline.avro"
             base_backup_s, base_backup_mb, size = _measure(
-                "cursor -> fastavro", _baseline_backup, database, str(baseline_file))
+                "cursor -> fastavro", _baseline_backup, database, str(baseline_file)
+            )
             print(f"  backup file {backup_result['bytes']:,} bytes (baseline {size:,} bytes)", flush=True)
 
             restore_s, restore_mb, restore_result = _measure(
-                "project restore", _project_restore, database, str(work_dir))
+                "project restore", _project_restore, database, str(work_dir)
+            )
             assert restore_result["rows"] == HIRES, restore_result
 
             runs = []
             for _ in range(REPEATS):
                 _empty_copy_of_hires(database, "hires_baseline")
-                measurement = measure_in_child(_baseline_restore, database, str(baseline_file), "hires_baseline")
+                measurement = measure_in_child(
+                    _baseline_restore, database, str(baseline_file), "hires_baseline"
+                )
                 seconds, rows = measurement.result
                 assert rows == HIRES
                 runs.append((seconds, measurement.peak_rss_mb))
-                print(f"  fastavro -> COPY: {seconds:.2f} s, peak {measurement.peak_rss_mb:.0f} MB", flush=True)
+                print(
+                    f"  fastavro -> COPY: {seconds:.2f} s, peak {measurement.peak_rss_mb:.0f} MB", flush=True
+                )
             base_restore_s = _median(runs)
 
             csv_file = work_dir / "hires.csv"
@@ -204,18 +223,32 @@ def main() -> bool:
             psql_runs = []
             for _ in range(REPEATS):
                 _empty_copy_of_hires(database, "hires_psql")
-                psql_runs.append(time_command(["psql", dsn, "-qc", f"\\copy hires_psql FROM '{csv_file}' CSV"]))
+                psql_runs.append(
+                    time_command(["psql", dsn, "-qc", f"\\copy hires_psql FROM '{csv_file}' CSV"])
+                )
             psql_s = statistics.median(psql_runs)
             csv_file.unlink(missing_ok=True)
             baseline_file.unlink(missing_ok=True)
 
         print()
-        met = report("backup (project: snapshot, upload, verify)", backup_s,
-                     "cursor -> fastavro.writer (local)", base_backup_s, TARGET_RATIO,
-                     backup_mb, MEMORY_TARGET_MB)
-        met &= report("restore (project: download, check, swap)", restore_s,
-                      "fastavro.reader -> COPY", base_restore_s, TARGET_RATIO,
-                      restore_mb, MEMORY_TARGET_MB)
+        met = report(
+            "backup (project: snapshot, upload, verify)",
+            backup_s,
+            "cursor -> fastavro.writer (local)",
+            base_backup_s,
+            TARGET_RATIO,
+            backup_mb,
+            MEMORY_TARGET_MB,
+        )
+        met &= report(
+            "restore (project: download, check, swap)",
+            restore_s,
+            "fastavro.reader -> COPY",
+            base_restore_s,
+            TARGET_RATIO,
+            restore_mb,
+            MEMORY_TARGET_MB,
+        )
         report("restore (project), for scale", restore_s, "psql \\copy CSV", psql_s)
         return met
     finally:

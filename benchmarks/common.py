@@ -110,9 +110,15 @@ def time_command(command: list[str], **kwargs) -> float:
     return time.perf_counter() - started
 
 
-def report(name: str, project_seconds: float, baseline_name: str, baseline_seconds: float,
-           target_ratio: float | None = None, peak_rss_mb: float | None = None,
-           memory_target_mb: float | None = None) -> bool:
+def report(
+    name: str,
+    project_seconds: float,
+    baseline_name: str,
+    baseline_seconds: float,
+    target_ratio: float | None = None,
+    peak_rss_mb: float | None = None,
+    memory_target_mb: float | None = None,
+) -> bool:
     """Print one figure beside its baseline; returns whether it met its targets."""
     ratio = project_seconds / baseline_seconds if baseline_seconds else float("inf")
     met = target_ratio is None or ratio <= target_ratio
@@ -122,7 +128,9 @@ def report(name: str, project_seconds: float, baseline_name: str, baseline_secon
     if peak_rss_mb is not None:
         mem_ok = memory_target_mb is None or peak_rss_mb < memory_target_mb
         met = met and mem_ok
-        line += f"   peak {peak_rss_mb:6.0f} MB" + (f" (target < {memory_target_mb:.0f})" if memory_target_mb else "")
+        line += f"   peak {peak_rss_mb:6.0f} MB" + (
+            f" (target < {memory_target_mb:.0f})" if memory_target_mb else ""
+        )
     print(line + ("   OK" if met else "   MISSED"), flush=True)
     return met
 
@@ -140,8 +148,10 @@ def load_postgres_warehouse(database: str, hires_csv: Path) -> None:
     with psycopg.connect(postgres_dsn(database)) as connection, connection.cursor() as cursor:
         for table, label, count in (("departments", "Department", 12), ("jobs", "Job", 183)):
             copy_rows(cursor, table, CONTRACTS[table], dimension_rows(count, label))
-        with cursor.copy('COPY "hired_employees" FROM STDIN WITH (FORMAT csv)') as copy, \
-                open(hires_csv, "rb") as handle:
+        with (
+            cursor.copy('COPY "hired_employees" FROM STDIN WITH (FORMAT csv)') as copy,
+            open(hires_csv, "rb") as handle,
+        ):
             while chunk := handle.read(1 << 20):
                 copy.write(chunk)
     with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:

@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # batches, which is what a bulk load should be triggered with (the figure the target is read on).
 RUNS = tuple(
     tuple(int(x) for x in run.split(":"))
-    for run in os.environ.get(
-        "HR_BENCH_INGEST_RUNS", "1000000:1000,1000000:100000,5000000:100000").split(",")
+    for run in os.environ.get("HR_BENCH_INGEST_RUNS", "1000000:1000,1000000:100000,5000000:100000").split(",")
 )
 
 
@@ -45,8 +44,11 @@ def _start_azurite() -> tuple[int, Path]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     data_dir = WORK_DIR / "azurite-ingest"
-    subprocess.run(["bash", str(ROOT / "scripts" / "azurite.sh"), "start", str(data_dir), str(port)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "azurite.sh"), "start", str(data_dir), str(port)],
+        check=True,
+        capture_output=True,
+    )
     return port, data_dir
 
 
@@ -104,8 +106,11 @@ def _load_task(database: str, blob_env: str, validations: list[dict], batch_size
     loads = load_validated("hired_employees", validations, batch_size=batch_size)
     seconds = time.perf_counter() - started
     archive_ingested("hired_employees", validations, day="2021-01-01")  # not timed: releases the lock
-    return {"loaded": sum(load["loaded"] for load in loads.values()), "seconds": seconds,
-            "start_up": start_up}
+    return {
+        "loaded": sum(load["loaded"] for load in loads.values()),
+        "seconds": seconds,
+        "start_up": start_up,
+    }
 
 
 def _checkpoint(database: str) -> None:
@@ -151,8 +156,14 @@ def main() -> bool:
                 _prepare_warehouse(database)
                 _checkpoint(database)
                 baseline = time_command(
-                    ["psql", postgres_dsn(database), "-v", "ON_ERROR_STOP=1", "-c",
-                     f"\\copy copy_baseline FROM '{extract}' WITH (FORMAT csv)"]
+                    [
+                        "psql",
+                        postgres_dsn(database),
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "-c",
+                        f"\\copy copy_baseline FROM '{extract}' WITH (FORMAT csv)",
+                    ]
                 )
                 from hr_pipeline.blob_store import BlobStore
 
@@ -167,17 +178,26 @@ def main() -> bool:
                 assert sum(v["valid"] for v in validations) == rows, validations
                 assert load.result["loaded"] == rows, load.result
                 work = validate.result["seconds"] + load.result["seconds"]
-                print(f"  (validate {validate.result['seconds']:.1f} s, peak {validate.peak_rss_mb:.0f} MB;"
-                      f" load {load.result['seconds']:.1f} s, peak {load.peak_rss_mb:.0f} MB;"
-                      f" task start-up {validate.result['start_up']:.1f} s and"
-                      f" {load.result['start_up']:.1f} s, not counted)")
-                met &= report(f"ingest {rows:,} rows, batch {batch_size:,}: validate + load",
-                              work, "psql \\copy of the same file", baseline,
-                              target_ratio=3.0, peak_rss_mb=max(validate.peak_rss_mb, load.peak_rss_mb),
-                              memory_target_mb=500)
+                print(
+                    f"  (validate {validate.result['seconds']:.1f} s, peak {validate.peak_rss_mb:.0f} MB;"
+                    f" load {load.result['seconds']:.1f} s, peak {load.peak_rss_mb:.0f} MB;"
+                    f" task start-up {validate.result['start_up']:.1f} s and"
+                    f" {load.result['start_up']:.1f} s, not counted)"
+                )
+                met &= report(
+                    f"ingest {rows:,} rows, batch {batch_size:,}: validate + load",
+                    work,
+                    "psql \\copy of the same file",
+                    baseline,
+                    target_ratio=3.0,
+                    peak_rss_mb=max(validate.peak_rss_mb, load.peak_rss_mb),
+                    memory_target_mb=500,
+                )
     finally:
-        subprocess.run(["bash", str(ROOT / "scripts" / "azurite.sh"), "stop", str(data_dir), str(port)],
-                       capture_output=True)
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "azurite.sh"), "stop", str(data_dir), str(port)],
+            capture_output=True,
+        )
     return met
 
 

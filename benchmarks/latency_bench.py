@@ -78,10 +78,12 @@ def _stack_modules():
 
 def _bundles() -> str:
     local = "airflow.dag_processing.bundles.local.LocalDagBundle"
-    return json.dumps([
-        {"name": "dags-folder", "classpath": local, "kwargs": {}},
-        {"name": "latency-floor", "classpath": local, "kwargs": {"path": str(FLOOR_DIR)}},
-    ])
+    return json.dumps(
+        [
+            {"name": "dags-folder", "classpath": local, "kwargs": {}},
+            {"name": "latency-floor", "classpath": local, "kwargs": {"path": str(FLOOR_DIR)}},
+        ]
+    )
 
 
 def _parse(instant: str | None) -> datetime | None:
@@ -91,7 +93,8 @@ def _parse(instant: str | None) -> datetime | None:
 def _openlineage_env(state_dir: Path) -> dict[str, str]:
     return {
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(state_dir / "openlineage.jsonl"), "append": True}),
+            {"type": "file", "log_file_path": str(state_dir / "openlineage.jsonl"), "append": True}
+        ),
         "AIRFLOW__OPENLINEAGE__EXTRACTORS": "hr_pipeline.lineage.HrAssetsExtractor",
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "hr-bench",
     }
@@ -107,7 +110,9 @@ def _print_lineage(state_dir: Path) -> None:
         done = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == job]
         if done:
             last = done[-1]
-            print(f"    {job}: in {[d['name'] for d in last['inputs']]} out {[d['name'] for d in last['outputs']]}")
+            print(
+                f"    {job}: in {[d['name'] for d in last['inputs']]} out {[d['name'] for d in last['outputs']]}"
+            )
 
 
 class Bench:
@@ -121,13 +126,18 @@ class Bench:
     def upload(self, container: str, tag: str) -> None:
         client = self.blobs.get_container_client(container)
         for table in TABLES:
-            client.upload_blob(f"incoming/{table}/{tag}-{table}.csv",
-                               (SAMPLE_DATA / f"{table}.csv").read_bytes(), overwrite=True)
+            client.upload_blob(
+                f"incoming/{table}/{tag}-{table}.csv",
+                (SAMPLE_DATA / f"{table}.csv").read_bytes(),
+                overwrite=True,
+            )
 
     def runs(self, dag_id: str, after: datetime) -> list[dict]:
-        runs = self.api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                             params={"order_by": "run_after", "limit": 50,
-                                     "run_after_gte": after.isoformat()})["dag_runs"]
+        runs = self.api.json(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            params={"order_by": "run_after", "limit": 50, "run_after_gte": after.isoformat()},
+        )["dag_runs"]
         return runs
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
@@ -139,7 +149,9 @@ class Bench:
 
         try:
             with psycopg.connect(postgres_dsn(self.database), autocommit=True) as conn:
-                hires = conn.execute("SELECT COALESCE(SUM(q1 + q2 + q3 + q4), 0) FROM hires_by_quarter").fetchone()[0]
+                hires = conn.execute(
+                    "SELECT COALESCE(SUM(q1 + q2 + q3 + q4), 0) FROM hires_by_quarter"
+                ).fetchone()[0]
                 quarterly = conn.execute("SELECT count(*) FROM quarterly_hires_2021").fetchone()[0]
                 above = conn.execute("SELECT count(*) FROM departments_above_mean_2021").fetchone()[0]
         except psycopg.Error:
@@ -152,14 +164,19 @@ class Bench:
             return False
         load_ends = []
         for run in ingests:
-            ends = [_parse(ti["end_date"]) for ti in self.task_instances("latency_floor_ingest", run["dag_run_id"])
-                    if ti["task_id"] == "load"]
+            ends = [
+                _parse(ti["end_date"])
+                for ti in self.task_instances("latency_floor_ingest", run["dag_run_id"])
+                if ti["task_id"] == "load"
+            ]
             if not ends or ends[0] is None:
                 return False
             load_ends.append(ends[0])
         last_load = max(load_ends)
-        return any(run["state"] == "success" and run["start_date"] and _parse(run["start_date"]) >= last_load
-                   for run in self.runs("latency_floor_publish", after))
+        return any(
+            run["state"] == "success" and run["start_date"] and _parse(run["start_date"]) >= last_load
+            for run in self.runs("latency_floor_publish", after)
+        )
 
     def measure(self, label: str, container: str, done) -> tuple[float, datetime, datetime]:
         tag = f"{label}-{int(time.time())}"
@@ -173,16 +190,23 @@ class Bench:
                 print(f"  {label:<10} {seconds:7.1f} s from upload to published", flush=True)
                 return seconds, uploaded_at, datetime.now(timezone.utc)
             time.sleep(POLL)
-        raise RuntimeError(f"{label}: not published {TIMEOUT:.0f} s after the upload "
-                           f"(logs: {self.stack.config.logs_dir})")
+        raise RuntimeError(
+            f"{label}: not published {TIMEOUT:.0f} s after the upload (logs: {self.stack.config.logs_dir})"
+        )
 
     def wait_idle(self, timeout: float = 300.0) -> None:
         """Until no run of the pipeline's or the floor's DAGs is queued or running."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            busy = [dag_id for dag_id in REAL_DAGS + FLOOR_DAGS
-                    if self.api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                                     params={"state": ["queued", "running"], "limit": 1})["total_entries"]]
+            busy = [
+                dag_id
+                for dag_id in REAL_DAGS + FLOOR_DAGS
+                if self.api.json(
+                    "GET",
+                    f"/api/v2/dags/{dag_id}/dagRuns",
+                    params={"state": ["queued", "running"], "limit": 1},
+                )["total_entries"]
+            ]
             if not busy:
                 return
             time.sleep(POLL)
@@ -195,8 +219,12 @@ class Bench:
         from hr_pipeline.metrics import METRIC_NAMES
 
         with psycopg.connect(postgres_dsn(self.database), autocommit=True) as conn:
-            existing = {row[0] for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()}
+            existing = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                ).fetchall()
+            }
             names = [n for n in (*TABLES, *METRIC_NAMES) if n in existing]
             if names:
                 conn.execute("TRUNCATE " + ", ".join(f'"{n}"' for n in names))
@@ -238,8 +266,11 @@ def main() -> bool:
     state_dir = Path(tempfile.mkdtemp(prefix="hr-latency-bench-"))
     with fresh_postgres_database() as database:
         config = stack_driver.StackConfig(
-            state_dir=state_dir, api_port=_free_port(), blob_port=_free_port(),
-            log_server_port=_free_port(), trigger_log_server_port=_free_port(),
+            state_dir=state_dir,
+            api_port=_free_port(),
+            blob_port=_free_port(),
+            log_server_port=_free_port(),
+            trigger_log_server_port=_free_port(),
             warehouse_uri=local_env.postgres_warehouse_connection(database),
             extra_env={
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # as `make up`
@@ -255,7 +286,10 @@ def main() -> bool:
             stack.wait_healthy(timeout=300)
             api = stack.api()
             api.wait_for_dags(REAL_DAGS + FLOOR_DAGS, timeout=600)
-            for real, floor in (("ingest_table", "latency_floor_ingest"), ("publish_metrics", "latency_floor_publish")):
+            for real, floor in (
+                ("ingest_table", "latency_floor_ingest"),
+                ("publish_metrics", "latency_floor_publish"),
+            ):
                 counts = [len(api.json("GET", f"/api/v2/dags/{d}/tasks")["tasks"]) for d in (real, floor)]
                 assert counts[0] == counts[1], f"{floor} has {counts[1]} tasks, {real} {counts[0]}"
             env = stack.process_env()
@@ -273,8 +307,11 @@ def main() -> bool:
                 floor = bench.measure(f"floor-{round_}", FLOOR_CONTAINER, bench.floor_published)
                 bench.wait_idle()
                 bench.reset_warehouse()
-                project = bench.measure(f"project-{round_}", env["AZURE_BLOB_CONTAINER_RAW_DATA"],
-                                        lambda _after: bench.metrics_published())
+                project = bench.measure(
+                    f"project-{round_}",
+                    env["AZURE_BLOB_CONTAINER_RAW_DATA"],
+                    lambda _after: bench.metrics_published(),
+                )
                 bench.wait_idle()
                 if round_:
                     floors.append(floor)
@@ -285,12 +322,19 @@ def main() -> bool:
             bench.timeline(REAL_DAGS, *project_window)
             print("  floor timeline (best round):")
             bench.timeline(FLOOR_DAGS, *floor_window)
-            print(f"  measured rounds: project {', '.join(f'{m[0]:.1f}' for m in projects)} s; "
-                  f"floor {', '.join(f'{m[0]:.1f}' for m in floors)} s (warm-up rounds not counted)")
+            print(
+                f"  measured rounds: project {', '.join(f'{m[0]:.1f}' for m in projects)} s; "
+                f"floor {', '.join(f'{m[0]:.1f}' for m in floors)} s (warm-up rounds not counted)"
+            )
             if OPENLINEAGE:
                 _print_lineage(state_dir)
-            return report("landing to published (3 real extracts)", best_project,
-                          "same-shape DAGs doing nothing", best_floor, target_ratio=TARGET_RATIO)
+            return report(
+                "landing to published (3 real extracts)",
+                best_project,
+                "same-shape DAGs doing nothing",
+                best_floor,
+                target_ratio=TARGET_RATIO,
+            )
         finally:
             if api is not None:
                 api.close()

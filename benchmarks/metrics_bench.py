@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
-    load_postgres_warehouse,
     WORK_DIR,
     fresh_postgres_database,
     generate_hires_csv,
+    load_postgres_warehouse,
     measure_in_child,
     postgres_dsn,
     report,
@@ -57,9 +57,9 @@ def _publish_in_child(database: str) -> tuple[float, float, dict]:
     started = time.perf_counter()
     use_postgres_warehouse(database)
     logging.disable(logging.INFO)
+    import airflow.providers.common.sql.operators.sql  # noqa: F401  (imported by the DAG file too)
     import sqlglot  # noqa: F401  (imported once per task process, like the modules below)
 
-    import airflow.providers.common.sql.operators.sql  # noqa: F401  (imported by the DAG file too)
     from hr_pipeline import metrics
     from hr_pipeline.warehouse import Warehouse
 
@@ -74,9 +74,7 @@ def _publish_in_child(database: str) -> tuple[float, float, dict]:
 def _selects_file(path: Path) -> Path:
     from hr_pipeline import metrics
 
-    path.write_text(
-        "".join(metrics.metric_query(m, "postgres") + ";\n" for m in metrics.METRIC_TABLES)
-    )
+    path.write_text("".join(metrics.metric_query(m, "postgres") + ";\n" for m in metrics.METRIC_TABLES))
     return path
 
 
@@ -102,7 +100,9 @@ def main() -> bool:
             baseline_runs.append(time_command(psql))
         output = subprocess.run(psql, check=True, capture_output=True, text=True).stdout
         print(f"published rows: {counts}; psql printed {output.count(chr(10)):,} lines", flush=True)
-        print(f"(module imports before publishing, not counted: median {statistics.median(import_runs):.2f} s)")
+        print(
+            f"(module imports before publishing, not counted: median {statistics.median(import_runs):.2f} s)"
+        )
         print(
             f"medians: publish {statistics.median(publish_runs):.2f} s, "
             f"psql {statistics.median(baseline_runs):.2f} s; all runs: publish "

@@ -28,8 +28,7 @@ from hr_pipeline.notifications import FAILURE_ALERTS
     catchup=False,
     max_active_runs=1,
     tags=["hr", "backup"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2),
-                  "on_failure_callback": FAILURE_ALERTS},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "on_failure_callback": FAILURE_ALERTS},
     params={
         "tables": Param(
             list(TABLE_NAMES),
@@ -56,9 +55,16 @@ def backup_tables():
 
         get_current_context()["table_name"] = table_name
         result = backup.backup_table(table_name)
-        outlet_events[BACKED_UP_TABLE].add(BACKUP_ASSETS[table_name], extra={
-            "rows": result.rows, "blob": f"{result.container}/{result.blob_name}",
-            "bytes": result.bytes, "sha256": result.sha256, "instant": result.instant})
+        outlet_events[BACKED_UP_TABLE].add(
+            BACKUP_ASSETS[table_name],
+            extra={
+                "rows": result.rows,
+                "blob": f"{result.container}/{result.blob_name}",
+                "bytes": result.bytes,
+                "sha256": result.sha256,
+                "instant": result.instant,
+            },
+        )
         return result.as_dict()
 
     @task(map_index_template="{{ table_name }}")

@@ -28,8 +28,7 @@ from hr_pipeline.notifications import FAILURE_ALERTS
     catchup=False,
     max_active_runs=1,
     tags=["hr", "backup", "alerts"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2),
-                  "on_failure_callback": FAILURE_ALERTS},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "on_failure_callback": FAILURE_ALERTS},
     params={
         "tables": Param(
             list(TABLE_NAMES),

@@ -35,7 +35,9 @@ def ingest_on_landing():
         return [{"table_name": table} for table in tables_of_events(triggering_asset_events, TABLE_NAMES)]
 
     TriggerDagRunOperator.partial(
-        task_id="start_ingest", trigger_dag_id="ingest_table", wait_for_completion=False,
+        task_id="start_ingest",
+        trigger_dag_id="ingest_table",
+        wait_for_completion=False,
     ).expand(conf=tables_that_landed())
 
 

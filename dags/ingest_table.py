@@ -48,8 +48,7 @@ def _run_day() -> str:
     max_active_runs=16,
     tags=["hr", "ingest"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30),
-                  "on_failure_callback": FAILURE_ALERTS},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": FAILURE_ALERTS},
     user_defined_macros={"raw_container": raw_container},
     params={
         "table_name": Param(
@@ -94,9 +93,13 @@ def ingest_table():
     def validate(params: dict, run_id: str) -> list[dict]:
         from hr_pipeline.ingest import validate_incoming
 
-        return validate_incoming(params["table_name"], run_id=run_id, day=_run_day(),
-                                 run_has_ended=_run_has_ended,
-                                 max_reject_ratio=params["max_reject_ratio"])
+        return validate_incoming(
+            params["table_name"],
+            run_id=run_id,
+            day=_run_day(),
+            run_has_ended=_run_has_ended,
+            max_reject_ratio=params["max_reject_ratio"],
+        )
 
     @task(inlets=list(LANDED_FILES.values()), outlets=[INGESTED_TABLE])
     def load(validations: list[dict], params: dict, outlet_events=None) -> dict:
@@ -117,8 +120,13 @@ def ingest_table():
 
         from hr_pipeline.ingest import archive_ingested, failed_files_message
 
-        summary = archive_ingested(params["table_name"], validations, day=_run_day(),
-                                   run_id=get_current_context()["run_id"], loads=loads)
+        summary = archive_ingested(
+            params["table_name"],
+            validations,
+            day=_run_day(),
+            run_id=get_current_context()["run_id"],
+            loads=loads,
+        )
         problem = failed_files_message(validations, loads)
         if problem:
             raise AirflowFailException(problem)

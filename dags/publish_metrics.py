@@ -29,7 +29,9 @@ from hr_pipeline.notifications import FAILURE_ALERTS
 from hr_pipeline.settings import WAREHOUSE_CONN_ID
 
 departments, jobs, hired_employees = (
-    TABLE_ASSETS["departments"], TABLE_ASSETS["jobs"], TABLE_ASSETS["hired_employees"]
+    TABLE_ASSETS["departments"],
+    TABLE_ASSETS["jobs"],
+    TABLE_ASSETS["hired_employees"],
 )
 
 
@@ -43,8 +45,7 @@ departments, jobs, hired_employees = (
     catchup=False,
     max_active_runs=1,  # one run at a time owns the __next tables
     tags=["hr", "metrics"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1),
-                  "on_failure_callback": FAILURE_ALERTS},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": FAILURE_ALERTS},
     doc_md=__doc__,
 )
 def publish_metrics():
@@ -56,7 +57,7 @@ def publish_metrics():
         return publish_plan(Warehouse(WAREHOUSE_CONN_ID).dialect).as_xcom()
 
     sql = render_metric_sql()
-    build = SQLExecuteQueryOperator(
+    build_metric_tables_aside = SQLExecuteQueryOperator(
         task_id="build_metric_tables_aside",
         conn_id=WAREHOUSE_CONN_ID,
         sql=sql["build"],
@@ -64,7 +65,7 @@ def publish_metrics():
         do_xcom_push=False,
     )
     checks = data_quality_checks({name: sql[name] for name in CHECK_TASK_IDS}, WAREHOUSE_CONN_ID)
-    swap = SQLExecuteQueryOperator(
+    swap_in_metric_tables = SQLExecuteQueryOperator(
         task_id="swap_in_metric_tables",
         conn_id=WAREHOUSE_CONN_ID,
         sql=sql["swap"],
@@ -83,7 +84,7 @@ def publish_metrics():
             outlet_events[METRIC_ASSETS[name]].extra = {"rows": rows}
         return counts
 
-    build >> checks >> swap >> record_published_row_counts()
+    build_metric_tables_aside >> checks >> swap_in_metric_tables >> record_published_row_counts()
 
 
 dag = publish_metrics()

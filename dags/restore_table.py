@@ -24,7 +24,6 @@ from hr_pipeline.contracts import TABLE_NAMES
 from hr_pipeline.notifications import FAILURE_ALERTS
 
 
-
 @dag(
     dag_id="restore_table",
     schedule=None,
@@ -34,8 +33,7 @@ from hr_pipeline.notifications import FAILURE_ALERTS
     tags=["hr", "backup", "restore"],
     # Retries are for passing faults (network, a lock timeout); a refusal (no such backup, a
     # corrupted file, broken references) fails at once: it would fail the same way again.
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1),
-                  "on_failure_callback": FAILURE_ALERTS},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": FAILURE_ALERTS},
     params={
         "table_name": Param(
             TABLE_NAMES[0],
@@ -84,9 +82,11 @@ def restore_table():
             # The backup's rows break a rule of the table (ids twice, say): the table is left as
             # it was, and trying again cannot help.
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            message = (f"Restore refused: the warehouse refused the backup's rows for "
-                       f"{params['table_name']} ({type(error).__name__}: {first_line}); the table "
-                       "is unchanged")
+            message = (
+                f"Restore refused: the warehouse refused the backup's rows for "
+                f"{params['table_name']} ({type(error).__name__}: {first_line}); the table "
+                "is unchanged"
+            )
             logging.getLogger("hr_pipeline.restore").error(message)
             raise AirflowFailException(message) from None
         outlet_events[RESTORED_TABLE].add(

@@ -101,8 +101,14 @@ def own_instance(data_dir: Path) -> Instance | None:
     return Instance(pid=pid, port=port, data_dir=data_dir)
 
 
-def start(data_dir: Path, port: int | None = None, *, default: int = DEFAULT_PORT,
-          variable: str = VARIABLE, timeout: float = 60.0) -> Instance:
+def start(
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    default: int = DEFAULT_PORT,
+    variable: str = VARIABLE,
+    timeout: float = 60.0,
+) -> Instance:
     """Start Azurite on a port verified to be its own (or return this folder's running one).
 
     ``port``: the port asked for; None reads ``variable`` from the environment, and when that is
@@ -119,26 +125,43 @@ def start(data_dir: Path, port: int | None = None, *, default: int = DEFAULT_POR
         if port is not None and port != running.port:
             raise AzuriteError(
                 f"this checkout's Azurite ({data_dir}) already runs on port {running.port} "
-                f"(pid {running.pid}), not {port}: stop it first (make azurite-stop, or make down)")
+                f"(pid {running.pid}), not {port}: stop it first (make azurite-stop, or make down)"
+            )
         return running
     stop(data_dir)  # a live Azurite of this folder that does not hold its port: start clean
 
     note = None
     if port is None:
-        port, note = ports.choose_port(default, variable, "Azurite",
-                                       previous=_read_int(_port_file(data_dir)))
+        port, note = ports.choose_port(default, variable, "Azurite", previous=_read_int(_port_file(data_dir)))
     elif not ports.is_free(port):
         raise ports.PortBusy(ports.busy_message(port, "Azurite", source))
 
     if not EXECUTABLE.exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT,
-                       check=True, stdout=sys.stderr)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=ROOT,
+            check=True,
+            stdout=sys.stderr,
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(log_file(data_dir), "wb") as log:
         process = subprocess.Popen(
-            [str(EXECUTABLE), "--silent", "--skipApiVersionCheck", "--loose",
-             "--blobHost", ports.HOST, "--blobPort", str(port), "--location", str(data_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir,
+            [
+                str(EXECUTABLE),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--loose",
+                "--blobHost",
+                ports.HOST,
+                "--blobPort",
+                str(port),
+                "--location",
+                str(data_dir),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
             start_new_session=True,  # survives the caller; no terminal signals
         )
     _pid_file(data_dir).write_text(f"{process.pid}\n")
@@ -151,8 +174,9 @@ def start(data_dir: Path, port: int | None = None, *, default: int = DEFAULT_POR
             log_text = _tail(log_file(data_dir))
             if "EADDRINUSE" in log_text:
                 raise ports.PortBusy(ports.busy_message(port, "Azurite", source))
-            raise AzuriteError(f"Azurite exited at start (code {process.returncode}); "
-                               f"{log_file(data_dir)}:\n{log_text}")
+            raise AzuriteError(
+                f"Azurite exited at start (code {process.returncode}); {log_file(data_dir)}:\n{log_text}"
+            )
         if ports.answers(port):
             if ports.owned_by(port, [process.pid]) is False:
                 message = ports.busy_message(port, "Azurite", source)
@@ -161,8 +185,7 @@ def start(data_dir: Path, port: int | None = None, *, default: int = DEFAULT_POR
             return Instance(pid=process.pid, port=port, data_dir=data_dir, started=True, note=note)
         time.sleep(0.1)
     _kill(process.pid, data_dir)
-    raise AzuriteError(f"Azurite did not open port {port} within {timeout:.0f} s; "
-                       f"see {log_file(data_dir)}")
+    raise AzuriteError(f"Azurite did not open port {port} within {timeout:.0f} s; see {log_file(data_dir)}")
 
 
 def stop(data_dir: Path, grace: float = 3.0) -> bool:
@@ -231,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         if instance.note:
             print(instance.note)
         state = "started" if instance.started else "already running"
-        print(f"Azurite blob service on {instance.endpoint} ({state}, pid {instance.pid}, "
-              f"data in {data_dir})")
+        print(
+            f"Azurite blob service on {instance.endpoint} ({state}, pid {instance.pid}, data in {data_dir})"
+        )
         return 0
     if action == "stop":
         if stop(data_dir):

@@ -113,15 +113,20 @@ class DemoFailure(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT / "include" / "sample_data"),
-                        help="folder with departments.csv, jobs.csv, hired_employees.csv")
+    parser.add_argument(
+        "--data",
+        default=str(ROOT / "include" / "sample_data"),
+        help="folder with departments.csv, jobs.csv, hired_employees.csv",
+    )
     args = parser.parse_args(argv)
     data = Path(args.data).resolve()
     missing = [t for t in TABLES if not (data / f"{t}.csv").is_file()]
     if missing:
         for table in missing:
-            print(f"make demo: no extract for table {table}: {data / f'{table}.csv'} is missing",
-                  file=sys.stderr)
+            print(
+                f"make demo: no extract for table {table}: {data / f'{table}.csv'} is missing",
+                file=sys.stderr,
+            )
         return 2
 
     state = state_dir()
@@ -158,8 +163,11 @@ def _start_azurite(console: Console, state: Path) -> azurite.Instance:
         raise DemoFailure(f"Azurite was not started: {error}") from None
     if instance.note:
         console.say(instance.note)
-    how = ("started for the demo, stopped when it ends" if instance.started
-           else f"this checkout's, already running: pid {instance.pid}, left running")
+    how = (
+        "started for the demo, stopped when it ends"
+        if instance.started
+        else f"this checkout's, already running: pid {instance.pid}, left running"
+    )
     console.say(f"Azurite blob service on {instance.endpoint} ({how})")
     return instance
 
@@ -167,8 +175,11 @@ def _start_azurite(console: Console, state: Path) -> azurite.Instance:
 def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) -> int:
     warehouse_path = state / "warehouse.db"
     env_file = local_env.write_stack_env(
-        ROOT, state, blob_port=instance.port,
-        warehouse_uri=local_env.sqlite_warehouse_connection(warehouse_path))
+        ROOT,
+        state,
+        blob_port=instance.port,
+        warehouse_uri=local_env.sqlite_warehouse_connection(warehouse_path),
+    )
     # Settings of the caller's own Airflow (a shell's, a test session's) must not leak in.
     for key in [k for k in os.environ if k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))]:
         del os.environ[key]
@@ -178,8 +189,7 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
     airflow_home = Path(os.environ["AIRFLOW_HOME"])
     with console.step("airflow", f"preparing the metadata database in {shown(airflow_home)}"):
         # Airflow reads its configuration at import: only now may it be imported.
-        migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"],
-                                 stdin=subprocess.DEVNULL)
+        migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdin=subprocess.DEVNULL)
         if migrate.returncode:
             raise DemoFailure(f"airflow db migrate exited with {migrate.returncode}")
 
@@ -193,8 +203,12 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
         store.ensure_container(container)
     bag = DagBag(dag_folder=ROOT / "dags")
     if bag.import_errors:
-        raise DemoFailure("DAG import errors: " + "; ".join(
-            f"{file}: {error.strip().splitlines()[-1]}" for file, error in bag.import_errors.items()))
+        raise DemoFailure(
+            "DAG import errors: "
+            + "; ".join(
+                f"{file}: {error.strip().splitlines()[-1]}" for file, error in bag.import_errors.items()
+            )
+        )
     failures: dict[str, list[str]] = {}
     ingest = _for_demo(bag.dags["ingest_table"], failures)
     publish = _for_demo(bag.dags["publish_metrics"], failures)
@@ -213,8 +227,11 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
             outcome = _state(run)
             rows, loaded, rejected = _totals(files)
             step.failed = outcome != "success"
-            step.detail = (f"run {outcome}, see below" if step.failed
-                           else f"{rows} rows, {loaded} loaded, {rejected} rejected")
+            step.detail = (
+                f"run {outcome}, see below"
+                if step.failed
+                else f"{rows} rows, {loaded} loaded, {rejected} rejected"
+            )
         results.append((table, outcome, files, run))
         if outcome != "success":
             failed.append((table, _reason(run, files, failures)))
@@ -243,13 +260,18 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
     _print_metrics(console, Warehouse(), warehouse_path)
     console.say()
     console.say("Next")
-    console.say(f"  warehouse (SQLite): {shown(warehouse_path)}, e.g. "
-                f"sqlite3 {shlex.quote(shown(warehouse_path))} 'SELECT COUNT(*) FROM hired_employees'")
-    console.say(f"  Airflow CLI on this state: set -a; . {shown(env_file)}; set +a; "
-                ".venv/bin/airflow dags list")
+    console.say(
+        f"  warehouse (SQLite): {shown(warehouse_path)}, e.g. "
+        f"sqlite3 {shlex.quote(shown(warehouse_path))} 'SELECT COUNT(*) FROM hired_employees'"
+    )
+    console.say(
+        f"  Airflow CLI on this state: set -a; . {shown(env_file)}; set +a; .venv/bin/airflow dags list"
+    )
     if instance.started:
-        console.say(f"  the rejects stay in the emulator's data ({shown(instance.data_dir)}): "
-                    "`make azurite-start` serves them again")
+        console.say(
+            f"  the rejects stay in the emulator's data ({shown(instance.data_dir)}): "
+            "`make azurite-start` serves them again"
+        )
     console.say("  the UI, REST API and scheduler on this state: make up (make down to stop)")
     return 0
 
@@ -288,16 +310,17 @@ def _state(run) -> str:
 def _validations(run) -> list[dict]:
     """The validate task's return value: one dict per file (table, source, rows, valid,
     rejected, ..., and where the rejects went when the task says so)."""
-    from sqlalchemy import select
-
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         stored = session.scalars(
             select(XComModel.value).where(
-                XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id,
-                XComModel.task_id == "validate", XComModel.key == "return_value",
+                XComModel.dag_id == run.dag_id,
+                XComModel.run_id == run.run_id,
+                XComModel.task_id == "validate",
+                XComModel.key == "return_value",
             )
         ).first()
     files = json.loads(stored) if isinstance(stored, str) else stored
@@ -307,8 +330,11 @@ def _validations(run) -> list[dict]:
 def _reason(run, files: list[dict], failures: dict[str, list[str]]) -> str:
     """Why a run failed: its tasks' exceptions, else the unreadable files, else the task states."""
     reasons = list(dict.fromkeys(failures.get(run.run_id, [])))
-    reasons += [f["unreadable_reason"] for f in files
-                if f.get("unreadable_reason") and not any(f["unreadable_reason"] in r for r in reasons)]
+    reasons += [
+        f["unreadable_reason"]
+        for f in files
+        if f.get("unreadable_reason") and not any(f["unreadable_reason"] in r for r in reasons)
+    ]
     if not reasons:
         states = {ti.task_id: _state(ti) for ti in run.get_task_instances()}
         reasons = [f"task states: {states}"]
@@ -337,10 +363,14 @@ def _print_counts(console: Console, results) -> None:
     for table, state, files, run in results:
         rows, loaded, rejected = _totals(files)
         where = [_rejects_location(table, f, run) for f in files if f.get("rejected")]
-        where += [f"{f['source']}: unreadable, moved whole to rejected/" for f in files
-                  if f.get("unreadable_reason")]
-        console.say(f"{table:<16} {state:<8} {rows:>6} {loaded:>6} {rejected:>8}  "
-                    + (", ".join(where) or "-"))
+        where += [
+            f"{f['source']}: unreadable, moved whole to rejected/"
+            for f in files
+            if f.get("unreadable_reason")
+        ]
+        console.say(
+            f"{table:<16} {state:<8} {rows:>6} {loaded:>6} {rejected:>8}  " + (", ".join(where) or "-")
+        )
 
 
 def _print_metrics(console: Console, warehouse, warehouse_path: Path) -> None:
@@ -354,22 +384,27 @@ def _print_metrics(console: Console, warehouse, warehouse_path: Path) -> None:
     name = "departments_above_mean_2021"
     rows = read_metric(warehouse, name)
     console.say()
-    console.say(f"Departments that hired more employees in 2021 than the mean of all departments "
-                f"({name}, {len(rows)} rows):")
+    console.say(
+        f"Departments that hired more employees in 2021 than the mean of all departments "
+        f"({name}, {len(rows)} rows):"
+    )
     console.say(table(name, rows))
 
     name = "quarterly_hires_2021"
     metric = METRICS[name]
     rows = read_metric(warehouse, name)
     console.say()
-    console.say(f"Hires of 2021 per department and job, by quarter ({name}, "
-                f"the first {min(QUARTERLY_ROWS_SHOWN, len(rows))} of {len(rows)} rows):")
+    console.say(
+        f"Hires of 2021 per department and job, by quarter ({name}, "
+        f"the first {min(QUARTERLY_ROWS_SHOWN, len(rows))} of {len(rows)} rows):"
+    )
     console.say(table(name, rows[:QUARTERLY_ROWS_SHOWN]))
-    order = ", ".join(f"{column} DESC" if descending else column
-                      for column, descending in metric.order_by)
+    order = ", ".join(f"{column} DESC" if descending else column for column, descending in metric.order_by)
     query = f"SELECT * FROM {name} ORDER BY {order}"
-    console.say(f"All {len(rows)} rows: sqlite3 -header -column {shlex.quote(shown(warehouse_path))} "
-                f"{shlex.quote(query)}")
+    console.say(
+        f"All {len(rows)} rows: sqlite3 -header -column {shlex.quote(shown(warehouse_path))} "
+        f"{shlex.quote(query)}"
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def sqlite_warehouse_connection(path: Path) -> str:
     return json.dumps({"conn_type": "sqlite", "host": str(path)})
 
 
-def postgres_warehouse_connection(database: str, host: str = "127.0.0.1", port: int = 5432,
-                                  login: str = "postgres") -> str:
+def postgres_warehouse_connection(
+    database: str, host: str = "127.0.0.1", port: int = 5432, login: str = "postgres"
+) -> str:
     """`AIRFLOW_CONN_WAREHOUSE` (JSON) for a PostgreSQL database."""
     return json.dumps(
         {"conn_type": "postgres", "host": host, "port": port, "login": login, "schema": database}
@@ -145,8 +146,10 @@ def write_passwords_file(airflow_home: Path, users: dict[str, str] | None = None
 
 def format_env_file(env: dict[str, str]) -> str:
     """KEY=VALUE lines, values quoted for the shell (``set -a; . FILE`` reads them back)."""
-    lines = ["# Written by scripts/local_env.py: the environment of the local Airflow stack.",
-             "# Use it with:  set -a; . .local/airflow.env; set +a"]
+    lines = [
+        "# Written by scripts/local_env.py: the environment of the local Airflow stack.",
+        "# Use it with:  set -a; . .local/airflow.env; set +a",
+    ]
     lines += [f"{key}={shlex.quote(value)}" for key, value in env.items()]
     return "\n".join(lines) + "\n"
 
@@ -216,27 +219,32 @@ def write_stack_env(root, state_dir, **options) -> Path:
     return write_env(path, env)
 
 
-def write_airflow_env(root, warehouse_uri: str | None = None, blob_port: int | None = None,
-                      **options) -> Path:
+def write_airflow_env(
+    root, warehouse_uri: str | None = None, blob_port: int | None = None, **options
+) -> Path:
     """Write ``<root>/.local/airflow.env`` for the stack of ``make up`` (and ``make demo``) and
     return its path. AIRFLOW_HOME is ``<root>/.local/airflow``; log in as admin/admin.
     ``options`` are passed on to :func:`airflow_env` (api_port, metadata_uri, executor, ...).
     A port left None keeps the file's current value (default: 8080, 10000, 8793, 8794).
     """
     root = Path(root).resolve()
-    return write_stack_env(root, root / ".local", warehouse_uri=warehouse_uri,
-                           blob_port=blob_port, **options)
+    return write_stack_env(root, root / ".local", warehouse_uri=warehouse_uri, blob_port=blob_port, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write .local/airflow.env for the local stack.")
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1]))
-    parser.add_argument("--warehouse-uri", default=None,
-                        help="AIRFLOW_CONN_WAREHOUSE value (default: SQLite .local/warehouse.db)")
-    parser.add_argument("--blob-port", type=int, default=None,
-                        help="Azurite's port (default: the file's, else 10000)")
-    parser.add_argument("--api-port", type=int, default=None,
-                        help="the API's port (default: the file's, else 8080)")
+    parser.add_argument(
+        "--warehouse-uri",
+        default=None,
+        help="AIRFLOW_CONN_WAREHOUSE value (default: SQLite .local/warehouse.db)",
+    )
+    parser.add_argument(
+        "--blob-port", type=int, default=None, help="Azurite's port (default: the file's, else 10000)"
+    )
+    parser.add_argument(
+        "--api-port", type=int, default=None, help="the API's port (default: the file's, else 8080)"
+    )
     args = parser.parse_args(argv)
     print(write_airflow_env(args.root, args.warehouse_uri, args.blob_port, api_port=args.api_port))
     return 0

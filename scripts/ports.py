@@ -113,8 +113,9 @@ def listener_pids(port: int) -> set[int | None] | None:
             pids |= owner_pids if owner_pids else {None}
         return pids
     if shutil.which("lsof"):  # macOS and other systems without /proc
-        result = subprocess.run(["lsof", "-nP", "-t", f"-iTCP:{port}", "-sTCP:LISTEN"],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["lsof", "-nP", "-t", f"-iTCP:{port}", "-sTCP:LISTEN"], capture_output=True, text=True
+        )
         pids = {int(p) for p in result.stdout.split()}
         if not pids and answers(port):
             pids = {None}
@@ -164,8 +165,7 @@ def _parents() -> dict[int, int]:
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit():
                 try:
-                    parents[int(proc.name)] = int(
-                        (proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 except (OSError, ValueError, IndexError):
                     continue
         return parents
@@ -223,14 +223,22 @@ def explicit_port(variable: str, env: Mapping[str, str] | None = None) -> int | 
 def busy_message(port: int, what: str, variable: str | None) -> str:
     """Why ``port`` cannot be used and how to choose another."""
     label = f"{variable}={port}" if variable else what
-    how = (f"Set {variable} to a free port (e.g. {variable}={port + 1}), or unset it to let a "
-           "free port be picked." if variable else "Choose another port.")
+    how = (
+        f"Set {variable} to a free port (e.g. {variable}={port + 1}), or unset it to let a "
+        "free port be picked."
+        if variable
+        else "Choose another port."
+    )
     return f"port {port} ({label}) is already in use{describe_listeners(port)}. {how}"
 
 
-def choose_port(default: int, variable: str | None, what: str,
-                env: Mapping[str, str] | None = None,
-                previous: int | None = None) -> tuple[int, str | None]:
+def choose_port(
+    default: int,
+    variable: str | None,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    previous: int | None = None,
+) -> tuple[int, str | None]:
     """The port to start a service of ours on, and a note to print when it is not the default.
 
     - ``variable`` set (e.g. AZURITE_BLOB_PORT=10010): that port, or PortBusy when it is taken;
@@ -248,6 +256,8 @@ def choose_port(default: int, variable: str | None, what: str,
         port = candidate or free_port()
         if is_free(port):
             hint = f" (set {variable} to choose)" if variable else ""
-            return port, (f"{what}: port {default} is in use{describe_listeners(default)}; "
-                          f"using port {port} instead{hint}")
+            return port, (
+                f"{what}: port {default} is in use{describe_listeners(default)}; "
+                f"using port {port} instead{hint}"
+            )
     raise PortBusy(f"{what}: no free port found")  # pragma: no cover - free_port() just was free

@@ -130,9 +130,14 @@ class Stack:
         """Write the env file and the passwords file (keeping a running stack's JWT secret)."""
         config = self.config
         path = local_env.write_stack_env(
-            config.root, config.state_dir, api_port=config.api_port, blob_port=config.blob_port,
-            warehouse_uri=config.warehouse_uri, metadata_uri=config.metadata_uri,
-            executor=config.executor, log_server_port=config.log_server_port,
+            config.root,
+            config.state_dir,
+            api_port=config.api_port,
+            blob_port=config.blob_port,
+            warehouse_uri=config.warehouse_uri,
+            metadata_uri=config.metadata_uri,
+            executor=config.executor,
+            log_server_port=config.log_server_port,
             trigger_log_server_port=config.trigger_log_server_port,
         )
         if config.extra_env:
@@ -171,9 +176,11 @@ class Stack:
     def _check_ports_free(self) -> None:
         """Before starting the Airflow components: their ports must be free."""
         config = self.config
-        for what, port in (("the API", config.api_port),
-                           ("the worker log server", config.log_server_port),
-                           ("the triggerer log server", config.trigger_log_server_port)):
+        for what, port in (
+            ("the API", config.api_port),
+            ("the worker log server", config.log_server_port),
+            ("the triggerer log server", config.trigger_log_server_port),
+        ):
             if not ports.is_free(port):
                 raise StackError(ports.busy_message(port, what, None))
 
@@ -184,7 +191,8 @@ class Stack:
         if owned is False:
             raise StackError(
                 f"port {self.config.api_port} answers, but not from this stack's api-server "
-                f"(listening{ports.describe_listeners(self.config.api_port)}); choose another port")
+                f"(listening{ports.describe_listeners(self.config.api_port)}); choose another port"
+            )
 
     def start(self, timeout: float = 300.0) -> float:
         """Start whatever is not running yet and wait for the API; return the seconds it took."""
@@ -208,13 +216,18 @@ class Stack:
         self.ensure_containers(env)
         if not already:
             migrate = subprocess.run(
-                [config.python, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
-                text=True, cwd=config.root,
+                [config.python, "-m", "airflow", "db", "migrate"],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=config.root,
             )
             (config.logs_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
             if migrate.returncode != 0:
-                raise StackError(f"airflow db migrate failed, see {config.logs_dir / 'db-migrate.log'}:\n"
-                                 f"{migrate.stderr[-2000:]}")
+                raise StackError(
+                    f"airflow db migrate failed, see {config.logs_dir / 'db-migrate.log'}:\n"
+                    f"{migrate.stderr[-2000:]}"
+                )
             self._check_ports_free()
             for name, args in config.components.items():
                 self._spawn(name, args, env)
@@ -239,8 +252,12 @@ class Stack:
         log_path = self.config.logs_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [self.config.python, "-m", "airflow", *args], env=env, cwd=self.config.root,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [self.config.python, "-m", "airflow", *args],
+                env=env,
+                cwd=self.config.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() ends its children too
             )
         self._pid_file(name).write_text(f"{process.pid}\n")
@@ -296,11 +313,14 @@ class Stack:
                 return health
             self._check_alive()
             time.sleep(0.5)
-        raise StackError(f"the API did not answer on {self.config.api_url} within {timeout:.0f} s; "
-                         f"see {self.config.logs_dir / 'api-server.log'}")
+        raise StackError(
+            f"the API did not answer on {self.config.api_url} within {timeout:.0f} s; "
+            f"see {self.config.logs_dir / 'api-server.log'}"
+        )
 
-    def wait_healthy(self, timeout: float = 180.0,
-                     components=("scheduler", "triggerer", "dag_processor")) -> dict:
+    def wait_healthy(
+        self, timeout: float = 180.0, components=("scheduler", "triggerer", "dag_processor")
+    ) -> dict:
         """Wait until the health endpoint reports every listed component healthy."""
         deadline = time.monotonic() + timeout
         health: dict | None = None
@@ -310,11 +330,13 @@ class Stack:
                 return health
             self._check_alive()
             time.sleep(0.5)
-        raise StackError(f"not healthy within {timeout:.0f} s: {json.dumps(health)}; "
-                         f"logs in {self.config.logs_dir}")
+        raise StackError(
+            f"not healthy within {timeout:.0f} s: {json.dumps(health)}; logs in {self.config.logs_dir}"
+        )
 
-    def api(self, username: str = local_env.ADMIN_USER,
-            password: str = local_env.ADMIN_PASSWORD) -> "AirflowApi":
+    def api(
+        self, username: str = local_env.ADMIN_USER, password: str = local_env.ADMIN_PASSWORD
+    ) -> AirflowApi:
         return AirflowApi(self.config.api_url, username, password)
 
 
@@ -326,13 +348,15 @@ class AirflowApi:
 
     def __init__(self, base_url: str, username: str, password: str):
         self.base_url = base_url.rstrip("/")
-        response = httpx.post(f"{self.base_url}/auth/token",
-                              json={"username": username, "password": password}, timeout=30)
+        response = httpx.post(
+            f"{self.base_url}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
         if response.status_code not in (200, 201):
             raise StackError(f"login as {username!r} failed: {response.status_code} {response.text}")
         self.token = response.json()["access_token"]
-        self.client = httpx.Client(base_url=self.base_url, timeout=60,
-                                   headers={"Authorization": f"Bearer {self.token}"})
+        self.client = httpx.Client(
+            base_url=self.base_url, timeout=60, headers={"Authorization": f"Bearer {self.token}"}
+        )
 
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
         return self.client.request(method, path, **kwargs)
@@ -357,16 +381,19 @@ class AirflowApi:
                 return
             time.sleep(1)
         errors = self.json("GET", "/api/v2/importErrors")
-        raise StackError(f"DAGs not registered within {timeout:.0f} s: {missing}; import errors: "
-                         f"{json.dumps(errors.get('import_errors', []))[:3000]}")
+        raise StackError(
+            f"DAGs not registered within {timeout:.0f} s: {missing}; import errors: "
+            f"{json.dumps(errors.get('import_errors', []))[:3000]}"
+        )
 
     def unpause(self, dag_id: str) -> dict:
         return self.json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> httpx.Response:
         """``POST /api/v2/dags/{dag_id}/dagRuns``; the raw response (callers check refusals)."""
-        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                            json={"conf": conf or {}, "logical_date": None})
+        return self.request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"conf": conf or {}, "logical_date": None}
+        )
 
     def trigger_run(self, dag_id: str, conf: dict | None = None) -> str:
         response = self.trigger(dag_id, conf)
@@ -378,11 +405,9 @@ class AirflowApi:
         return self.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
-            "task_instances"]
+        return self.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900.0,
-                     interval: float = 0.5) -> dict:
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900.0, interval: float = 0.5) -> dict:
         """Poll a run until it is finished; return the run (raise with task states on timeout)."""
         deadline = time.monotonic() + timeout
         run = {}
@@ -397,8 +422,10 @@ class AirflowApi:
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """A task try's log as text, one line per event (the API serves JSON or NDJSON only)."""
         response = self.request(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            headers={"Accept": "application/json"})
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            headers={"Accept": "application/json"},
+        )
         try:
             events = response.json().get("content", [])
         except ValueError:
@@ -455,8 +482,10 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 
 API_PORT_VARIABLE = "AIRFLOW_API_PORT"
-LOG_SERVER_PORTS = {"log_server_port": (8793, "the worker log server"),
-                    "trigger_log_server_port": (8794, "the triggerer log server")}
+LOG_SERVER_PORTS = {
+    "log_server_port": (8793, "the worker log server"),
+    "trigger_log_server_port": (8794, "the triggerer log server"),
+}
 
 
 def choose_ports(state_dir: Path, running: bool) -> tuple[dict[str, int], list[str]]:
@@ -469,15 +498,20 @@ def choose_ports(state_dir: Path, running: bool) -> tuple[dict[str, int], list[s
     """
     env_file = Path(state_dir) / local_env.ENV_FILE_NAME
     previous = local_env.env_ports(local_env.read_env_file(env_file)) if env_file.exists() else {}
-    asked = {"api_port": ports.explicit_port(API_PORT_VARIABLE),
-             "blob_port": ports.explicit_port(azurite.VARIABLE)}
+    asked = {
+        "api_port": ports.explicit_port(API_PORT_VARIABLE),
+        "blob_port": ports.explicit_port(azurite.VARIABLE),
+    }
     if running:
-        for option, variable, what in (("api_port", API_PORT_VARIABLE, "the API"),
-                                       ("blob_port", azurite.VARIABLE, "Azurite")):
+        for option, variable, what in (
+            ("api_port", API_PORT_VARIABLE, "the API"),
+            ("blob_port", azurite.VARIABLE, "Azurite"),
+        ):
             if asked[option] is not None and asked[option] != previous.get(option):
                 raise ports.PortBusy(
                     f"the stack already runs, with {what} on port {previous.get(option)}, not "
-                    f"{asked[option]} ({variable}): run `make down` first to move it")
+                    f"{asked[option]} ({variable}): run `make down` first to move it"
+                )
         return previous, []
     notes: list[str] = []
     chosen: dict[str, int] = {}
@@ -496,7 +530,8 @@ def choose_ports(state_dir: Path, running: bool) -> tuple[dict[str, int], list[s
         if asked["blob_port"] not in (None, own.port):
             raise ports.PortBusy(
                 f"this checkout's Azurite already runs on port {own.port} (pid {own.pid}), not "
-                f"{asked['blob_port']}: run `make azurite-stop` first to move it")
+                f"{asked['blob_port']}: run `make azurite-stop` first to move it"
+            )
         chosen["blob_port"] = own.port
     else:
         take("blob_port", azurite.DEFAULT_PORT, azurite.VARIABLE, "Azurite")
@@ -538,10 +573,14 @@ def main(argv: list[str] | None = None) -> int:
             if not was_running:
                 stack.stop()
             return 1
-        print(("Airflow was already running" if was_running else f"Airflow is up ({seconds:.0f} s)")
-              + f": {config.api_url.replace('127.0.0.1', 'localhost')}")
-        print(f"  log in as {local_env.ADMIN_USER} / {local_env.ADMIN_PASSWORD} "
-              f"(REST API token: POST /auth/token with {{\"username\": ..., \"password\": ...}})")
+        print(
+            ("Airflow was already running" if was_running else f"Airflow is up ({seconds:.0f} s)")
+            + f": {config.api_url.replace('127.0.0.1', 'localhost')}"
+        )
+        print(
+            f"  log in as {local_env.ADMIN_USER} / {local_env.ADMIN_PASSWORD} "
+            f'(REST API token: POST /auth/token with {{"username": ..., "password": ...}})'
+        )
         print(f"  Azurite blob service on 127.0.0.1:{config.blob_port}; logs in {config.logs_dir}")
         print(f"  CLI: set -a; . {config.env_file}; set +a; airflow dags list")
         print("  The pipeline's DAGs run unpaused: files dropped under incoming/<table>/ ingest themselves")
@@ -553,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     env_file = stack.config.env_file
     if env_file.exists():  # the API port of the running stack
         stack.config.api_port = local_env.env_ports(local_env.read_env_file(env_file)).get(
-            "api_port", stack.config.api_port)
+            "api_port", stack.config.api_port
+        )
     running = stack.running()
     health = stack.health()
     print(json.dumps({"running": running, "health": health}, indent=2))

@@ -140,8 +140,7 @@ def postgres_database():
 
 def postgres_connection_uri(database: str) -> str:
     return json.dumps(
-        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres",
-         "schema": database}
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": database}
     )
 
 

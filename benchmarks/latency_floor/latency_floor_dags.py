@@ -38,18 +38,33 @@ TABLES = ("departments", "jobs", "hired_employees")
 CHECKS = 7  # publish_metrics: 4 column checks + 3 cross-table checks (the bench verifies it)
 
 LANDING = {
-    table: Asset(name=f"floor.incoming.{table}", uri=f"hr-floor-landing://incoming/{table}", group="floor",
-                 watchers=[AssetWatcher(name=f"floor_incoming_{table}", trigger=IncomingFilesTrigger(
-                     table, FLOOR_CONTAINER, poll_seconds=landing_poll_seconds()))])
+    table: Asset(
+        name=f"floor.incoming.{table}",
+        uri=f"hr-floor-landing://incoming/{table}",
+        group="floor",
+        watchers=[
+            AssetWatcher(
+                name=f"floor_incoming_{table}",
+                trigger=IncomingFilesTrigger(table, FLOOR_CONTAINER, poll_seconds=landing_poll_seconds()),
+            )
+        ],
+    )
     for table in TABLES
 }
-TABLE_ASSETS = {table: Asset(name=f"floor.warehouse.{table}", uri=f"hr-floor://warehouse/{table}", group="floor")
-                for table in TABLES}
+TABLE_ASSETS = {
+    table: Asset(name=f"floor.warehouse.{table}", uri=f"hr-floor://warehouse/{table}", group="floor")
+    for table in TABLES
+}
 INGESTED = AssetAlias(name="floor.ingested_table", group="floor")
 
 
-@dag(dag_id="latency_floor_on_landing", schedule=LANDING["departments"] | LANDING["jobs"] | LANDING["hired_employees"],
-     catchup=False, max_active_runs=16, tags=["bench"])
+@dag(
+    dag_id="latency_floor_on_landing",
+    schedule=LANDING["departments"] | LANDING["jobs"] | LANDING["hired_employees"],
+    catchup=False,
+    max_active_runs=16,
+    tags=["bench"],
+)
 def latency_floor_on_landing():
     @task
     def tables_that_landed(triggering_asset_events=None) -> list[dict]:
@@ -57,12 +72,20 @@ def latency_floor_on_landing():
         return [{"table_name": table} for table in TABLES if table in landed]
 
     TriggerDagRunOperator.partial(
-        task_id="start_ingest", trigger_dag_id="latency_floor_ingest", wait_for_completion=False,
+        task_id="start_ingest",
+        trigger_dag_id="latency_floor_ingest",
+        wait_for_completion=False,
     ).expand(conf=tables_that_landed())
 
 
-@dag(dag_id="latency_floor_ingest", schedule=None, catchup=False, max_active_runs=16, tags=["bench"],
-     params={"table_name": Param("departments", enum=list(TABLES))})
+@dag(
+    dag_id="latency_floor_ingest",
+    schedule=None,
+    catchup=False,
+    max_active_runs=16,
+    tags=["bench"],
+    params={"table_name": Param("departments", enum=list(TABLES))},
+)
 def latency_floor_ingest():
     @task
     def wait_for_files():
@@ -83,11 +106,17 @@ def latency_floor_ingest():
     chain(wait_for_files(), validate(), load(), archive())
 
 
-@dag(dag_id="latency_floor_publish",
-     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("@daily", timezone="UTC"),
-                                  assets=(TABLE_ASSETS["departments"] | TABLE_ASSETS["jobs"]
-                                          | TABLE_ASSETS["hired_employees"])),
-     start_date=datetime(2024, 1, 1), catchup=False, max_active_runs=1, tags=["bench"])
+@dag(
+    dag_id="latency_floor_publish",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("@daily", timezone="UTC"),
+        assets=(TABLE_ASSETS["departments"] | TABLE_ASSETS["jobs"] | TABLE_ASSETS["hired_employees"]),
+    ),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["bench"],
+)
 def latency_floor_publish():
     @task
     def render_metric_sql():

@@ -38,8 +38,12 @@ _URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 def _mssql_password() -> str:
     while True:  # SQL Server's policy: 3 of upper, lower, digits, symbols; a letter first
         value = secrets.token_urlsafe(24)
-        if (value[0].isalpha() and any(c.isupper() for c in value)
-                and any(c.islower() for c in value) and any(c.isdigit() for c in value)):
+        if (
+            value[0].isalpha()
+            and any(c.isupper() for c in value)
+            and any(c.islower() for c in value)
+            and any(c.isdigit() for c in value)
+        ):
             return value
 
 
@@ -60,16 +64,18 @@ SECRET_NAMES = tuple(GENERATORS)
 # of Microsoft's SQL Server container examples. Hashes, not the
 # values, so that tests/unit/test_no_default_secrets.py finds none of them in the shipped files
 # (that test checks this set covers its list).
-KNOWN_DEFAULT_SHA256 = frozenset({
-    "bf8ae379c9c962484b930afa3113fa17bf026a796e78d54e7839eab3722a58fb",
-    "66b6f324d481eecffdf15b1453901a1653741627e6f8fa9ac9cb97f7346e9bad",
-    "16df48936f837b402448fbbff41aaba51279da9c9b66d4b39412ab9d8237eedd",
-    "e0bfb701592614dd14e92d23039fe84ec9951167b183ff9c7d446aaa29429450",
-    "0011cc25eb4320717494d2703e8cba85743e71b500283c21c8b88147992f9059",
-    "aa28c9af739fd0e124bea90eaa3076226a16fb21c26cf80db821a341e4601fc5",
-    "877bb551b01cd214877f32fa6a2bb1e8c0cebc720a75cb014f9584d110e063d9",
-    "1c3d6188abe600bce2404e8c462e117cd621a7b0b897173b6c0c187fa01d9e1b",
-})
+KNOWN_DEFAULT_SHA256 = frozenset(
+    {
+        "bf8ae379c9c962484b930afa3113fa17bf026a796e78d54e7839eab3722a58fb",
+        "66b6f324d481eecffdf15b1453901a1653741627e6f8fa9ac9cb97f7346e9bad",
+        "16df48936f837b402448fbbff41aaba51279da9c9b66d4b39412ab9d8237eedd",
+        "e0bfb701592614dd14e92d23039fe84ec9951167b183ff9c7d446aaa29429450",
+        "0011cc25eb4320717494d2703e8cba85743e71b500283c21c8b88147992f9059",
+        "aa28c9af739fd0e124bea90eaa3076226a16fb21c26cf80db821a341e4601fc5",
+        "877bb551b01cd214877f32fa6a2bb1e8c0cebc720a75cb014f9584d110e063d9",
+        "1c3d6188abe600bce2404e8c462e117cd621a7b0b897173b6c0c187fa01d9e1b",
+    }
+)
 
 
 def sha256(value: str) -> str:
@@ -94,8 +100,10 @@ def problems(values: dict[str, str]) -> list[str]:
         if sha256(value) in KNOWN_DEFAULT_SHA256:
             found.append(f"{name} is a publicly known default value: set a new random one")
         if any(c in value for c in "'\"\\$` #"):
-            found.append(f"{name} contains a quote, backslash, $, backtick, # or space "
-                         f"(it is written into .env, JSON, URLs and shell commands)")
+            found.append(
+                f"{name} contains a quote, backslash, $, backtick, # or space "
+                f"(it is written into .env, JSON, URLs and shell commands)"
+            )
     if values.get("AIRFLOW_JWT_SECRET") and len(values["AIRFLOW_JWT_SECRET"]) < 32:
         found.append("AIRFLOW_JWT_SECRET is shorter than 32 characters")
     if values.get("AIRFLOW_API_SECRET_KEY") and len(values["AIRFLOW_API_SECRET_KEY"]) < 32:
@@ -107,15 +115,20 @@ def problems(values: dict[str, str]) -> list[str]:
             found.append("AIRFLOW_FERNET_KEY is not a Fernet key (url-safe base64 of 32 bytes)")
     postgres = values.get("POSTGRES_PASSWORD")
     if postgres and (len(postgres) < 16 or not _URL_SAFE.match(postgres)):
-        found.append("POSTGRES_PASSWORD needs 16+ characters from letters, digits, - and _ "
-                     "(it is written into a URL)")
+        found.append(
+            "POSTGRES_PASSWORD needs 16+ characters from letters, digits, - and _ (it is written into a URL)"
+        )
     sa = values.get("MSSQL_SA_PASSWORD")
     if sa:
-        classes = sum(any(test(c) for c in sa) for test in (
-            str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum()))
+        classes = sum(
+            any(test(c) for c in sa)
+            for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
+        )
         if len(sa) < 8 or classes < 3:
-            found.append("MSSQL_SA_PASSWORD: SQL Server wants 8+ characters from 3 of upper case, "
-                         "lower case, digits, symbols")
+            found.append(
+                "MSSQL_SA_PASSWORD: SQL Server wants 8+ characters from 3 of upper case, "
+                "lower case, digits, symbols"
+            )
     account_key = values.get("AZURITE_ACCOUNT_KEY")
     if account_key:
         key = _base64_bytes(account_key)
@@ -196,9 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_private(options.env_file, "\n".join(lines) + "\n")
     kept = [name for name in SECRET_NAMES if name not in generated]
-    print(f"{options.env_file}: generated {', '.join(generated) or 'nothing'}"
-          + (f"; kept {', '.join(kept)}" if kept else "")
-          + (f" (from {source.name})" if source != options.env_file else ""))
+    print(
+        f"{options.env_file}: generated {', '.join(generated) or 'nothing'}"
+        + (f"; kept {', '.join(kept)}" if kept else "")
+        + (f" (from {source.name})" if source != options.env_file else "")
+    )
     return 0
 
 

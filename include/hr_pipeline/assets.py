@@ -34,8 +34,7 @@ RESTORED_TABLE = AssetAlias(name="hr.restored_table", group="hr")
 # A backup_tables run's new backup of a table, attached through the alias to BACKUP_ASSETS[table].
 BACKED_UP_TABLE = AssetAlias(name="hr.backed_up_table", group="hr")
 BACKUP_ASSETS: dict[str, Asset] = {
-    name: Asset(name=f"backups.{name}", uri=f"hr-backups://hr/{name}", group="hr")
-    for name in TABLE_NAMES
+    name: Asset(name=f"backups.{name}", uri=f"hr-backups://hr/{name}", group="hr") for name in TABLE_NAMES
 }
 
 # The metric tables publish_metrics publishes (one event each per run, with its row count).
@@ -57,8 +56,12 @@ def _landing_asset(table_name: str) -> Asset:
     if ingest_on_landing_enabled():
         trigger = IncomingFilesTrigger(table_name, raw_container(), poll_seconds=landing_poll_seconds())
         watchers.append(AssetWatcher(name=f"incoming_{table_name}", trigger=trigger))
-    return Asset(name=f"incoming.{table_name}", uri=f"hr-landing://incoming/{table_name}",
-                 group="hr", watchers=watchers)
+    return Asset(
+        name=f"incoming.{table_name}",
+        uri=f"hr-landing://incoming/{table_name}",
+        group="hr",
+        watchers=watchers,
+    )
 
 
 # Files that landed for each table (event-driven: see hr_pipeline.landing).

@@ -226,7 +226,9 @@ class _Snapshot:
             self.connection.close()
 
 
-def _records(contract: TableContract, adapter, chunks: Iterator[list[tuple]], progress: dict) -> Iterator[dict]:
+def _records(
+    contract: TableContract, adapter, chunks: Iterator[list[tuple]], progress: dict
+) -> Iterator[dict]:
     """Typed AVRO records from the cursor's chunks, counting rows as they pass."""
     from hr_pipeline.dialects.base import parse_stored_timestamp
 
@@ -339,26 +341,51 @@ def backup_table(
             "contract_version": str(contract.version),
             BLOB_META_SHA256: digest,
         }
-        log.info("%s: %d rows, %d bytes written to a local file; uploading to %s/%s",
-                 table_name, rows, size, container, name)
+        log.info(
+            "%s: %d rows, %d bytes written to a local file; uploading to %s/%s",
+            table_name,
+            rows,
+            size,
+            container,
+            name,
+        )
         store.upload_file(container, name, path, metadata=blob_metadata)
         os.unlink(path)
         try:
-            verify_backup(store, container, name, expected_rows=rows, expected_sha256=digest,
-                          work_dir=Path(tmp))
+            verify_backup(
+                store, container, name, expected_rows=rows, expected_sha256=digest, work_dir=Path(tmp)
+            )
         except BackupError:
             # A blob that failed its read-back is no backup: never leave it for a restore to pick.
             store.delete(container, name)
             raise
     seconds = time.perf_counter() - started
-    log.info("%s: backup %s/%s verified: %d rows, %d bytes, sha256 %s, %.1f s",
-             table_name, container, name, rows, size, digest, seconds)
-    return BackupResult(contract.name, container, name, rows, size, digest,
-                        format_instant(instant), contract.version, round(seconds, 3))
+    log.info(
+        "%s: backup %s/%s verified: %d rows, %d bytes, sha256 %s, %.1f s",
+        table_name,
+        container,
+        name,
+        rows,
+        size,
+        digest,
+        seconds,
+    )
+    return BackupResult(
+        contract.name,
+        container,
+        name,
+        rows,
+        size,
+        digest,
+        format_instant(instant),
+        contract.version,
+        round(seconds, 3),
+    )
 
 
-def verify_backup(store, container: str, name: str, expected_rows: int, expected_sha256: str,
-                  work_dir: Path) -> None:
+def verify_backup(
+    store, container: str, name: str, expected_rows: int, expected_sha256: str, work_dir: Path
+) -> None:
     """Read an uploaded backup back: same sha256, same record count as written."""
     path = work_dir / "verify.avro"
     store.download_to_file(container, name, path)
@@ -398,6 +425,12 @@ def prune_backups(
         if ref.instant < cutoff:
             store.delete(ref.container, ref.name)
             deleted.append(ref.name)
-    log.info("%s: retention %d days: deleted %d of %d backups%s", table_name, retention_days,
-             len(deleted), len(backups), f" ({', '.join(deleted)})" if deleted else "")
+    log.info(
+        "%s: retention %d days: deleted %d of %d backups%s",
+        table_name,
+        retention_days,
+        len(deleted),
+        len(backups),
+        f" ({', '.join(deleted)})" if deleted else "",
+    )
     return deleted

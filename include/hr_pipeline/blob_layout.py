@@ -36,7 +36,7 @@ def relative_path(table: str, source: str) -> str:
     prefix = incoming_prefix(table)
     if not source.startswith(prefix):
         raise ValueError(f"{source} is not under {prefix}")
-    return source[len(prefix):]
+    return source[len(prefix) :]
 
 
 def processing_prefix(table: str, run_id: str) -> str:

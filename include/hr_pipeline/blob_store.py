@@ -82,8 +82,10 @@ def _error_code(error) -> str | None:
 def _describe(error) -> str:
     """An Azure error in one line: status, error code and the first line of its message."""
     message = (getattr(error, "message", None) or str(error)).strip().splitlines()
-    return (f"HTTP {getattr(error, 'status_code', '?')} {_error_code(error) or ''}: "
-            f"{message[0] if message else ''}").replace(" :", ":")
+    return (
+        f"HTTP {getattr(error, 'status_code', '?')} {_error_code(error) or ''}: "
+        f"{message[0] if message else ''}"
+    ).replace(" :", ":")
 
 
 def _url_path(url: str) -> str:
@@ -108,8 +110,15 @@ def _copied_from(destination_client, source_url: str, pending_too: bool = False)
     return properties if _url_path(copy.source) == _url_path(source_url) else None
 
 
-def wait_for_copy(destination_client, copy_id: str, where: str, timeout: float,
-                  poll_interval: float = 0.5, clock=time.monotonic, sleep=time.sleep):
+def wait_for_copy(
+    destination_client,
+    copy_id: str,
+    where: str,
+    timeout: float,
+    poll_interval: float = 0.5,
+    clock=time.monotonic,
+    sleep=time.sleep,
+):
     """Poll the destination of copy ``copy_id`` (Get Blob Properties, ``x-ms-copy-status``) until
     it succeeds; its properties then. A copy that fails or is aborted raises; one still pending
     after ``timeout`` seconds is aborted, then raises. The poll interval doubles up to 10 s."""
@@ -119,8 +128,10 @@ def wait_for_copy(destination_client, copy_id: str, where: str, timeout: float,
         properties = destination_client.get_blob_properties()
         copy = properties.copy
         if copy is None or copy.id != copy_id:
-            raise BlobMoveError(f"Copy of {where} was replaced by another copy (id {copy_id} is "
-                                f"now {getattr(copy, 'id', None)}); the source is left in place")
+            raise BlobMoveError(
+                f"Copy of {where} was replaced by another copy (id {copy_id} is "
+                f"now {getattr(copy, 'id', None)}); the source is left in place"
+            )
         if copy.status == "success":
             return properties
         if copy.status != "pending":
@@ -165,9 +176,7 @@ class BlobStore:
         try:
             blobs = [
                 BlobInfo(container, b.name, b.size, b.last_modified, dict(b.metadata or {}), b.etag)
-                for b in self.container(container).list_blobs(
-                    name_starts_with=prefix, include=["metadata"]
-                )
+                for b in self.container(container).list_blobs(name_starts_with=prefix, include=["metadata"])
             ]
         except ResourceNotFoundError:
             return []
@@ -179,11 +188,13 @@ class BlobStore:
     def properties(self, container: str, name: str) -> BlobInfo:
         with naming_the_blob(container, name, "read the properties of"):
             props = self.container(container).get_blob_client(name).get_blob_properties()
-        return BlobInfo(container, name, props.size, props.last_modified, dict(props.metadata or {}),
-                        props.etag)
+        return BlobInfo(
+            container, name, props.size, props.last_modified, dict(props.metadata or {}), props.etag
+        )
 
-    def create_if_absent(self, container: str, name: str, data: bytes,
-                         metadata: dict[str, str] | None = None) -> bool:
+    def create_if_absent(
+        self, container: str, name: str, data: bytes, metadata: dict[str, str] | None = None
+    ) -> bool:
         """Create blob ``name`` only if no blob has that name (If-None-Match: *); whether it did."""
         from azure.core.exceptions import ResourceExistsError
 
@@ -194,16 +205,22 @@ class BlobStore:
             return False
         return True
 
-    def replace_if_unchanged(self, container: str, name: str, data: bytes, etag: str,
-                             metadata: dict[str, str] | None = None) -> bool:
+    def replace_if_unchanged(
+        self, container: str, name: str, data: bytes, etag: str, metadata: dict[str, str] | None = None
+    ) -> bool:
         """Overwrite blob ``name`` only if it still has ``etag``; whether it did."""
         from azure.core import MatchConditions
         from azure.core.exceptions import HttpResponseError
 
         try:
             self.container(container).upload_blob(
-                name, data, overwrite=True, metadata=metadata, etag=etag,
-                match_condition=MatchConditions.IfNotModified)
+                name,
+                data,
+                overwrite=True,
+                metadata=metadata,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
         except HttpResponseError as error:
             if error.status_code in (404, 409, 412):
                 return False
@@ -217,7 +234,8 @@ class BlobStore:
 
         try:
             self.container(container).get_blob_client(name).delete_blob(
-                etag=etag, match_condition=MatchConditions.IfNotModified)
+                etag=etag, match_condition=MatchConditions.IfNotModified
+            )
         except HttpResponseError as error:
             if error.status_code in (404, 412):
                 return False
@@ -250,11 +268,15 @@ class BlobStore:
         for offset in range(0, properties.size, block_bytes):
             with naming_the_blob(container, name, "read"):
                 yield blob.download_blob(
-                    offset=offset, length=min(block_bytes, properties.size - offset),
-                    etag=properties.etag, match_condition=MatchConditions.IfNotModified).readall()
+                    offset=offset,
+                    length=min(block_bytes, properties.size - offset),
+                    etag=properties.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                ).readall()
 
-    def decompressed_blocks(self, container: str, name: str, compression: str = "zstd",
-                            block_bytes: int = 4 << 20) -> Iterator[bytes]:
+    def decompressed_blocks(
+        self, container: str, name: str, compression: str = "zstd", block_bytes: int = 4 << 20
+    ) -> Iterator[bytes]:
         """The decompressed bytes of a compressed blob (see ``prefetched_blocks``), in blocks of
         ``block_bytes``, decompressed as they arrive (Arrow's codec, in C++)."""
         import pyarrow as pa
@@ -284,7 +306,7 @@ class BlobStore:
             )
         log.info("Uploaded %s/%s: %d bytes", container, name, Path(path).stat().st_size)
 
-    def streaming_upload(self, container: str, name: str, block_bytes: int = 2 << 20) -> "StreamingUpload":
+    def streaming_upload(self, container: str, name: str, block_bytes: int = 2 << 20) -> StreamingUpload:
         """A writable file whose bytes become blob ``name`` as they are written (see
         ``StreamingUpload``)."""
         self.ensure_container(container)
@@ -296,9 +318,16 @@ class BlobStore:
         self.ensure_container(container)
         self.container(container).upload_blob(name, data, overwrite=True, metadata=metadata)
 
-    def move(self, container: str, source: str, destination: str, *,
-             if_match_etag: str | None = None, copy_timeout: float = DEFAULT_COPY_TIMEOUT,
-             poll_interval: float = 0.5) -> None:
+    def move(
+        self,
+        container: str,
+        source: str,
+        destination: str,
+        *,
+        if_match_etag: str | None = None,
+        copy_timeout: float = DEFAULT_COPY_TIMEOUT,
+        poll_interval: float = 0.5,
+    ) -> None:
         """Move blob ``source`` to ``destination`` (same container): copy, then delete.
 
         Copy then delete, so a blob is never lost if the move stops half way: until the copy has
@@ -331,8 +360,9 @@ class BlobStore:
         source_client = self.container(container).get_blob_client(source)
         destination_client = self.container(container).get_blob_client(destination)
         where = f"{container}/{source} to {container}/{destination}"
-        expected = ({"etag": if_match_etag, "match_condition": MatchConditions.IfNotModified}
-                    if if_match_etag else {})
+        expected = (
+            {"etag": if_match_etag, "match_condition": MatchConditions.IfNotModified} if if_match_etag else {}
+        )
         try:
             properties = source_client.get_blob_properties(**expected)
         except HttpResponseError as error:
@@ -343,17 +373,20 @@ class BlobStore:
                 ) from None
             if error.status_code == 404 and _error_code(error) == "BlobNotFound":
                 if _copied_from(destination_client, source_client.url) is not None:
-                    log.info("%s/%s was already moved to %s (by an earlier try)", container,
-                             source, destination)
+                    log.info(
+                        "%s/%s was already moved to %s (by an earlier try)", container, source, destination
+                    )
                     return
                 raise BlobSourceMissingError(
                     f"Cannot move {where}: the source blob {container}/{source} does not exist"
                 ) from None
-            raise BlobMoveError(f"Cannot move {where}: reading {container}/{source} failed: "
-                                f"{_describe(error)}") from error
+            raise BlobMoveError(
+                f"Cannot move {where}: reading {container}/{source} failed: {_describe(error)}"
+            ) from error
         etag = properties.etag
-        copied = self._copy_version(source_client, destination_client, etag, where,
-                                    copy_timeout, poll_interval)
+        copied = self._copy_version(
+            source_client, destination_client, etag, where, copy_timeout, poll_interval
+        )
         if copied.size != properties.size:
             raise BlobMoveError(
                 f"Copy of {where} finished with {copied.size} bytes, but the source has "
@@ -368,15 +401,18 @@ class BlobStore:
                     "was rewritten meanwhile: it is left in place, not deleted"
                 ) from None
             if error.status_code != 404:
-                raise BlobMoveError(f"Copied {where}, but deleting {container}/{source} failed: "
-                                    f"{_describe(error)}") from error
-            log.warning("%s/%s was deleted by someone else after it was copied to %s",
-                        container, source, destination)
+                raise BlobMoveError(
+                    f"Copied {where}, but deleting {container}/{source} failed: {_describe(error)}"
+                ) from error
+            log.warning(
+                "%s/%s was deleted by someone else after it was copied to %s", container, source, destination
+            )
         log.info("Moved %s/%s to %s (%d bytes)", container, source, destination, properties.size)
 
     @staticmethod
-    def _copy_version(source_client, destination_client, etag: str, where: str,
-                      timeout: float, poll_interval: float):
+    def _copy_version(
+        source_client, destination_client, etag: str, where: str, timeout: float, poll_interval: float
+    ):
         """Server-side copy of the source's version ``etag``; the destination's properties once
         the copy has succeeded."""
         from azure.core import MatchConditions
@@ -385,7 +421,8 @@ class BlobStore:
         container, source = source_client.container_name, source_client.blob_name
         try:
             started = destination_client.start_copy_from_url(
-                source_client.url, source_etag=etag,
+                source_client.url,
+                source_etag=etag,
                 source_match_condition=MatchConditions.IfNotModified,
             )
         except HttpResponseError as error:
@@ -502,8 +539,13 @@ class StreamingUpload:
         from azure.storage.blob import BlobBlock
 
         self._client.commit_block_list([BlobBlock(block_id=b) for b in self._block_ids])
-        log.info("Uploaded %s/%s: %d bytes in %d block(s)", self._client.container_name,
-                 self._client.blob_name, self.bytes_written, len(self._block_ids))
+        log.info(
+            "Uploaded %s/%s: %d bytes in %d block(s)",
+            self._client.container_name,
+            self._client.blob_name,
+            self.bytes_written,
+            len(self._block_ids),
+        )
 
     def abort(self) -> None:
         """Stop without committing: the staged blocks are never made into a blob."""
@@ -513,7 +555,7 @@ class StreamingUpload:
             self._pending.put(None)
             self._thread.join()
 
-    def __enter__(self) -> "StreamingUpload":
+    def __enter__(self) -> StreamingUpload:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

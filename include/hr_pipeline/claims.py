@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from hr_pipeline import blob_layout as layout
-from hr_pipeline.landing import marker_name
 from hr_pipeline.blob_store import (
     BlobNotFoundError,
     BlobSourceChangedError,
     BlobSourceMissingError,
     BlobStore,
 )
+from hr_pipeline.landing import marker_name
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,14 @@ def claimed_prefix(table: str, run_id: str) -> str:
 class IngestLock:
     """The ingest lock of one table, taken by one run (re-entrant for that run's retries)."""
 
-    def __init__(self, store: BlobStore, container: str, table: str, run_id: str,
-                 run_has_ended: Callable[[str], bool] | None = None):
+    def __init__(
+        self,
+        store: BlobStore,
+        container: str,
+        table: str,
+        run_id: str,
+        run_has_ended: Callable[[str], bool] | None = None,
+    ):
         self.store = store
         self.container = container
         self.table = table
@@ -95,29 +101,48 @@ class IngestLock:
             if holder_run == self.run_id:  # a retry of this run's own task
                 return (holder.metadata or {}).get(TAKEN_OVER_KEY) or None
             if self.run_has_ended(holder_run):
-                if self.store.replace_if_unchanged(self.container, name, self.run_id.encode(),
-                                                   holder.etag, {**metadata, TAKEN_OVER_KEY: holder_run}):
-                    log.warning("The ingest lock of %s was held by run %s, which has ended without "
-                                "releasing it: this run takes it over, with the files that run "
-                                "claimed", self.table, holder_run)
+                if self.store.replace_if_unchanged(
+                    self.container,
+                    name,
+                    self.run_id.encode(),
+                    holder.etag,
+                    {**metadata, TAKEN_OVER_KEY: holder_run},
+                ):
+                    log.warning(
+                        "The ingest lock of %s was held by run %s, which has ended without "
+                        "releasing it: this run takes it over, with the files that run "
+                        "claimed",
+                        self.table,
+                        holder_run,
+                    )
                     return holder_run
                 continue
             if waited_for != holder_run:
-                log.info("Waiting for run %s, which is ingesting %s (the table's ingest lock, "
-                         "%s/%s): runs of one table take turns", holder_run, self.table,
-                         self.container, name)
+                log.info(
+                    "Waiting for run %s, which is ingesting %s (the table's ingest lock, "
+                    "%s/%s): runs of one table take turns",
+                    holder_run,
+                    self.table,
+                    self.container,
+                    name,
+                )
                 waited_for = holder_run
             if time.monotonic() > deadline:
                 raise IngestLockTimeout(
                     f"{self.table}: run {holder_run} still holds the ingest lock "
                     f"({self.container}/{name}) after {timeout_seconds:.0f} s; if that run is "
-                    "stuck, stop it (mark it failed) and this table's next run takes over")
+                    "stuck, stop it (mark it failed) and this table's next run takes over"
+                )
             time.sleep(poll_seconds)
 
     def _log_waited(self, waited_for: str | None, started: float) -> None:
         if waited_for:
-            log.info("Took the ingest lock of %s after waiting %.0f s for run %s", self.table,
-                     time.monotonic() - started, waited_for)
+            log.info(
+                "Took the ingest lock of %s after waiting %.0f s for run %s",
+                self.table,
+                time.monotonic() - started,
+                waited_for,
+            )
 
     def release(self) -> None:
         """Give the lock back, if this run holds it."""
@@ -131,8 +156,9 @@ class IngestLock:
             log.info("Released the ingest lock of %s", self.table)
 
 
-def claim_files(store: BlobStore, container: str, table: str, run_id: str,
-                taken_over_from: str | None = None) -> list[Claim]:
+def claim_files(
+    store: BlobStore, container: str, table: str, run_id: str, taken_over_from: str | None = None
+) -> list[Claim]:
     """The files this run ingests, in the order they must be loaded: those it claimed in an earlier
     try, those of the ended run it took the lock from, then the files waiting now. Call it holding
     the table's ingest lock."""
@@ -154,20 +180,25 @@ def claim_files(store: BlobStore, container: str, table: str, run_id: str,
             if not store.exists(container, destination):
                 log.info("Not claiming %s: %s", blob.name, error)
                 continue
-            log.info("%s: claimed the version that was listed; the newer upload stays for the next "
-                     "run (%s)", blob.name, error)
+            log.info(
+                "%s: claimed the version that was listed; the newer upload stays for the next run (%s)",
+                blob.name,
+                error,
+            )
         order += 1
         store.set_metadata(container, destination, {SOURCE_KEY: blob.name, ORDER_KEY: f"{order:09d}"})
         if store.exists(container, marker_name(blob.name)):  # the landing trigger's: done with
             store.delete(container, marker_name(blob.name))
         claims[destination] = store.properties(container, destination)
     ordered = sorted(claims.values(), key=lambda b: (int((b.metadata or {}).get(ORDER_KEY, 0)), b.name))
-    return [Claim((b.metadata or {}).get(SOURCE_KEY) or _source_of(table, run_id, b.name), b.name)
-            for b in ordered]
+    return [
+        Claim((b.metadata or {}).get(SOURCE_KEY) or _source_of(table, run_id, b.name), b.name)
+        for b in ordered
+    ]
 
 
 def _source_of(table: str, run_id: str, claimed: str) -> str:
-    return layout.incoming_prefix(table) + claimed[len(claimed_prefix(table, run_id)):]
+    return layout.incoming_prefix(table) + claimed[len(claimed_prefix(table, run_id)) :]
 
 
 def _take_over(store: BlobStore, container: str, table: str, ended_run: str, run_id: str) -> None:
@@ -177,20 +208,27 @@ def _take_over(store: BlobStore, container: str, table: str, ended_run: str, run
     theirs = claimed_prefix(table, ended_run)
     mine = claimed_prefix(table, run_id)
     for blob in store.list(container, theirs):
-        destination = mine + blob.name[len(theirs):]
+        destination = mine + blob.name[len(theirs) :]
         store.move(container, blob.name, destination)
         metadata = blob.metadata or {}
         source = metadata.get(SOURCE_KEY) or _source_of(table, ended_run, blob.name)
-        store.set_metadata(container, destination,
-                           {SOURCE_KEY: source, ORDER_KEY: metadata.get(ORDER_KEY, "0")})
+        store.set_metadata(
+            container, destination, {SOURCE_KEY: source, ORDER_KEY: metadata.get(ORDER_KEY, "0")}
+        )
         log.warning("%s, claimed by ended run %s, is ingested by this run", source, ended_run)
     for leftover in store.list(container, layout.processing_prefix(table, ended_run)):
         store.delete(container, leftover.name)
 
 
-def wait_for_referenced_ingests(store: BlobStore, container: str, table: str, referenced: list[str],
-                                timeout_seconds: float, poll_seconds: float = 5.0,
-                                run_has_ended: Callable[[str], bool] | None = None) -> None:
+def wait_for_referenced_ingests(
+    store: BlobStore,
+    container: str,
+    table: str,
+    referenced: list[str],
+    timeout_seconds: float,
+    poll_seconds: float = 5.0,
+    run_has_ended: Callable[[str], bool] | None = None,
+) -> None:
     """Before a table's files are validated against the tables it references: wait while an
     ingest of one of those is in progress (its lock is held) or has files that landed and were
     reported (an ingest of them is on its way), so that files landing together are checked
@@ -202,24 +240,39 @@ def wait_for_referenced_ingests(store: BlobStore, container: str, table: str, re
     for other in referenced:
         while True:
             busy = _held_by_a_run_in_progress(store, container, other, run_has_ended)
-            markers = {b.name: b.metadata for b in store.list(container, marker_name(layout.incoming_prefix(other)))}
-            landed = [b.name for b in store.list(container, layout.incoming_prefix(other))
-                      if is_reported(b.etag, markers.get(marker_name(b.name)))]
+            markers = {
+                b.name: b.metadata for b in store.list(container, marker_name(layout.incoming_prefix(other)))
+            }
+            landed = [
+                b.name
+                for b in store.list(container, layout.incoming_prefix(other))
+                if is_reported(b.etag, markers.get(marker_name(b.name)))
+            ]
             if not busy and not landed:
                 break
             if other not in said:
-                log.info("Waiting for the ingest of %s (%s) before validating %s against it", other,
-                         "in progress" if busy else f"{len(landed)} file(s) landed", table)
+                log.info(
+                    "Waiting for the ingest of %s (%s) before validating %s against it",
+                    other,
+                    "in progress" if busy else f"{len(landed)} file(s) landed",
+                    table,
+                )
                 said.add(other)
             if time.monotonic() > deadline:
-                log.warning("Still waiting for the ingest of %s after %.0f s: validating %s against "
-                            "%s as it is now", other, timeout_seconds, table, other)
+                log.warning(
+                    "Still waiting for the ingest of %s after %.0f s: validating %s against %s as it is now",
+                    other,
+                    timeout_seconds,
+                    table,
+                    other,
+                )
                 return
             time.sleep(poll_seconds)
 
 
-def _held_by_a_run_in_progress(store: BlobStore, container: str, table: str,
-                               run_has_ended: Callable[[str], bool] | None) -> bool:
+def _held_by_a_run_in_progress(
+    store: BlobStore, container: str, table: str, run_has_ended: Callable[[str], bool] | None
+) -> bool:
     try:
         holder = store.properties(container, lock_name(table))
     except BlobNotFoundError:

@@ -125,7 +125,5 @@ def avro_schema(contract: TableContract) -> dict:
         "name": contract.name,
         "namespace": "hr_pipeline.backup",
         "doc": f"Backup of table {contract.name}, contract version {contract.version}",
-        "fields": [
-            {"name": column.name, "type": avro_types[column.type]} for column in contract.columns
-        ],
+        "fields": [{"name": column.name, "type": avro_types[column.type]} for column in contract.columns],
     }

@@ -57,7 +57,7 @@ class Chunk:
     in contract column order), the misshapen ones (wrong number of fields) as ``RawRow``."""
 
     columns: list  # list[pyarrow.Array] of strings, one per contract column
-    row_numbers: "object"  # numpy int64 array: record number of each well-formed row
+    row_numbers: object  # numpy int64 array: record number of each well-formed row
     misshapen: list[RawRow]
     header_skipped: bool = False
 
@@ -72,19 +72,23 @@ class Chunk:
         return iter(sorted(rows + self.misshapen, key=lambda row: row.row_number))
 
     @classmethod
-    def of(cls, rows: list[RawRow], width: int) -> "Chunk":
+    def of(cls, rows: list[RawRow], width: int) -> Chunk:
         """A chunk from rows already in memory (tests, small callers)."""
         import numpy as np
         import pyarrow as pa
 
         good = [row for row in rows if len(row.fields) == width]
         columns = [pa.array([row.fields[i] for row in good], type=pa.string()) for i in range(width)]
-        return cls(columns, np.array([row.row_number for row in good], dtype=np.int64),
-                   [row for row in rows if len(row.fields) != width])
+        return cls(
+            columns,
+            np.array([row.row_number for row in good], dtype=np.int64),
+            [row for row in rows if len(row.fields) != width],
+        )
 
 
-def _arrow_reader(source, contract: TableContract, block_bytes: int, misshapen: list,
-                  only: list[str] | None = None):
+def _arrow_reader(
+    source, contract: TableContract, block_bytes: int, misshapen: list, only: list[str] | None = None
+):
     """Arrow's streaming CSV reader on a path or a readable file. Records with the wrong number
     of fields are appended to ``misshapen`` (Arrow's ``InvalidRow``: number and text)."""
     import pyarrow as pa
@@ -168,8 +172,7 @@ def _is_straddling(error: Exception) -> bool:
     return "straddl" in str(error)
 
 
-def read_chunks(path: Path, contract: TableContract, chunk_rows: int,
-                plain: bool = False) -> Iterator[Chunk]:
+def read_chunks(path: Path, contract: TableContract, chunk_rows: int, plain: bool = False) -> Iterator[Chunk]:
     """The file's records in chunks of at least ``chunk_rows`` (the last may be smaller), the
     header row (if any) dropped.
 
@@ -217,9 +220,12 @@ def _merge(parts: list[Chunk]) -> Chunk:
         return parts[0]
     # Concatenated (a copy): pandas and GX are markedly slower on chunked arrays.
     columns = [pa.concat_arrays([part.columns[i] for part in parts]) for i in range(len(parts[0].columns))]
-    return Chunk(columns, np.concatenate([part.row_numbers for part in parts]),
-                 [row for part in parts for row in part.misshapen],
-                 header_skipped=any(part.header_skipped for part in parts))
+    return Chunk(
+        columns,
+        np.concatenate([part.row_numbers for part in parts]),
+        [row for part in parts for row in part.misshapen],
+        header_skipped=any(part.header_skipped for part in parts),
+    )
 
 
 class _RecordNumbers:
@@ -244,8 +250,10 @@ class _RecordNumbers:
 
         for row in reported:
             if row.number is None or row.number < self.next:
-                raise RuntimeError(f"the CSV reader reported record {row.number} out of order "
-                                   f"(expected {self.next} or later): cannot number the records")
+                raise RuntimeError(
+                    f"the CSV reader reported record {row.number} out of order "
+                    f"(expected {self.next} or later): cannot number the records"
+                )
         self.waiting.extend(reported)
         self.waiting.sort(key=lambda row: row.number)
         taken = np.array([row.number for row in self.waiting], dtype=np.int64)
@@ -253,7 +261,7 @@ class _RecordNumbers:
         numbers = np.setdiff1d(span, taken, assume_unique=True)[:good] if len(taken) else span
         last = int(numbers[-1]) if good else self.next - 1
         placed = [row for row in self.waiting if row.number <= last]
-        self.waiting = self.waiting[len(placed):]
+        self.waiting = self.waiting[len(placed) :]
         self.next = last + 1
         return numbers, placed
 
@@ -282,8 +290,9 @@ def _read_batches(path: Path, contract: TableContract) -> Iterator[Chunk]:
             numbers, placed = numbering.place(batch.num_rows, reported)
             columns = [pa.array(c) if isinstance(c, pa.ChunkedArray) else c for c in batch.columns]
             odd = [RawRow(int(row.number), int(row.number), _split(row.text)) for row in placed]
-            header = bool(len(numbers) and numbers[0] == 1 and _is_header(
-                [c[0].as_py() for c in columns], contract))
+            header = bool(
+                len(numbers) and numbers[0] == 1 and _is_header([c[0].as_py() for c in columns], contract)
+            )
             if header:
                 columns = [c.slice(1) for c in columns]
                 numbers = numbers[1:]
@@ -291,9 +300,11 @@ def _read_batches(path: Path, contract: TableContract) -> Iterator[Chunk]:
             first_batch = False
         numbering.place(0, list(misshapen))
         if rest := numbering.rest():  # misshapen records after the last well-formed one
-            yield Chunk([pa.array([], type=pa.string()) for _ in contract.columns],
-                        np.array([], dtype=np.int64),
-                        [RawRow(int(row.number), int(row.number), _split(row.text)) for row in rest])
+            yield Chunk(
+                [pa.array([], type=pa.string()) for _ in contract.columns],
+                np.array([], dtype=np.int64),
+                [RawRow(int(row.number), int(row.number), _split(row.text)) for row in rest],
+            )
     except pa.ArrowInvalid as error:
         message = str(error)
         if "UTF8" in message or "UTF-8" in message:
@@ -338,14 +349,22 @@ def _plain_batches(path: Path, contract: TableContract, batch_rows: int) -> Iter
                     else:
                         odd.append(RawRow(number, number, fields))
                     if len(numbers) + len(odd) >= batch_rows:
-                        yield Chunk([pa.array(c, type=pa.string()) for c in columns],
-                                    np.array(numbers, dtype=np.int64), odd, header_skipped=header)
+                        yield Chunk(
+                            [pa.array(c, type=pa.string()) for c in columns],
+                            np.array(numbers, dtype=np.int64),
+                            odd,
+                            header_skipped=header,
+                        )
                         columns, numbers, odd, header = [[] for _ in range(width)], [], [], False
             except csv.Error as error:
                 raise UnreadableFileError(f"not parseable as CSV after record {number}: {error}") from None
             if numbers or odd or header:
-                yield Chunk([pa.array(c, type=pa.string()) for c in columns],
-                            np.array(numbers, dtype=np.int64), odd, header_skipped=header)
+                yield Chunk(
+                    [pa.array(c, type=pa.string()) for c in columns],
+                    np.array(numbers, dtype=np.int64),
+                    odd,
+                    header_skipped=header,
+                )
     finally:
         csv.field_size_limit(limit)
 
@@ -383,7 +402,7 @@ def scan(path: Path, contract: TableContract) -> FileScan:
     return scan_plain(path, contract)
 
 
-def _key_ids(text) -> "object":
+def _key_ids(text) -> object:
     """The ids a key column holds that can be ids (integers of the 32-bit range), as int32."""
     import numpy as np
 
@@ -490,8 +509,10 @@ class _CheckedText:
         try:
             self._decoder.decode(block)
         except UnicodeDecodeError as error:
-            self._fail(f"not UTF-8 text (byte {self._offset + error.start}: {error.reason}); "
-                       "save the extract as UTF-8 CSV and upload it again")
+            self._fail(
+                f"not UTF-8 text (byte {self._offset + error.start}: {error.reason}); "
+                "save the extract as UTF-8 CSV and upload it again"
+            )
         self._offset += len(block)
 
     def finish(self) -> None:

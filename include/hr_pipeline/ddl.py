@@ -6,8 +6,18 @@ from __future__ import annotations
 from hr_pipeline.contracts import Column, TableContract
 from hr_pipeline.dialects import DIALECTS, Dialect, adapter_for
 
-__all__ = ["DIALECTS", "Dialect", "column_list", "create_table", "create_table_if_missing",
-           "placeholders", "quote", "sql_type", "upsert_from_staging", "upsert_values"]
+__all__ = [
+    "DIALECTS",
+    "Dialect",
+    "column_list",
+    "create_table",
+    "create_table_if_missing",
+    "placeholders",
+    "quote",
+    "sql_type",
+    "upsert_from_staging",
+    "upsert_values",
+]
 
 
 def quote(identifier: str, dialect: Dialect) -> str:

@@ -17,8 +17,11 @@ INTEGER_PATTERN = r"^[+-]?[0-9]+$"
 INSTANT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z$"
 # Whitespace around a field: exactly the characters Python's str.strip() removes (str.isspace():
 # the Unicode White_Space characters and the ASCII separators U+001C-U+001F).
-WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
-              + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000")
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
 WHITESPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]"  # for RE2
 
 
@@ -30,8 +33,10 @@ def normalized_text(column):
 
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if edge_whitespace_possible(column) and pc.any(pc.match_substring_regex(
-            column, f"^{WHITESPACE_CLASS}|{WHITESPACE_CLASS}$")).as_py():
+    if (
+        edge_whitespace_possible(column)
+        and pc.any(pc.match_substring_regex(column, f"^{WHITESPACE_CLASS}|{WHITESPACE_CLASS}$")).as_py()
+    ):
         column = pc.utf8_trim(column, characters=WHITESPACE)
     if pc.any(pc.equal(column, "")).as_py():
         column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
@@ -51,8 +56,9 @@ def integer_values(text):
             raise pa.ArrowInvalid("hexadecimal")  # Arrow's cast reads "0x1F" as 31: not an integer here
         values = pc.cast(text, pa.int64()).cast(pa.float64())
     except pa.ArrowInvalid:  # "+5", text, or beyond int64: the pattern decides what is an integer
-        shaped = pc.if_else(pc.match_substring_regex(text, INTEGER_PATTERN), text,
-                            pa.scalar(None, pa.string()))
+        shaped = pc.if_else(
+            pc.match_substring_regex(text, INTEGER_PATTERN), text, pa.scalar(None, pa.string())
+        )
         values = pc.cast(shaped, pa.float64())
     values = values.to_numpy(zero_copy_only=False)
     # An integer of more than 308 digits reads as infinite, which the range check would not see
@@ -111,8 +117,16 @@ def _real_calendar_instants(candidate, shaped):
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
     month_ok = (month >= 1) & (month <= 12)
     days = np.asarray(_DAYS_IN_MONTH)[np.where(month_ok, month, 0)] + ((month == 2) & leap)
-    return (shaped & (year >= 1) & month_ok & (day >= 1) & (day <= days)
-            & (hour < 24) & (minute < 60) & (second < 60))
+    return (
+        shaped
+        & (year >= 1)
+        & month_ok
+        & (day >= 1)
+        & (day <= days)
+        & (hour < 24)
+        & (minute < 60)
+        & (second < 60)
+    )
 
 
 def canonical_instants(instants, text=None):
@@ -164,13 +178,15 @@ def edge_whitespace_possible(column) -> bool:
     _, offsets_buffer, data_buffer = column.buffers()
     if data_buffer is None or not data_buffer.size:
         return False
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[column.offset: column.offset + len(column) + 1]
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0]: offsets[-1]]
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
     if not len(data):
         return False
     # An empty value's "first byte" is the next value's, its "last" the previous one's: only
     # ever a false alarm, never a miss.
     firsts = np.minimum(offsets[:-1] - offsets[0], len(data) - 1)
     lasts = np.maximum(offsets[1:] - offsets[0] - 1, 0)
-    return bool(_byte_table(_MAY_START_WHITESPACE)[data[firsts]].any()
-                or _byte_table(_MAY_END_WHITESPACE)[data[lasts]].any())
+    return bool(
+        _byte_table(_MAY_START_WHITESPACE)[data[firsts]].any()
+        or _byte_table(_MAY_END_WHITESPACE)[data[lasts]].any()
+    )

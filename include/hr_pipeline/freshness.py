@@ -73,9 +73,13 @@ def format_age(age: timedelta | None) -> str:
     return f"{hours:.1f} h" + (f" ({hours / 24:.1f} days)" if hours >= 48 else "")
 
 
-def table_freshness(tables: Iterable[str] = TABLE_NAMES, max_age: timedelta = MAX_BACKUP_AGE,
-                    now: datetime | None = None, store=None,
-                    container: str | None = None) -> list[Freshness]:
+def table_freshness(
+    tables: Iterable[str] = TABLE_NAMES,
+    max_age: timedelta = MAX_BACKUP_AGE,
+    now: datetime | None = None,
+    store=None,
+    container: str | None = None,
+) -> list[Freshness]:
     """The newest backup of each table (listed in the backups container) and its age at ``now``."""
     from hr_pipeline import backup
 
@@ -85,13 +89,15 @@ def table_freshness(tables: Iterable[str] = TABLE_NAMES, max_age: timedelta = MA
     for table in tables:
         refs = backup.list_backups(table, store=store, container=container)
         newest = max(refs, key=lambda ref: ref.instant) if refs else None
-        results.append(Freshness(
-            table=table,
-            newest=newest.name if newest else None,
-            instant=newest.instant if newest else None,
-            age=(now - newest.instant) if newest else None,
-            max_age=max_age,
-        ))
+        results.append(
+            Freshness(
+                table=table,
+                newest=newest.name if newest else None,
+                instant=newest.instant if newest else None,
+                age=(now - newest.instant) if newest else None,
+                max_age=max_age,
+            )
+        )
     return results
 
 
@@ -100,13 +106,18 @@ def stale_message(results: Iterable[Freshness], max_age: timedelta = MAX_BACKUP_
     stale = [result for result in results if result.stale]
     if not stale:
         return None
-    return (f"Stale backups (newest older than {format_age(max_age)}): "
-            + "; ".join(result.describe() for result in stale))
+    return f"Stale backups (newest older than {format_age(max_age)}): " + "; ".join(
+        result.describe() for result in stale
+    )
 
 
-def check_freshness(tables: Iterable[str] = TABLE_NAMES, max_age: timedelta = MAX_BACKUP_AGE,
-                    now: datetime | None = None, store=None,
-                    container: str | None = None) -> list[dict[str, Any]]:
+def check_freshness(
+    tables: Iterable[str] = TABLE_NAMES,
+    max_age: timedelta = MAX_BACKUP_AGE,
+    now: datetime | None = None,
+    store=None,
+    container: str | None = None,
+) -> list[dict[str, Any]]:
     """Raise ``StaleBackups`` when a table's newest backup is older than ``max_age`` or missing;
     otherwise return each table's newest backup and age."""
     results = table_freshness(tables, max_age, now, store, container)

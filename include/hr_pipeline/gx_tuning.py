@@ -34,7 +34,8 @@ def check_gx_version() -> None:
         raise RuntimeError(
             f"hr_pipeline.gx_tuning was written and measured for great_expectations {GX_VERSION}, "
             f"but {gx.__version__} is installed: check what it relies on (its docstring) against "
-            "that version, run tests/unit/test_gx_tuning.py, then update GX_VERSION")
+            "that version, run tests/unit/test_gx_tuning.py, then update GX_VERSION"
+        )
 
 
 def configure() -> None:
@@ -74,8 +75,9 @@ def expectation_classes() -> dict[str, type]:
         class HrExpectColumnValuesToBeBetween(_ConfigurationBuiltOnce, gxe.ExpectColumnValuesToBeBetween):
             pass
 
-        class HrExpectColumnValueLengthsToBeBetween(_ConfigurationBuiltOnce,
-                                                    gxe.ExpectColumnValueLengthsToBeBetween):
+        class HrExpectColumnValueLengthsToBeBetween(
+            _ConfigurationBuiltOnce, gxe.ExpectColumnValueLengthsToBeBetween
+        ):
             pass
 
         _CLASSES = {

@@ -78,9 +78,10 @@ def max_body_bytes() -> int:
 # -- request size limit ------------------------------------------------------------------------
 class _BodyTooLarge(HTTPException):
     def __init__(self, limit: int):
-        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE,
-                         f"The request body is larger than {limit} bytes "
-                         f"(the limit is set by {MAX_BODY_BYTES_VARIABLE}).")
+        super().__init__(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"The request body is larger than {limit} bytes (the limit is set by {MAX_BODY_BYTES_VARIABLE}).",
+        )
 
 
 class BodySizeLimit:
@@ -132,17 +133,24 @@ class BodySizeLimit:
 
     async def _refuse(self, send) -> None:
         body = json.dumps({"detail": _BodyTooLarge(self.limit).detail}).encode()
-        await send({"type": "http.response.start", "status": status.HTTP_413_CONTENT_TOO_LARGE,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status.HTTP_413_CONTENT_TOO_LARGE,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
 # -- authentication and authorization (Airflow's) --------------------------------------------------
 _bearer = HTTPBearer(
     auto_error=False,
-    description="The JWT of Airflow's REST API: POST /auth/token with {\"username\", \"password\"}.",
+    description='The JWT of Airflow\'s REST API: POST /auth/token with {"username", "password"}.',
 )
 
 
@@ -191,11 +199,14 @@ class TriggeredRun(BaseModel):
 
 
 class RestoreRequest(BaseModel):
-    backup: str = Field("latest", min_length=1,
-                        description="'latest', or a backup's blob name "
-                                    "(<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro).")
+    backup: str = Field(
+        "latest",
+        min_length=1,
+        description="'latest', or a backup's blob name (<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro).",
+    )
     as_of: datetime | None = Field(
-        None, description="Restore the newest backup taken at or before this instant (ISO 8601).")
+        None, description="Restore the newest backup taken at or before this instant (ISO 8601)."
+    )
 
 
 class QuarterlyHires(BaseModel):
@@ -222,17 +233,25 @@ def trigger(dag_id: str, conf: dict[str, Any], user) -> TriggeredRun:
 
     _authorize(user, "POST", dag_id, run_access=True)
     try:
-        run = trigger_dag(dag_id, triggered_by=DagRunTriggeredByType.REST_API,
-                          triggering_user_name=user.get_name(), conf=conf)
+        run = trigger_dag(
+            dag_id,
+            triggered_by=DagRunTriggeredByType.REST_API,
+            triggering_user_name=user.get_name(),
+            conf=conf,
+        )
     except DagNotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            f"DAG {dag_id!r} is not registered (yet): is its file in the DAGs "
-                            f"folder and free of import errors?")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"DAG {dag_id!r} is not registered (yet): is its file in the DAGs "
+            f"folder and free of import errors?",
+        ) from None
     except ValueError as error:  # ParamValidationError is a ValueError
-        raise HTTPException(422,
-                            f"{dag_id} refused the parameters {conf}: {error}")
+        raise HTTPException(422, f"{dag_id} refused the parameters {conf}: {error}") from None
     return TriggeredRun(
-        dag_id=dag_id, dag_run_id=run.run_id, state=getattr(run.state, "value", str(run.state)), conf=conf,
+        dag_id=dag_id,
+        dag_run_id=run.run_id,
+        state=getattr(run.state, "value", str(run.state)),
+        conf=conf,
         status_url=f"/api/v2/dags/{dag_id}/dagRuns/{run.run_id}",
     )
 
@@ -256,13 +275,14 @@ def read_metric_table(table: str, columns: list[str], order_by: list[tuple[str, 
         # The driver's message names the warehouse's host and port (and more): the log has it,
         # the client gets a reference to it.
         reference = uuid.uuid4().hex[:12]
-        log.exception("%s metrics: %s cannot be read from the warehouse (reference %s)",
-                      URL_PREFIX, table, reference)
+        log.exception(
+            "%s metrics: %s cannot be read from the warehouse (reference %s)", URL_PREFIX, table, reference
+        )
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"{table} cannot be read from the warehouse; has {METRICS_DAG} run yet? The cause is "
             f"in the api-server's log under reference {reference}.",
-        )
+        ) from None
     return [dict(zip(columns, row)) for row in rows]
 
 
@@ -279,27 +299,34 @@ def _serve_docs_offline(app: FastAPI) -> None:
     import fastapi_offline
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
-    from starlette.requests import Request
 
-    app.mount(DOCS_ASSETS, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
-              name="docs-assets")
+    app.mount(
+        DOCS_ASSETS,
+        StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+        name="docs-assets",
+    )
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request):
         root = request.scope.get("root_path", "").rstrip("/")
         return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - docs",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - docs",
             swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request):
         root = request.scope.get("root_path", "").rstrip("/")
         return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def create_app(max_body: int | None = None) -> FastAPI:
@@ -316,42 +343,72 @@ def create_app(max_body: int | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, limit=limit)
     _serve_docs_offline(app)
-    @app.post("/api/ingest/{table_name}", status_code=status.HTTP_202_ACCEPTED,
-              response_model=TriggeredRun, tags=["pipeline"],
-              summary="Ingest the files waiting under incoming/<table_name>/")
+
+    @app.post(
+        "/api/ingest/{table_name}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=TriggeredRun,
+        tags=["pipeline"],
+        summary="Ingest the files waiting under incoming/<table_name>/",
+    )
     def ingest(table_name: TableName, user: UserDep) -> TriggeredRun:
         return trigger(INGEST_DAG, {"table_name": table_name.value}, user)
 
-    @app.post("/api/backup/{table_name}", status_code=status.HTTP_202_ACCEPTED,
-              response_model=TriggeredRun, tags=["pipeline"],
-              summary="Write an AVRO backup of the table")
+    @app.post(
+        "/api/backup/{table_name}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=TriggeredRun,
+        tags=["pipeline"],
+        summary="Write an AVRO backup of the table",
+    )
     def backup(table_name: TableName, user: UserDep) -> TriggeredRun:
         return trigger(BACKUP_DAG, {"tables": [table_name.value]}, user)
 
-    @app.post("/api/restore/{table_name}", status_code=status.HTTP_202_ACCEPTED,
-              response_model=TriggeredRun, tags=["pipeline"],
-              summary="Replace the table's rows with a backup's")
-    def restore(table_name: TableName, user: UserDep,
-                request: Annotated[RestoreRequest | None, Body()] = None) -> TriggeredRun:
+    @app.post(
+        "/api/restore/{table_name}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=TriggeredRun,
+        tags=["pipeline"],
+        summary="Replace the table's rows with a backup's",
+    )
+    def restore(
+        table_name: TableName, user: UserDep, request: Annotated[RestoreRequest | None, Body()] = None
+    ) -> TriggeredRun:
         request = request or RestoreRequest()
-        conf = {"table_name": table_name.value, "backup": request.backup,
-                "as_of": request.as_of.isoformat() if request.as_of else None}
+        conf = {
+            "table_name": table_name.value,
+            "backup": request.backup,
+            "as_of": request.as_of.isoformat() if request.as_of else None,
+        }
         return trigger(RESTORE_DAG, conf, user)
 
-    @app.get("/api/metrics/quarterly-hires-2021", response_model=list[QuarterlyHires],
-             tags=["metrics"], summary="Hires of 2021 per department and job, by quarter")
+    @app.get(
+        "/api/metrics/quarterly-hires-2021",
+        response_model=list[QuarterlyHires],
+        tags=["metrics"],
+        summary="Hires of 2021 per department and job, by quarter",
+    )
     def quarterly_hires_2021(user: UserDep) -> list[dict]:
         _authorize(user, "GET", METRICS_DAG, run_access=False)
-        return read_metric_table("quarterly_hires_2021",
-                                 ["department", "job", "q1", "q2", "q3", "q4"],
-                                 [("department", "ASC"), ("job", "ASC")])
+        return read_metric_table(
+            "quarterly_hires_2021",
+            ["department", "job", "q1", "q2", "q3", "q4"],
+            [("department", "ASC"), ("job", "ASC")],
+        )
 
-    @app.get("/api/metrics/departments-above-mean-2021", response_model=list[DepartmentAboveMean],
-             tags=["metrics"], summary="Departments that hired more than the 2021 mean")
+    @app.get(
+        "/api/metrics/departments-above-mean-2021",
+        response_model=list[DepartmentAboveMean],
+        tags=["metrics"],
+        summary="Departments that hired more than the 2021 mean",
+    )
     def departments_above_mean_2021(user: UserDep) -> list[dict]:
         _authorize(user, "GET", METRICS_DAG, run_access=False)
-        return read_metric_table("departments_above_mean_2021", ["id", "department", "hired"],
-                                 [("hired", "DESC"), ("department", "ASC")])
+        return read_metric_table(
+            "departments_above_mean_2021",
+            ["id", "department", "hired"],
+            [("hired", "DESC"), ("department", "ASC")],
+        )
 
     return app
 

@@ -20,8 +20,8 @@ import csv
 import hashlib
 import io
 import logging
-from collections import Counter
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,33 +113,55 @@ def validate_incoming(
     container = raw_container()
     use_system_allocator()
     warehouse.ensure_tables()
-    wait_for_referenced_ingests(store, container, table,
-                                [column.references for column in contract.foreign_keys],
-                                reference_wait_seconds(), run_has_ended=run_has_ended)
+    wait_for_referenced_ingests(
+        store,
+        container,
+        table,
+        [column.references for column in contract.foreign_keys],
+        reference_wait_seconds(),
+        run_has_ended=run_has_ended,
+    )
     lock = IngestLock(store, container, table, run_id, run_has_ended)
     taken_over_from = lock.acquire(ingest_lock_timeout_seconds())
     claims = claim_files(store, container, table, run_id, taken_over_from)
-    log.info("%d file(s) to ingest for %s: %s", len(claims), table,
-             ", ".join(claim.source for claim in claims) or "-")
+    log.info(
+        "%d file(s) to ingest for %s: %s",
+        len(claims),
+        table,
+        ", ".join(claim.source for claim in claims) or "-",
+    )
     if not claims:
         lock.release()
         return []
     reference_keys = {
-        column.references: warehouse.key_values(column.references)
-        for column in contract.foreign_keys
+        column.references: warehouse.key_values(column.references) for column in contract.foreign_keys
     }
     for referenced, keys in reference_keys.items():
         log.info("Foreign keys of %s checked against %d ids of %s", table, len(keys), referenced)
     results = []
     for claim in claims:
-        result = validate_file(table, claim, run_id, day, reference_keys,
-                               chunk_rows or validation_chunk_rows(), store, max_reject_ratio)
+        result = validate_file(
+            table,
+            claim,
+            run_id,
+            day,
+            reference_keys,
+            chunk_rows or validation_chunk_rows(),
+            store,
+            max_reject_ratio,
+        )
         _note_earlier_ingest(warehouse, result)
         results.append(result.to_dict())
-    log.info("Validated %d file(s) of %s:\n%s", len(results), table, "\n".join(
-        f"  {r['source']}: {r['rows']} rows, {r['valid']} valid, {r['rejected']} rejected"
-        + (f" (UNREADABLE: {r['unreadable_reason']})" if r["unreadable_reason"] else "")
-        for r in results))
+    log.info(
+        "Validated %d file(s) of %s:\n%s",
+        len(results),
+        table,
+        "\n".join(
+            f"  {r['source']}: {r['rows']} rows, {r['valid']} valid, {r['rejected']} rejected"
+            + (f" (UNREADABLE: {r['unreadable_reason']})" if r["unreadable_reason"] else "")
+            for r in results
+        ),
+    )
     return results
 
 
@@ -161,7 +183,13 @@ def validate_file(
     container = raw_container()
     source = claim.source
     result = FileValidation(
-        table=table, source=source, claimed_blob=claim.blob, run_id=run_id, rows=0, valid=0, rejected=0,
+        table=table,
+        source=source,
+        claimed_blob=claim.blob,
+        run_id=run_id,
+        rows=0,
+        valid=0,
+        rejected=0,
         valid_blob=layout.valid_rows_name(table, run_id, source),
         rejects_blob=layout.pending_rejects_name(table, run_id, source),
         archive_blob=layout.archive_name(table, day, run_id, source),
@@ -174,10 +202,14 @@ def validate_file(
             digest = hashlib.sha256()
             with open(local, "wb") as copy:
                 file_scan = scan_blocks(
-                    _copied(store.prefetched_blocks(container, claim.blob), copy, digest), contract)
+                    _copied(store.prefetched_blocks(container, claim.blob), copy, digest), contract
+                )
             if file_scan.plain_reader:
-                log.info("%s has a record longer than the read block (%d bytes): read by the "
-                         "plain CSV reader", source, read_block_bytes())
+                log.info(
+                    "%s has a record longer than the read block (%d bytes): read by the plain CSV reader",
+                    source,
+                    read_block_bytes(),
+                )
                 local = Path(work) / "extract-whole.csv"  # the first copy stopped with the scan
                 store.download_to_file(container, claim.blob, local)
                 file_scan = scan(local, contract)
@@ -188,8 +220,12 @@ def validate_file(
             store.download_to_file(container, claim.blob, whole)
             result.sha256, result.bytes = _sha256_of(whole).hexdigest(), whole.stat().st_size
             return _reject_whole_file(store, result, day, run_id, str(error))
-        log.info("%s: %d records; %d id(s) occur more than once", source,
-                 file_scan.records, len(file_scan.duplicate_ids))
+        log.info(
+            "%s: %d records; %d id(s) occur more than once",
+            source,
+            file_scan.records,
+            len(file_scan.duplicate_ids),
+        )
 
         validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
         referenced: dict[str, set[int]] = {column.references: set() for column in contract.foreign_keys}
@@ -199,8 +235,10 @@ def validate_file(
         # while the next chunk is validated), compressed with zstd: a tenth of the bytes to send
         # and for the load to fetch, for a few milliseconds per chunk. The rejects, usually few,
         # are uploaded at the end.
-        with store.streaming_upload(container, result.valid_blob) as valid_upload, \
-                open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file:
+        with (
+            store.streaming_upload(container, result.valid_blob) as valid_upload,
+            open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file,
+        ):
             valid_file = _compressed(valid_upload)
             valid_writer = None
 
@@ -222,17 +260,26 @@ def validate_file(
                     result.header_skipped |= chunk.header_skipped
                     for column in contract.foreign_keys:
                         referenced[column.references].update(
-                            pc.unique(checked.valid[column.name]).to_pylist())
+                            pc.unique(checked.valid[column.name]).to_pylist()
+                        )
                     for rejected in checked.rejected:
                         broken_rules.update(rejected.rules)
                         rejects_writer.writerow(
-                            [*map(spreadsheet_safe, _fit(rejected.fields, len(contract.columns))),
-                             rejected.reason])
+                            [
+                                *map(spreadsheet_safe, _fit(rejected.fields, len(contract.columns))),
+                                rejected.reason,
+                            ]
+                        )
                     result.rows += len(chunk)
                     result.valid += checked.valid_count
                     result.rejected += len(checked.rejected)
-                    log.info("%s: %d rows read, %d valid, %d rejected so far", source,
-                             result.rows, result.valid, result.rejected)
+                    log.info(
+                        "%s: %d rows read, %d valid, %d rejected so far",
+                        source,
+                        result.rows,
+                        result.valid,
+                        result.rejected,
+                    )
                     del chunk, checked  # one chunk validated at a time (one more read ahead)
                     release_arrow_memory()
             if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
@@ -244,19 +291,26 @@ def validate_file(
             if valid_writer is not None:
                 valid_writer.close()
             valid_file.close()  # the last compressed bytes, then the blob's commit
-        log.info("%s: valid rows handed over in %s/%s (%d bytes, zstd)", source, container,
-                 result.valid_blob, valid_upload.bytes_written)
+        log.info(
+            "%s: valid rows handed over in %s/%s (%d bytes, zstd)",
+            source,
+            container,
+            result.valid_blob,
+            valid_upload.bytes_written,
+        )
         store.upload_file(container, result.rejects_blob, rejects_path)
     result.referenced_ids = {table: sorted(ids) for table, ids in referenced.items()}
     if result.rows and result.rejected / result.rows > max_reject_ratio:
         top = ", ".join(f"{rule} ({count})" for rule, count in broken_rules.most_common(5))
         result.over_limit_reason = (
             f"{result.rejected} of {result.rows} rows rejected ({result.rejected / result.rows:.1%}), "
-            f"above the run's max_reject_ratio of {max_reject_ratio:.1%}; most frequent: {top}")
+            f"above the run's max_reject_ratio of {max_reject_ratio:.1%}; most frequent: {top}"
+        )
         log.error("%s is not loaded: %s", source, result.over_limit_reason)
     if result.rows and result.valid == 0:
-        log.warning("%s: every one of its %d rows was rejected; is it the right table's file?",
-                    source, result.rows)
+        log.warning(
+            "%s: every one of its %d rows was rejected; is it the right table's file?", source, result.rows
+        )
     return result
 
 
@@ -281,9 +335,15 @@ def _note_earlier_ingest(warehouse: Warehouse, result: FileValidation) -> None:
     earlier = ledger.earlier_ingest(warehouse, result.sha256, result.run_id)
     if earlier:
         result.same_as_run = earlier[0]
-        log.info("%s has the same bytes (sha256 %s) as %s, ingested by run %s at %s: ingested "
-                 "again (loads are upserts, so the tables do not change)", result.source,
-                 result.sha256[:12], earlier[1], earlier[0], earlier[2])
+        log.info(
+            "%s has the same bytes (sha256 %s) as %s, ingested by run %s at %s: ingested "
+            "again (loads are upserts, so the tables do not change)",
+            result.source,
+            result.sha256[:12],
+            earlier[1],
+            earlier[0],
+            earlier[2],
+        )
 
 
 VALID_ROWS_COMPRESSION = "zstd"
@@ -322,15 +382,17 @@ def _fit(fields: list[str], width: int) -> list[str]:
     return fields[: width - 1] + [",".join(fields[width - 1 :])]
 
 
-def _reject_whole_file(store: BlobStore, result: FileValidation, day: str, run_id: str,
-                       reason: str) -> FileValidation:
+def _reject_whole_file(
+    store: BlobStore, result: FileValidation, day: str, run_id: str, reason: str
+) -> FileValidation:
     container = raw_container()
     destination = layout.unreadable_file_name(result.table, day, run_id, result.source)
     log.error("%s cannot be read: %s. Moving it whole to %s", result.source, reason, destination)
     store.move(container, result.claimed_blob, destination)
-    store.upload_bytes(container, destination + ".reason.txt",
-                       f"{result.source}: {reason}\n".encode())
-    result.unreadable_reason = f"{result.source} cannot be read ({reason}); moved to {container}/{destination}"
+    store.upload_bytes(container, destination + ".reason.txt", f"{result.source}: {reason}\n".encode())
+    result.unreadable_reason = (
+        f"{result.source} cannot be read ({reason}); moved to {container}/{destination}"
+    )
     return result
 
 
@@ -381,25 +443,37 @@ def load_validated(
             if item.unreadable_reason or item.over_limit_reason or item.valid == 0:
                 continue
             loads[item.source] = _load_file(contract, item, batch_size, store, warehouse)
-    log.info("Loaded %s:\n%s", table, "\n".join(
-        f"  {source}: {load['loaded']} rows"
-        + (f", {load['rejected']} rejected at load" if load["rejected"] else "")
-        + (f", REFUSED: {load['error']}" if load["error"] else "")
-        for source, load in loads.items()) or "  nothing to load")
+    log.info(
+        "Loaded %s:\n%s",
+        table,
+        "\n".join(
+            f"  {source}: {load['loaded']} rows"
+            + (f", {load['rejected']} rejected at load" if load["rejected"] else "")
+            + (f", REFUSED: {load['error']}" if load["error"] else "")
+            for source, load in loads.items()
+        )
+        or "  nothing to load",
+    )
     return loads
 
 
-def _load_file(contract, item: FileValidation, batch_size: int, store: BlobStore,
-               warehouse: Warehouse) -> dict:
+def _load_file(
+    contract, item: FileValidation, batch_size: int, store: BlobStore, warehouse: Warehouse
+) -> dict:
     vanished = {}
     for column in contract.foreign_keys:
         wanted = item.referenced_ids.get(column.references, [])
         missing = set(wanted) - warehouse.existing_keys(column.references, wanted)
         if missing:
             vanished[column.name] = (column.references, missing)
-            log.warning("%s: %d id(s) of %s its rows point at were removed since validation "
-                        "(first: %s): those rows are rejected", item.source, len(missing),
-                        column.references, ", ".join(map(str, sorted(missing)[:5])))
+            log.warning(
+                "%s: %d id(s) of %s its rows point at were removed since validation "
+                "(first: %s): those rows are rejected",
+                item.source,
+                len(missing),
+                column.references,
+                ", ".join(map(str, sorted(missing)[:5])),
+            )
     progress = _progress_logger(item.source, item.valid, batch_size)
     written = 0
 
@@ -408,8 +482,9 @@ def _load_file(contract, item: FileValidation, batch_size: int, store: BlobStore
         written = rows
         progress(rows)
 
-    batches = csv_batches(store.decompressed_blocks(raw_container(), item.valid_blob,
-                                                    VALID_ROWS_COMPRESSION), batch_size)
+    batches = csv_batches(
+        store.decompressed_blocks(raw_container(), item.valid_blob, VALID_ROWS_COMPRESSION), batch_size
+    )
     dropped: list[list[str]] = []
     if vanished:
         batches = _without_vanished_references(batches, contract, vanished, dropped)
@@ -420,15 +495,21 @@ def _load_file(contract, item: FileValidation, batch_size: int, store: BlobStore
         if not is_data_error(error):
             raise
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        log.error("%s: the warehouse refused its rows (%s) after %d of %d were loaded; the "
-                  "other files go on, and this one is set aside whole by the archive step",
-                  item.source, first_line, written, item.valid)
+        log.error(
+            "%s: the warehouse refused its rows (%s) after %d of %d were loaded; the "
+            "other files go on, and this one is set aside whole by the archive step",
+            item.source,
+            first_line,
+            written,
+            item.valid,
+        )
         return {"loaded": written, "rejected": 0, "error": f"{type(error).__name__}: {first_line}"}
     if dropped:
         _upload_load_rejects(store, item, contract, dropped)
     if written + len(dropped) != item.valid:
-        raise IngestError(f"{item.source}: {item.valid} valid rows but {written} loaded and "
-                          f"{len(dropped)} rejected at load")
+        raise IngestError(
+            f"{item.source}: {item.valid} valid rows but {written} loaded and {len(dropped)} rejected at load"
+        )
     log.info("%s: %d rows loaded into %s (%s)", item.source, written, contract.name, warehouse.dialect)
     return {"loaded": written, "rejected": len(dropped), "error": None}
 
@@ -449,9 +530,12 @@ def _without_vanished_references(batches, contract, vanished: dict, dropped: lis
         writer = csv.writer(kept, lineterminator="\n")
         rows = 0
         for row in batch.parsed():
-            reasons = [f"{name}: {row[position]} does not exist in {vanished[name][0]} (removed "
-                       "after this file was validated)"
-                       for name, position in positions.items() if int(row[position]) in vanished[name][1]]
+            reasons = [
+                f"{name}: {row[position]} does not exist in {vanished[name][0]} (removed "
+                "after this file was validated)"
+                for name, position in positions.items()
+                if int(row[position]) in vanished[name][1]
+            ]
             if reasons:
                 dropped.append([*row, f"id {row[key]}: " + "; ".join(reasons)])
             else:
@@ -486,17 +570,31 @@ def is_data_error(error: BaseException) -> bool:
 
 def what_changed(validations: list[dict], loads: dict[str, dict]) -> dict:
     """What a run changed in its table, for the table's asset event."""
-    files = [{"file": v["source"], "rows": v["rows"], "loaded": loads.get(v["source"], {}).get("loaded", 0),
-              "rejected": v["rejected"] + loads.get(v["source"], {}).get("rejected", 0)}
-             for v in validations]
-    return {"files": files, "rows_loaded": sum(f["loaded"] for f in files),
-            "rows_rejected": sum(f["rejected"] for f in files)}
+    files = [
+        {
+            "file": v["source"],
+            "rows": v["rows"],
+            "loaded": loads.get(v["source"], {}).get("loaded", 0),
+            "rejected": v["rejected"] + loads.get(v["source"], {}).get("rejected", 0),
+        }
+        for v in validations
+    ]
+    return {
+        "files": files,
+        "rows_loaded": sum(f["loaded"] for f in files),
+        "rows_rejected": sum(f["rejected"] for f in files),
+    }
 
 
-def archive_ingested(table: str, validations: list[dict], day: str,
-                     store: BlobStore | None = None, run_id: str | None = None,
-                     loads: dict[str, dict] | None = None,
-                     warehouse: Warehouse | None = None) -> list[str]:
+def archive_ingested(
+    table: str,
+    validations: list[dict],
+    day: str,
+    store: BlobStore | None = None,
+    run_id: str | None = None,
+    loads: dict[str, dict] | None = None,
+    warehouse: Warehouse | None = None,
+) -> list[str]:
     """Move each file to archive/ and its rejects to rejected/, record it in the ingest ledger,
     then release the table's ingest lock; returns one summary line per file.
 
@@ -513,37 +611,63 @@ def archive_ingested(table: str, validations: list[dict], day: str,
     for item in map(lambda d: FileValidation(**d), validations):
         if item.unreadable_reason:
             summary.append(f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}")
-            ledger_rows.append(_ledger_row(table, item, "unreadable", 0, 0,
-                                           layout.unreadable_file_name(table, day, item.run_id, item.source),
-                                           None, item.unreadable_reason))
+            ledger_rows.append(
+                _ledger_row(
+                    table,
+                    item,
+                    "unreadable",
+                    0,
+                    0,
+                    layout.unreadable_file_name(table, day, item.run_id, item.source),
+                    None,
+                    item.unreadable_reason,
+                )
+            )
             continue
         load = loads.get(item.source, {})
-        late_rejects = (store.download_bytes(container, load_rejects_name(item))
-                        if store.exists(container, load_rejects_name(item)) else b"")
+        late_rejects = (
+            store.download_bytes(container, load_rejects_name(item))
+            if store.exists(container, load_rejects_name(item))
+            else b""
+        )
         # Rejected at load: as the load said, or (a caller that kept no result) as its file says.
         late = load.get("rejected") or _csv_records(late_rejects)
         rejected, loaded = item.rejected + late, item.valid - late
         set_aside = None
         if item.over_limit_reason:
-            set_aside, status, loaded, rejected = item.over_limit_reason, "over_reject_limit", 0, item.rejected
+            set_aside, status, loaded, rejected = (
+                item.over_limit_reason,
+                "over_reject_limit",
+                0,
+                item.rejected,
+            )
         elif load.get("error"):
             loaded = load.get("loaded", 0)
-            set_aside = (f"the warehouse refused its rows: {load['error']}; {loaded} of its "
-                         f"{item.valid} valid rows were loaded before that")
+            set_aside = (
+                f"the warehouse refused its rows: {load['error']}; {loaded} of its "
+                f"{item.valid} valid rows were loaded before that"
+            )
             status = "refused_by_warehouse"
         else:
             status = "loaded"
-        destination = (layout.unreadable_file_name(table, day, item.run_id, item.source) if set_aside
-                       else item.archive_blob)
+        destination = (
+            layout.unreadable_file_name(table, day, item.run_id, item.source)
+            if set_aside
+            else item.archive_blob
+        )
         if store.exists(container, item.claimed_blob):
             store.move(container, item.claimed_blob, destination)
         if set_aside:
-            store.upload_bytes(container, destination + ".reason.txt",
-                               f"{item.source}: {set_aside}\n".encode())
+            store.upload_bytes(
+                container, destination + ".reason.txt", f"{item.source}: {set_aside}\n".encode()
+            )
         if late_rejects:
             # The rejects of validation, then those of the load, as one file.
-            head = (store.download_bytes(container, item.rejects_blob)
-                    if store.exists(container, item.rejects_blob) else b"")
+            head = (
+                store.download_bytes(container, item.rejects_blob)
+                if store.exists(container, item.rejects_blob)
+                else b""
+            )
             store.upload_bytes(container, item.rejects_destination, head + late_rejects)
         elif item.rejected and store.exists(container, item.rejects_blob):
             store.move(container, item.rejects_blob, item.rejects_destination)
@@ -558,8 +682,18 @@ def archive_ingested(table: str, validations: list[dict], day: str,
             line += f", rejects in {item.rejects_destination}"
         summary.append(line)
         log.info(line)
-        ledger_rows.append(_ledger_row(table, item, status, loaded, rejected, destination,
-                                       item.rejects_destination if rejected else None, set_aside))
+        ledger_rows.append(
+            _ledger_row(
+                table,
+                item,
+                status,
+                loaded,
+                rejected,
+                destination,
+                item.rejects_destination if rejected else None,
+                set_aside,
+            )
+        )
     ledger.record(warehouse, ledger_rows)
     for holder in run_ids:
         IngestLock(store, container, table, holder).release()
@@ -567,13 +701,31 @@ def archive_ingested(table: str, validations: list[dict], day: str,
     return summary
 
 
-def _ledger_row(table: str, item: FileValidation, status: str, loaded: int, rejected: int,
-                archived_as: str, rejects_file: str | None, detail: str | None) -> ledger.LedgerRow:
+def _ledger_row(
+    table: str,
+    item: FileValidation,
+    status: str,
+    loaded: int,
+    rejected: int,
+    archived_as: str,
+    rejects_file: str | None,
+    detail: str | None,
+) -> ledger.LedgerRow:
     return ledger.LedgerRow(
-        run_id=item.run_id, file=item.source, table_name=table, status=status, sha256=item.sha256,
-        bytes=item.bytes, rows=item.rows, loaded=loaded, rejected=rejected,
-        archived_as=archived_as, rejects_file=rejects_file, same_as_run=item.same_as_run,
-        detail=(detail or "")[:1024] or None)
+        run_id=item.run_id,
+        file=item.source,
+        table_name=table,
+        status=status,
+        sha256=item.sha256,
+        bytes=item.bytes,
+        rows=item.rows,
+        loaded=loaded,
+        rejected=rejected,
+        archived_as=archived_as,
+        rejects_file=rejects_file,
+        same_as_run=item.same_as_run,
+        detail=(detail or "")[:1024] or None,
+    )
 
 
 def _csv_records(data: bytes) -> int:
@@ -585,10 +737,16 @@ def failed_files_message(validations: list[dict], loads: dict[str, dict] | None 
     files whose load the warehouse refused."""
     loads = loads or {}
     reasons = [v["unreadable_reason"] for v in validations if v.get("unreadable_reason")]
-    reasons += [f"{v['source']}: not loaded: {v['over_limit_reason']}"
-                for v in validations if v.get("over_limit_reason")]
-    reasons += [f"{source}: the warehouse refused its rows ({load['error']}); set aside whole in rejected/"
-                for source, load in loads.items() if load.get("error")]
+    reasons += [
+        f"{v['source']}: not loaded: {v['over_limit_reason']}"
+        for v in validations
+        if v.get("over_limit_reason")
+    ]
+    reasons += [
+        f"{source}: the warehouse refused its rows ({load['error']}); set aside whole in rejected/"
+        for source, load in loads.items()
+        if load.get("error")
+    ]
     if not reasons:
         return None
     return f"{len(reasons)} file(s) were not ingested: " + " | ".join(reasons)

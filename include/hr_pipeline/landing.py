@@ -27,7 +27,7 @@ SOURCE_ETAG_KEY = "hr_source_etag"
 
 def marker_name(source: str) -> str:
     """The marker of a reported file ``incoming/<table>/<path>``."""
-    return "processing/landing/" + source[len("incoming/"):]
+    return "processing/landing/" + source[len("incoming/") :]
 
 
 def is_reported(source_etag: str | None, marker_metadata: dict | None) -> bool:
@@ -45,8 +45,7 @@ def landing_poll_seconds() -> float:
 class IncomingFilesTrigger(BaseEventTrigger):
     """Fires when files land under ``incoming/<table>/`` of ``container`` (see the module)."""
 
-    def __init__(self, table: str, container: str, conn_id: str = BLOB_CONN_ID,
-                 poll_seconds: float = 10.0):
+    def __init__(self, table: str, container: str, conn_id: str = BLOB_CONN_ID, poll_seconds: float = 10.0):
         super().__init__()
         self.table = table
         self.container = container
@@ -54,9 +53,15 @@ class IncomingFilesTrigger(BaseEventTrigger):
         self.poll_seconds = poll_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}",
-                {"table": self.table, "container": self.container, "conn_id": self.conn_id,
-                 "poll_seconds": self.poll_seconds})
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "table": self.table,
+                "container": self.container,
+                "conn_id": self.conn_id,
+                "poll_seconds": self.poll_seconds,
+            },
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow.providers.microsoft.azure.hooks.wasb import WasbAsyncHook
@@ -82,23 +87,35 @@ class IncomingFilesTrigger(BaseEventTrigger):
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            markers = {blob.name: dict(blob.metadata or {}) async for blob in container.list_blobs(
-                name_starts_with=marker_name(f"incoming/{self.table}/"), include=["metadata"])}
-            waiting = [blob async for blob in container.list_blobs(name_starts_with=f"incoming/{self.table}/")]
+            markers = {
+                blob.name: dict(blob.metadata or {})
+                async for blob in container.list_blobs(
+                    name_starts_with=marker_name(f"incoming/{self.table}/"), include=["metadata"]
+                )
+            }
+            waiting = [
+                blob async for blob in container.list_blobs(name_starts_with=f"incoming/{self.table}/")
+            ]
         except ResourceNotFoundError:  # no container yet
             return []
         landed = []
         for blob in waiting:
             if blob.name.endswith("/") or is_reported(blob.etag, markers.get(marker_name(blob.name))):
                 continue
-            await container.upload_blob(marker_name(blob.name), b"", overwrite=True,
-                                        metadata={SOURCE_ETAG_KEY: str(blob.etag).strip('"')})
+            await container.upload_blob(
+                marker_name(blob.name),
+                b"",
+                overwrite=True,
+                metadata={SOURCE_ETAG_KEY: str(blob.etag).strip('"')},
+            )
             landed.append(blob.name)
         return sorted(landed)
 
 
 def tables_of_events(triggering_asset_events, table_names) -> list[str]:
     """The tables whose landing assets fired, in the contract's order."""
-    landed = {getattr(asset, "name", str(asset)).removeprefix("incoming.")
-              for asset in (triggering_asset_events or {})}
+    landed = {
+        getattr(asset, "name", str(asset)).removeprefix("incoming.")
+        for asset in (triggering_asset_events or {})
+    }
     return [table for table in table_names if table in landed]

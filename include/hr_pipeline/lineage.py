@@ -77,7 +77,10 @@ def warehouse_namespace(conn_id: str = WAREHOUSE_CONN_ID) -> tuple[str, str]:
         return "warehouse://unknown", ""
     conn_type = (conn.conn_type or "").lower()
     if conn_type in ("postgres", "postgresql"):
-        return f"postgres://{conn.host or 'localhost'}:{conn.port or 5432}", f"{conn.schema or 'postgres'}.public."
+        return (
+            f"postgres://{conn.host or 'localhost'}:{conn.port or 5432}",
+            f"{conn.schema or 'postgres'}.public.",
+        )
     if conn_type == "mssql":
         return f"mssql://{conn.host or 'localhost'}:{conn.port or 1433}", f"{conn.schema or 'master'}.dbo."
     if conn_type == "sqlite":

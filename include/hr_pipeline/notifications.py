@@ -109,10 +109,13 @@ class Alert:
             f"<td>{html.escape(value)}</td></tr>"
             for name, value in self.facts()
         )
-        link = (f'<p><a href="{html.escape(self.log_url, quote=True)}">Open the task log</a> '
-                f"({html.escape(self.log_url)})</p>" if self.log_url else "")
-        return (f"<html><body><h3>{html.escape(self.title)}</h3><table>{rows}</table>{link}"
-                "</body></html>")
+        link = (
+            f'<p><a href="{html.escape(self.log_url, quote=True)}">Open the task log</a> '
+            f"({html.escape(self.log_url)})</p>"
+            if self.log_url
+            else ""
+        )
+        return f"<html><body><h3>{html.escape(self.title)}</h3><table>{rows}</table>{link}</body></html>"
 
     def card(self) -> dict[str, Any]:
         """The webhook's JSON: a message with one Adaptive Card (what Teams workflows accept)."""
@@ -122,28 +125,44 @@ class Alert:
             "version": "1.4",
             "msteams": {"width": "Full"},
             "body": [
-                {"type": "TextBlock", "text": self.title, "weight": "Bolder", "size": "Medium",
-                 "color": "Attention", "wrap": True},
-                {"type": "FactSet",
-                 "facts": [{"title": name, "value": value} for name, value in self.facts()]},
+                {
+                    "type": "TextBlock",
+                    "text": self.title,
+                    "weight": "Bolder",
+                    "size": "Medium",
+                    "color": "Attention",
+                    "wrap": True,
+                },
+                {
+                    "type": "FactSet",
+                    "facts": [{"title": name, "value": value} for name, value in self.facts()],
+                },
             ],
         }
         if self.log_url:
             content["actions"] = [
-                {"type": "Action.OpenUrl", "title": "Open the task log", "url": self.log_url}]
+                {"type": "Action.OpenUrl", "title": "Open the task log", "url": self.log_url}
+            ]
         return {
             "type": "message",
             "summary": self.title,
-            "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",
-                             "contentUrl": None, "content": content}],
+            "attachments": [
+                {
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "contentUrl": None,
+                    "content": content,
+                }
+            ],
         }
 
 
 def first_line(error: Any) -> str:
     """The first non-empty line of an error, prefixed with its type when it is an exception."""
     if error is None or error == "":
-        return ("no error was reported (the task's process may have been killed or lost its "
-                "heartbeat): see the task log")
+        return (
+            "no error was reported (the task's process may have been killed or lost its "
+            "heartbeat): see the task log"
+        )
     text = str(error)
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     if isinstance(error, BaseException):
@@ -174,13 +193,21 @@ def api_base_url() -> str:
         return DEFAULT_BASE_URL
 
 
-def task_log_url(base_url: str, dag_id: str, run_id: str, task_id: str,
-                 map_index: int | None = None, try_number: int | None = None) -> str:
+def task_log_url(
+    base_url: str,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int | None = None,
+    try_number: int | None = None,
+) -> str:
     """The UI page of a task try (its Logs tab), as ``TaskInstance.log_url`` builds it."""
     mapped = f"/mapped/{map_index}" if map_index is not None and map_index >= 0 else ""
     tried = f"?try_number={try_number}" if try_number else ""
-    return (f"{base_url.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id)}/tasks/"
-            f"{quote(task_id)}{mapped}{tried}")
+    return (
+        f"{base_url.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id)}/tasks/"
+        f"{quote(task_id)}{mapped}{tried}"
+    )
 
 
 def _tables_of(value: Any) -> tuple[str, ...]:
@@ -221,8 +248,9 @@ def build_alert(context: Mapping[str, Any]) -> Alert:
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
     dag_run = context.get("dag_run")
-    dag_id = (getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None)
-              or getattr(dag_run, "dag_id", None) or "?")
+    dag_id = (
+        getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None) or "?"
+    )
     run_id = context.get("run_id") or getattr(ti, "run_id", None) or getattr(dag_run, "run_id", None) or "?"
     exception = context.get("exception")
     error = exception if exception is not None else context.get("reason")
@@ -238,10 +266,23 @@ def build_alert(context: Mapping[str, Any]) -> Alert:
         task_label = f"{task_id} [{label}]" if label else task_id
         try_number = getattr(ti, "try_number", None)
         try_number = try_number if isinstance(try_number, int) and try_number > 0 else None
-        log_url = task_log_url(api_base_url(), dag_id, run_id, task_id,
-                               map_index if isinstance(map_index, int) else None, try_number)
-    return Alert(dag_id=dag_id, run_id=run_id, task=task_label, error=first_line(error),
-                 log_url=log_url, tables=tables_in(context, exception), try_number=try_number)
+        log_url = task_log_url(
+            api_base_url(),
+            dag_id,
+            run_id,
+            task_id,
+            map_index if isinstance(map_index, int) else None,
+            try_number,
+        )
+    return Alert(
+        dag_id=dag_id,
+        run_id=run_id,
+        task=task_label,
+        error=first_line(error),
+        log_url=log_url,
+        tables=tables_in(context, exception),
+        try_number=try_number,
+    )
 
 
 # -- connections (looked up when a callback runs) --------------------------------------------------
@@ -257,8 +298,12 @@ def get_connection(conn_id: str):
     except AirflowNotFoundException:
         return None
     except Exception as error:  # noqa: BLE001 - a broken backend must not cost the other channel
-        log.warning("Alert connection %s could not be read (%s: %s): that channel is skipped",
-                    conn_id, type(error).__name__, error)
+        log.warning(
+            "Alert connection %s could not be read (%s: %s): that channel is skipped",
+            conn_id,
+            type(error).__name__,
+            error,
+        )
         return None
 
 
@@ -312,17 +357,24 @@ def _where(url: str) -> str:
 # -- channels ------------------------------------------------------------------------------------
 
 
-def post_json(url: str, payload: Mapping[str, Any], timeout: float = WEBHOOK_TIMEOUT_SECONDS,
-              attempts: int = WEBHOOK_ATTEMPTS, backoff: float = WEBHOOK_BACKOFF_SECONDS) -> bool:
+def post_json(
+    url: str,
+    payload: Mapping[str, Any],
+    timeout: float = WEBHOOK_TIMEOUT_SECONDS,
+    attempts: int = WEBHOOK_ATTEMPTS,
+    backoff: float = WEBHOOK_BACKOFF_SECONDS,
+) -> bool:
     """POST ``payload`` as JSON; retry on a network error, 408, 429 or 5xx. Never raises: returns
     whether the server accepted it (2xx), logging each failure."""
     body = json.dumps(payload).encode("utf-8")
     where = _where(url)
     for attempt in range(1, max(1, attempts) + 1):
         request = urllib.request.Request(
-            url, data=body, method="POST",
-            headers={"Content-Type": "application/json; charset=utf-8",
-                     "User-Agent": "hr-pipeline-alerts"})
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "hr-pipeline-alerts"},
+        )
         retry = True
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
@@ -334,11 +386,21 @@ def post_json(url: str, payload: Mapping[str, Any], timeout: float = WEBHOOK_TIM
         except Exception as error:  # noqa: BLE001 - URLError, timeout, connection reset, ...
             problem = f"{type(error).__name__}: {error}"
         if not retry or attempt >= attempts:
-            log.error("Alert not delivered to the webhook at %s (attempt %d of %d): %s",
-                      where, attempt, attempts, problem)
+            log.error(
+                "Alert not delivered to the webhook at %s (attempt %d of %d): %s",
+                where,
+                attempt,
+                attempts,
+                problem,
+            )
             return False
-        log.warning("Alert not delivered to the webhook at %s (attempt %d of %d): %s; retrying",
-                    where, attempt, attempts, problem)
+        log.warning(
+            "Alert not delivered to the webhook at %s (attempt %d of %d): %s; retrying",
+            where,
+            attempt,
+            attempts,
+            problem,
+        )
         time.sleep(backoff * 2 ** (attempt - 1))
     return False
 
@@ -346,22 +408,29 @@ def post_json(url: str, payload: Mapping[str, Any], timeout: float = WEBHOOK_TIM
 def send_webhook(alert: Alert, connection) -> bool:
     url = webhook_url(connection)
     if not url:
-        log.error("Alert connection %s names no URL (extra 'url' or host): no webhook post",
-                  connection.conn_id)
+        log.error(
+            "Alert connection %s names no URL (extra 'url' or host): no webhook post", connection.conn_id
+        )
         return False
     extra = _extra(connection)
-    return post_json(url, alert.card(),
-                     timeout=float(extra.get("timeout", WEBHOOK_TIMEOUT_SECONDS)),
-                     attempts=int(extra.get("attempts", WEBHOOK_ATTEMPTS)),
-                     backoff=WEBHOOK_BACKOFF_SECONDS)
+    return post_json(
+        url,
+        alert.card(),
+        timeout=float(extra.get("timeout", WEBHOOK_TIMEOUT_SECONDS)),
+        attempts=int(extra.get("attempts", WEBHOOK_ATTEMPTS)),
+        backoff=WEBHOOK_BACKOFF_SECONDS,
+    )
 
 
 def send_email(alert: Alert, connection, context: Mapping[str, Any]) -> bool:
     """Through the SMTP provider's ``SmtpNotifier``. Never raises: returns whether it was sent."""
     to = email_recipients(connection)
     if not to:
-        log.error("Alert connection %s has no recipients (extra 'to', or the Variable %s): no email",
-                  connection.conn_id, EMAIL_TO_VARIABLE)
+        log.error(
+            "Alert connection %s has no recipients (extra 'to', or the Variable %s): no email",
+            connection.conn_id,
+            EMAIL_TO_VARIABLE,
+        )
         return False
     try:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -369,13 +438,22 @@ def send_email(alert: Alert, connection, context: Mapping[str, Any]) -> bool:
         # Built here, for this one alert: SmtpNotifier fills its own fields in as it sends. Its
         # notify() is called directly, so the subject and body are sent as they are (an error
         # message holding "{{" is not rendered as a template).
-        notifier = SmtpNotifier(to=to, from_email=_extra(connection).get("from_email"),
-                                subject=alert.subject, html_content=alert.html(),
-                                smtp_conn_id=connection.conn_id)
+        notifier = SmtpNotifier(
+            to=to,
+            from_email=_extra(connection).get("from_email"),
+            subject=alert.subject,
+            html_content=alert.html(),
+            smtp_conn_id=connection.conn_id,
+        )
         notifier.notify(dict(context))
     except Exception as error:  # noqa: BLE001 - a failed alert must not fail the callback
-        log.error("Alert email to %s through %s not sent: %s: %s", ", ".join(to),
-                  connection.conn_id, type(error).__name__, error)
+        log.error(
+            "Alert email to %s through %s not sent: %s: %s",
+            ", ".join(to),
+            connection.conn_id,
+            type(error).__name__,
+            error,
+        )
         return False
     log.info("Alert emailed to %s through %s", ", ".join(to), connection.conn_id)
     return True
@@ -401,8 +479,7 @@ class FailureAlerts(BaseNotifier):
     """Every DAG's ``on_failure_callback``: the alert by email and to the webhook, each when its
     connection exists at run time; nothing (one debug line) when neither does."""
 
-    def __init__(self, smtp_conn_id: str = SMTP_CONN_ID, webhook_conn_id: str = WEBHOOK_CONN_ID,
-                 **kwargs):
+    def __init__(self, smtp_conn_id: str = SMTP_CONN_ID, webhook_conn_id: str = WEBHOOK_CONN_ID, **kwargs):
         super().__init__(**kwargs)
         self.smtp_conn_id = smtp_conn_id
         self.webhook_conn_id = webhook_conn_id
@@ -411,14 +488,14 @@ class FailureAlerts(BaseNotifier):
         send_alerts(context, self.smtp_conn_id, self.webhook_conn_id)
 
 
-def send_alerts(context: Mapping[str, Any], smtp_conn_id: str = SMTP_CONN_ID,
-                webhook_conn_id: str = WEBHOOK_CONN_ID) -> dict[str, bool]:
+def send_alerts(
+    context: Mapping[str, Any], smtp_conn_id: str = SMTP_CONN_ID, webhook_conn_id: str = WEBHOOK_CONN_ID
+) -> dict[str, bool]:
     """Send the alert of ``context`` through every configured channel; return channel -> sent."""
     smtp = get_connection(smtp_conn_id)
     webhook = get_connection(webhook_conn_id)
     if smtp is None and webhook is None:
-        log.debug("No alert connection (%s, %s) is set: no failure alert sent",
-                  smtp_conn_id, webhook_conn_id)
+        log.debug("No alert connection (%s, %s) is set: no failure alert sent", smtp_conn_id, webhook_conn_id)
         return {}
     try:
         alert = build_alert(context)

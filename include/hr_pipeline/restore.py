@@ -127,8 +127,11 @@ def choose_backup(
             if ref.name == name:
                 return ref
         other = name.split("/", 1)[0]
-        hint = (f" (it names table {other!r}; this restore is of {contract.name})"
-                if other != contract.name and other in TABLE_NAMES else "")
+        hint = (
+            f" (it names table {other!r}; this restore is of {contract.name})"
+            if other != contract.name and other in TABLE_NAMES
+            else ""
+        )
         raise BackupNotFoundError(
             f"Backup {backup!r} of {contract.name} not found in {where}{hint}. "
             f"Backups of {contract.name}: {_describe(backups)}"
@@ -244,14 +247,26 @@ def _reference_problem(check: ReferenceCheck, missing: list, contract: TableCont
     ids = ", ".join(str(value) for value, _ in missing[:SAMPLE_IDS])
     more = f" (first {SAMPLE_IDS} of {len(missing)})" if len(missing) > SAMPLE_IDS else ""
     if check.child == contract.name:
-        return (f"{rows} rows of the backup's {check.child}.{check.column} point at {check.parent} "
-                f"ids that do not exist now: {ids}{more}")
-    return (f"{rows} current rows of {check.child}.{check.column} point at {check.parent} ids "
-            f"missing from the backup: {ids}{more}")
+        return (
+            f"{rows} rows of the backup's {check.child}.{check.column} point at {check.parent} "
+            f"ids that do not exist now: {ids}{more}"
+        )
+    return (
+        f"{rows} current rows of {check.child}.{check.column} point at {check.parent} ids "
+        f"missing from the backup: {ids}{more}"
+    )
 
 
-def _run_plan(adapter, connection, plan: ReplacePlan, contract: TableContract, rows,
-              progress: dict, header: BackupHeader, ref: BackupRef) -> int:
+def _run_plan(
+    adapter,
+    connection,
+    plan: ReplacePlan,
+    contract: TableContract,
+    rows,
+    progress: dict,
+    header: BackupHeader,
+    ref: BackupRef,
+) -> int:
     """Execute the plan's steps on ``connection``, inside the caller's transaction; returns the
     table's row count before the swap. The reference checks run one after the other: every
     problem is named, and a problem stops the plan before its next statement (the swap)."""
@@ -272,7 +287,8 @@ def _run_plan(adapter, connection, plan: ReplacePlan, contract: TableContract, r
             problems.append(_reference_problem(step.check, missing, contract))
     if problems:
         raise ReferentialIntegrityError(
-            f"Refusing to restore {contract.name} from {ref.name}: " + "; ".join(problems)
+            f"Refusing to restore {contract.name} from {ref.name}: "
+            + "; ".join(problems)
             + f". {contract.name} is unchanged."
         )
     return rows_before
@@ -305,18 +321,29 @@ def restore_table(
     warehouse = warehouse or _warehouse()
     started = time.perf_counter()
     ref = choose_backup(contract.name, backup, as_of, store)
-    log.info("%s: restoring from %s/%s (taken %s, %d bytes)", contract.name, ref.container,
-             ref.name, format_instant(ref.instant), ref.size)
+    log.info(
+        "%s: restoring from %s/%s (taken %s, %d bytes)",
+        contract.name,
+        ref.container,
+        ref.name,
+        format_instant(ref.instant),
+        ref.size,
+    )
     with tempfile.TemporaryDirectory(prefix=f"restore-{table_name}-", dir=work_dir) as tmp:
         path = Path(tmp) / "backup.avro"
         store.download_to_file(ref.container, ref.name, path)
         header = check_backup_file(path, ref, contract)
         rows_before = _replace_rows(warehouse, contract, path, header, ref)
     seconds = time.perf_counter() - started
-    log.info("%s: restored %d rows from %s (the table held %d), %.1f s", contract.name,
-             header.rows, ref.name, rows_before, seconds)
-    return RestoreResult(contract.name, ref.name, header.instant, header.rows, rows_before,
-                         round(seconds, 3))
+    log.info(
+        "%s: restored %d rows from %s (the table held %d), %.1f s",
+        contract.name,
+        header.rows,
+        ref.name,
+        rows_before,
+        seconds,
+    )
+    return RestoreResult(contract.name, ref.name, header.instant, header.rows, rows_before, round(seconds, 3))
 
 
 def _check_row_count(progress: dict, header: BackupHeader, ref: BackupRef) -> None:
@@ -340,20 +367,22 @@ def restore_locks(contract: TableContract) -> dict[str, list[str]]:
     return {"exclusive": [contract.name], "shared": referenced}
 
 
-def _replace_rows(warehouse, contract: TableContract, path: Path, header: BackupHeader, ref: BackupRef) -> int:
+def _replace_rows(
+    warehouse, contract: TableContract, path: Path, header: BackupHeader, ref: BackupRef
+) -> int:
     """Stage, check and swap, holding the table locks (see ``restore_locks``) throughout."""
     with warehouse.table_locks(**restore_locks(contract), waiting_message=RESTORE_WAITING_MESSAGE):
         return _replace_rows_locked(warehouse, contract, path, header, ref)
 
 
-def _replace_rows_locked(warehouse, contract: TableContract, path: Path, header: BackupHeader,
-                         ref: BackupRef) -> int:
+def _replace_rows_locked(
+    warehouse, contract: TableContract, path: Path, header: BackupHeader, ref: BackupRef
+) -> int:
     adapter = warehouse.adapter
     progress = {"rows": 0, "total": header.rows}
     # PostgreSQL reads the UTC-aware datetimes into TIMESTAMP ignoring the (+00:00) offset;
     # the other drivers get naive UTC datetimes.
-    rows = _avro_rows(path, contract, naive=not adapter.takes_aware_timestamps, progress=progress,
-                      ref=ref)
+    rows = _avro_rows(path, contract, naive=not adapter.takes_aware_timestamps, progress=progress, ref=ref)
     plan = adapter.replace_plan(contract)
     connection = warehouse.connect()
     try:

@@ -21,8 +21,9 @@ class IncomingFilesSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("container_name", "prefix", "wasb_conn_id")
 
-    def __init__(self, *, container_name: str, prefix: str, wasb_conn_id: str,
-                 deferrable: bool = True, **kwargs) -> None:
+    def __init__(
+        self, *, container_name: str, prefix: str, wasb_conn_id: str, deferrable: bool = True, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.container_name = container_name
         self.prefix = prefix
@@ -54,8 +55,12 @@ class IncomingFilesSensor(BaseSensorOperator):
         self.defer(
             timeout=timedelta(seconds=self.timeout),
             trigger=WasbPrefixSensorTrigger(
-                container_name=self.container_name, prefix=self.prefix,
-                wasb_conn_id=self.wasb_conn_id, check_options={}, poke_interval=self.poke_interval),
+                container_name=self.container_name,
+                prefix=self.prefix,
+                wasb_conn_id=self.wasb_conn_id,
+                check_options={},
+                poke_interval=self.poke_interval,
+            ),
             method_name="execute_complete",
         )
         return None

@@ -107,7 +107,7 @@ class WriteBehind:
         self._raise_if_failed()
         self._pending.put(item)
 
-    def __enter__(self) -> "WriteBehind":
+    def __enter__(self) -> WriteBehind:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

@@ -90,8 +90,9 @@ def _flags(passed, text):
     import numpy as np
     import pandas as pd
 
-    return pd.arrays.BooleanArray(np.asarray(passed, dtype=bool),
-                                  text.is_null().to_numpy(zero_copy_only=False))
+    return pd.arrays.BooleanArray(
+        np.asarray(passed, dtype=bool), text.is_null().to_numpy(zero_copy_only=False)
+    )
 
 
 def build_rules(contract: TableContract) -> list[Rule]:
@@ -108,9 +109,13 @@ def build_rules(contract: TableContract) -> list[Rule]:
 
     for column in contract.columns:
         c = column.name
-        add("required", c, c,
+        add(
+            "required",
+            c,
+            c,
             lambda i, c=c: gxe.ExpectColumnValuesToNotBeNull(column=c, meta={"rule": i}),
-            lambda raw, _, c=c: f"{c}: required field is empty")
+            lambda raw, _, c=c: f"{c}: required field is empty",
+        )
         # The two format rules (integer, instant) are decided in Arrow while the chunk is typed
         # (integers: a cast that succeeds on the whole column proves the shape, a regex runs
         # only where it fails; instants: the shape regex that parse_instants needs anyway) and
@@ -118,44 +123,81 @@ def build_rules(contract: TableContract) -> list[Rule]:
         # again, 0.2 s per million rows, measured.
         if column.type is ColumnType.INTEGER:
             is_integer = _derived(c, "is_integer")
-            add("integer", c, is_integer,
+            add(
+                "integer",
+                c,
+                is_integer,
                 lambda i, col=is_integer: gxe.ExpectColumnValuesToBeInSet(
-                    column=col, value_set=[True], meta={"rule": i}),
-                lambda raw, _, c=c: f"{c}: {raw!r} is not an integer")
+                    column=col, value_set=[True], meta={"rule": i}
+                ),
+                lambda raw, _, c=c: f"{c}: {raw!r} is not an integer",
+            )
             as_int = _derived(c, "int")
-            add("integer range", c, as_int,
+            add(
+                "integer range",
+                c,
+                as_int,
                 lambda i, col=as_int: gxe.ExpectColumnValuesToBeBetween(
-                    column=col, min_value=INTEGER_MIN, max_value=INTEGER_MAX, meta={"rule": i}),
-                lambda raw, _, c=c: f"{c}: {raw} is outside the 32-bit integer range")
+                    column=col, min_value=INTEGER_MIN, max_value=INTEGER_MAX, meta={"rule": i}
+                ),
+                lambda raw, _, c=c: f"{c}: {raw} is outside the 32-bit integer range",
+            )
         elif column.type is ColumnType.STRING:
-            add("length", c, c,
+            add(
+                "length",
+                c,
+                c,
                 lambda i, c=c: gxe.ExpectColumnValueLengthsToBeBetween(
-                    column=c, max_value=STRING_MAX_LENGTH, meta={"rule": i}),
-                lambda raw, _, c=c: f"{c}: longer than {STRING_MAX_LENGTH} characters")
+                    column=c, max_value=STRING_MAX_LENGTH, meta={"rule": i}
+                ),
+                lambda raw, _, c=c: f"{c}: longer than {STRING_MAX_LENGTH} characters",
+            )
         elif column.type is ColumnType.TIMESTAMP:
             is_instant = _derived(c, "is_instant")
-            add("instant format", c, is_instant,
+            add(
+                "instant format",
+                c,
+                is_instant,
                 lambda i, col=is_instant: gxe.ExpectColumnValuesToBeInSet(
-                    column=col, value_set=[True], meta={"rule": i}),
-                lambda raw, _, c=c: f"{c}: {raw!r} is not an ISO 8601 UTC instant like 2021-11-07T02:48:42Z")
+                    column=col, value_set=[True], meta={"rule": i}
+                ),
+                lambda raw, _, c=c: f"{c}: {raw!r} is not an ISO 8601 UTC instant like 2021-11-07T02:48:42Z",
+            )
             is_real = _derived(c, "is_real_instant")
-            add("real instant", c, is_real,
-                lambda i, col=is_real: gxe.ExpectColumnValuesToBeInSet(column=col, value_set=[True], meta={"rule": i}),
-                lambda raw, _, c=c: f"{c}: {raw!r} is not a real date and time")
+            add(
+                "real instant",
+                c,
+                is_real,
+                lambda i, col=is_real: gxe.ExpectColumnValuesToBeInSet(
+                    column=col, value_set=[True], meta={"rule": i}
+                ),
+                lambda raw, _, c=c: f"{c}: {raw!r} is not a real date and time",
+            )
         if column.references:
             # Whether the id exists in the referenced table is a derived column (looked up in
             # Arrow against the warehouse's keys), checked to be true. A value_set of every key
             # would do the same, but GX copies it for every metric of every run: measured, 0.2 s
             # per run with 183 jobs and 1 s with 5,000.
             exists = _derived(c, "exists")
-            add("foreign key", c, exists,
+            add(
+                "foreign key",
+                c,
+                exists,
                 lambda i, col=exists: gxe.ExpectColumnValuesToBeInSet(
-                    column=col, value_set=[True], meta={"rule": i}),
-                lambda raw, _, c=c, t=column.references: f"{c}: {raw} does not exist in {t}")
+                    column=col, value_set=[True], meta={"rule": i}
+                ),
+                lambda raw, _, c=c, t=column.references: f"{c}: {raw} does not exist in {t}",
+            )
     key_count = _derived(contract.key, "count_in_file")
-    add("unique key", contract.key, key_count,
+    add(
+        "unique key",
+        contract.key,
+        key_count,
         lambda i: gxe.ExpectColumnValuesToBeBetween(column=key_count, max_value=1, meta={"rule": i}),
-        lambda raw, duplicates, k=contract.key: f"{k}: {raw} appears {duplicates[int(raw)]} times in this file, so every row with it is rejected")
+        lambda raw, duplicates, k=contract.key: (
+            f"{k}: {raw} appears {duplicates[int(raw)]} times in this file, so every row with it is rejected"
+        ),
+    )
     return rules
 
 
@@ -180,15 +222,15 @@ class ChunkValidator:
         self.duplicate_ids = duplicate_ids or {}
         self.rules = build_rules(contract)
         self.reference_keys = {
-            table: np.unique(np.fromiter(keys, dtype=np.int64)) for table, keys in (reference_keys or {}).items()
+            table: np.unique(np.fromiter(keys, dtype=np.int64))
+            for table, keys in (reference_keys or {}).items()
         }
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         self._datasource = context.data_sources.add_pandas(f"{contract.name}_extract")
-        self._batch_definition = (
-            self._datasource.add_dataframe_asset(f"{contract.name}_rows")
-            .add_batch_definition_whole_dataframe("chunk")
-        )
+        self._batch_definition = self._datasource.add_dataframe_asset(
+            f"{contract.name}_rows"
+        ).add_batch_definition_whole_dataframe("chunk")
         suite = context.suites.add(gx.ExpectationSuite(name=f"{contract.name}_contract"))
         for index, rule in enumerate(self.rules):
             suite.add_expectation(rule.expectation(index))
@@ -203,7 +245,6 @@ class ChunkValidator:
         import numpy as np
         import pandas as pd
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         as_text = {pa.string(): pd.StringDtype(storage="pyarrow", na_value=np.nan)}.get
         as_boolean = {pa.bool_(): pd.BooleanDtype()}.get
@@ -230,9 +271,11 @@ class ChunkValidator:
                 is_real, parsed = parse_instants(text)
                 instants[column.name] = (parsed, text)
                 frame[_derived(column.name, "is_real_instant")] = is_real.to_pandas(
-                    types_mapper=as_boolean).array
+                    types_mapper=as_boolean
+                ).array
                 frame[_derived(column.name, "is_instant")] = _flags(
-                    ~is_real.is_null().to_numpy(zero_copy_only=False), text)
+                    ~is_real.is_null().to_numpy(zero_copy_only=False), text
+                )
         key_ints = frame[_derived(self.contract.key, "int")]
         counts = pd.Series(1, index=frame.index, dtype="int64")
         if self.duplicate_ids:
@@ -247,17 +290,19 @@ class ChunkValidator:
         rejected: dict[int, RejectedRow] = {}
         for row in chunk.misshapen:
             reason = (
-                f"has {len(row.fields)} fields, expected {width} "
-                f"({', '.join(self.contract.column_names)})"
+                f"has {len(row.fields)} fields, expected {width} ({', '.join(self.contract.column_names)})"
             )
             other = header_of_other_table(row.fields, self.contract)
             if other:
                 reason += f"; this looks like the header row of table {other}: wrong folder?"
-            rejected[row.row_number] = RejectedRow(row.row_number, row.line_number, row.fields, [reason],
-                                                   ["wrong number of fields"])
+            rejected[row.row_number] = RejectedRow(
+                row.row_number, row.line_number, row.fields, [reason], ["wrong number of fields"]
+            )
         well_formed = chunk
         if not len(chunk.row_numbers):
-            return ChunkResult(self._canonical(None, {}, []), sorted(rejected.values(), key=lambda r: r.row_number))
+            return ChunkResult(
+                self._canonical(None, {}, []), sorted(rejected.values(), key=lambda r: r.row_number)
+            )
 
         frame, instants = self.frame(well_formed)
         batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
@@ -267,8 +312,13 @@ class ChunkValidator:
         verdict = batch.validate(self.suite, result_format={"result_format": "BOOLEAN_ONLY"})
         result = None
         if not verdict.success:
-            failed = tuple(sorted(outcome.expectation_config.meta["rule"]
-                                  for outcome in verdict.results if not outcome.success))
+            failed = tuple(
+                sorted(
+                    outcome.expectation_config.meta["rule"]
+                    for outcome in verdict.results
+                    if not outcome.success
+                )
+            )
             # Batch.validate, unlike a ValidationDefinition's run, keeps no copy of the
             # results in the context's store: with every failing row listed, that copy grew
             # with the file.
@@ -278,18 +328,26 @@ class ChunkValidator:
                 # values: GX then hands back one list of row numbers per rule instead of a
                 # dict per row, which made a file of only failing rows 10x slower. The
                 # reasons are built from the text.
-                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
-                               "exclude_unexpected_values": True},
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": [ROW],
+                    "exclude_unexpected_values": True,
+                },
             )
         self._forget_batches()
         if result is not None:
             self._explain_failures(result, well_formed, rejected)
         first = rejected.get(1)  # record 1: a header row of the wrong table?
-        if first and "header row" not in first.reasons[0] and (
-                other := header_of_other_table(first.fields, self.contract)):
+        if (
+            first
+            and "header row" not in first.reasons[0]
+            and (other := header_of_other_table(first.fields, self.contract))
+        ):
             first.reasons.append(f"this looks like the header row of table {other}: wrong folder?")
-        return ChunkResult(self._canonical(frame, instants, list(rejected)),
-                           sorted(rejected.values(), key=lambda r: r.row_number))
+        return ChunkResult(
+            self._canonical(frame, instants, list(rejected)),
+            sorted(rejected.values(), key=lambda r: r.row_number),
+        )
 
     def _suite_of(self, rules: tuple[int, ...]):
         """The suite of only these rules (by index), to list their failing rows: built once per
@@ -318,8 +376,9 @@ class ChunkValidator:
                     f"{outcome.exception_info.get('exception_message')}"
                 )
             rule = self.rules[outcome.expectation_config.meta["rule"]]
-            found = [int(n) for listed in outcome.result.get("unexpected_index_list") or []
-                     for n in listed[ROW]]
+            found = [
+                int(n) for listed in outcome.result.get("unexpected_index_list") or [] for n in listed[ROW]
+            ]
             failures.append((rule, found))
         # The failing rows' fields, fetched column-wise in one go (a file where every row fails,
         # say hires loaded before their departments, must not cost a lookup per field).
@@ -327,8 +386,10 @@ class ChunkValidator:
         order = np.argsort(chunk.row_numbers, kind="stable")
         positions = order[np.searchsorted(chunk.row_numbers, numbers, sorter=order)]
         columns = [column.take(positions).to_pylist() for column in chunk.columns]
-        fields_of = {number: [value or "" for value in values]
-                     for number, values in zip(numbers.tolist(), zip(*columns))}
+        fields_of = {
+            number: [value or "" for value in values]
+            for number, values in zip(numbers.tolist(), zip(*columns))
+        }
         column_index = {name: i for i, name in enumerate(self.contract.column_names)}
         for rule, found in failures:
             index = column_index[rule.column]
@@ -355,8 +416,11 @@ class ChunkValidator:
         import numpy as np
         import pyarrow as pa
 
-        types = {ColumnType.INTEGER: pa.int64(), ColumnType.STRING: pa.string(),
-                 ColumnType.TIMESTAMP: pa.string()}
+        types = {
+            ColumnType.INTEGER: pa.int64(),
+            ColumnType.STRING: pa.string(),
+            ColumnType.TIMESTAMP: pa.string(),
+        }
         schema = pa.schema([(c.name, types[c.type]) for c in self.contract.columns])
         if frame is None or not len(frame):
             return schema.empty_table()
@@ -376,5 +440,3 @@ class ChunkValidator:
             else:
                 columns.append(valid_only(pa.array(frame[column.name].array, pa.string())))
         return pa.Table.from_arrays(columns, schema=schema)
-
-

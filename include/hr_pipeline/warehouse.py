@@ -163,15 +163,20 @@ class Warehouse:
         """A row as read from this dialect, back to typed values (naive-UTC datetimes)."""
         return tuple(
             parse_stored_timestamp(value)
-            if column.type is ColumnType.TIMESTAMP and value is not None else value
+            if column.type is ColumnType.TIMESTAMP and value is not None
+            else value
             for column, value in zip(contract.columns, row)
         )
 
     # -- per-table locks across processes -----------------------------------------------------
 
     @contextmanager
-    def table_locks(self, exclusive: Iterable[str] = (), shared: Iterable[str] = (),
-                    waiting_message: str = WAITING_MESSAGE) -> Iterator[None]:
+    def table_locks(
+        self,
+        exclusive: Iterable[str] = (),
+        shared: Iterable[str] = (),
+        waiting_message: str = WAITING_MESSAGE,
+    ) -> Iterator[None]:
         """Hold per-table locks, across processes (and machines), for the whole ``with`` body.
 
         ``exclusive``: tables this run changes (no other holder of any lock on them meanwhile);
@@ -256,8 +261,12 @@ class Warehouse:
                 try:
                     locker.release(table, mode)
                 except Exception as error:  # closing below releases it anyway
-                    log.warning("releasing the lock on %s failed (%s: %s); closing its connection "
-                                "releases it", table, type(error).__name__, error)
+                    log.warning(
+                        "releasing the lock on %s failed (%s: %s); closing its connection releases it",
+                        table,
+                        type(error).__name__,
+                        error,
+                    )
             locker.close()
 
     def _table_locker(self):
@@ -332,8 +341,13 @@ class Warehouse:
         measured here, so it stays at one)."""
         return self.adapter.load_connections()
 
-    def load_batches(self, contract: TableContract, batches: Iterable[Sequence[Sequence[Any]]],
-                     on_batch=None, connections: int | None = None) -> int:
+    def load_batches(
+        self,
+        contract: TableContract,
+        batches: Iterable[Sequence[Sequence[Any]]],
+        on_batch=None,
+        connections: int | None = None,
+    ) -> int:
         """Upsert each batch in its own transaction; returns rows written.
 
         A failure rolls back only the batches in flight: the batches before stay, and since every
@@ -403,8 +417,10 @@ class Warehouse:
                     written += len(batch)
                     report(written)
 
-        threads = [threading.Thread(target=writer, args=(c,), name=f"load-{i}", daemon=True)
-                   for i, c in enumerate(opened)]
+        threads = [
+            threading.Thread(target=writer, args=(c,), name=f"load-{i}", daemon=True)
+            for i, c in enumerate(opened)
+        ]
         try:
             for thread in threads:
                 thread.start()
@@ -448,8 +464,7 @@ def lock_plan(exclusive: Iterable[str] = (), shared: Iterable[str] = ()) -> list
         raise TypeError("table_locks takes lists of table names, not a single string")
     exclusive_names = {get_contract(name).name for name in exclusive}
     shared_names = {get_contract(name).name for name in shared} - exclusive_names
-    return sorted([(name, EXCLUSIVE) for name in exclusive_names]
-                  + [(name, SHARED) for name in shared_names])
+    return sorted([(name, EXCLUSIVE) for name in exclusive_names] + [(name, SHARED) for name in shared_names])
 
 
 _THREAD_LOCKS = threading.local()

@@ -95,7 +95,6 @@ def test_dag_files_parse_without_loading_heavy_libraries(path):
         f"heavy = sorted({{m for m in sys.modules for h in {HEAVY_MODULES!r} if m == h or m.startswith(h + '.')}})\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HEAVY=\n" in result.stdout + "\n" and "HEAVY=," not in result.stdout, result.stdout[-500:]

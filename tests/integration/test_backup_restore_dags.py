@@ -164,8 +164,9 @@ def test_truncated_or_corrupted_backup_leaves_the_table_untouched(filled, blob_s
     import hashlib
 
     damaged = data[:-40] + bytes(40)
-    _replace_blob(blob_store, made.blob_name, damaged,
-                  {**metadata, "sha256": hashlib.sha256(damaged).hexdigest()})
+    _replace_blob(
+        blob_store, made.blob_name, damaged, {**metadata, "sha256": hashlib.sha256(damaged).hexdigest()}
+    )
     with pytest.raises(BackupCorruptError, match=made.blob_name):
         restore_logic.restore_table("hired_employees", "latest", None, filled, blob_store)
     assert table_rows(filled, "hired_employees") == current
@@ -215,8 +216,10 @@ def test_restoring_hires_that_point_at_deleted_jobs_is_refused(filled, blob_stor
     delete_ids(filled, "hired_employees", [i for i in range(1, 41) if i % 7 + 1 == 7])
     delete_ids(filled, "jobs", [7])
     current = table_rows(filled, "hired_employees")
-    with pytest.raises(ReferentialIntegrityError,
-                       match=r"rows of the backup's hired_employees.job_id point at jobs ids that do not exist now: 7"):
+    with pytest.raises(
+        ReferentialIntegrityError,
+        match=r"rows of the backup's hired_employees.job_id point at jobs ids that do not exist now: 7",
+    ):
         restore_logic.restore_table("hired_employees", "latest", None, filled, blob_store)
     assert table_rows(filled, "hired_employees") == current
 
@@ -227,15 +230,21 @@ def test_retention_keeps_the_newest(warehouse, blob_store):
     assert names() == [first.blob_name, second.blob_name, third.blob_name]
     second_instant = backup_logic.parse_instant(second.instant)
     # cut-off at the second backup's instant: only the first is older
-    deleted = backup_logic.prune_backups("jobs", blob_store, now=second_instant + timedelta(days=30),
-                                         retention_days=30)
+    deleted = backup_logic.prune_backups(
+        "jobs", blob_store, now=second_instant + timedelta(days=30), retention_days=30
+    )
     assert deleted == [first.blob_name] and names() == [second.blob_name, third.blob_name]
     # everything is older than the retention: the newest stays all the same
-    deleted = backup_logic.prune_backups("jobs", blob_store, now=datetime.now(timezone.utc) + timedelta(days=400),
-                                         retention_days=30)
+    deleted = backup_logic.prune_backups(
+        "jobs", blob_store, now=datetime.now(timezone.utc) + timedelta(days=400), retention_days=30
+    )
     assert deleted == [second.blob_name] and names() == [third.blob_name]
-    assert backup_logic.prune_backups("jobs", blob_store, now=datetime.now(timezone.utc) + timedelta(days=400),
-                                      retention_days=0) == []
+    assert (
+        backup_logic.prune_backups(
+            "jobs", blob_store, now=datetime.now(timezone.utc) + timedelta(days=400), retention_days=0
+        )
+        == []
+    )
     assert names() == [third.blob_name]
 
 
@@ -294,10 +303,9 @@ def load_dag(dag_id):
 
 
 def asset_events(run_id):
-    from sqlalchemy import select
-
     from airflow import settings
     from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
 
     with settings.Session() as session:
         rows = session.execute(

@@ -36,7 +36,7 @@ def test_a_large_blob_of_many_blocks_is_moved_byte_for_byte(blob_store):
     data = os.urandom(20_000_003)
     with blob_store.streaming_upload(raw_container(), SOURCE, block_bytes=5 << 20) as upload:
         for start in range(0, len(data), 1 << 20):
-            upload.write(data[start:start + (1 << 20)])
+            upload.write(data[start : start + (1 << 20)])
     blocks, _ = blob(blob_store, SOURCE).get_block_list()
     assert len(blocks) == 4
 
@@ -49,8 +49,9 @@ def test_a_large_blob_of_many_blocks_is_moved_byte_for_byte(blob_store):
 
 
 def test_a_small_blob_is_moved_with_its_metadata(blob_store):
-    blob_store.upload_bytes(raw_container(), SOURCE, b"1,Ann,2021-01-01T00:00:00Z,1,1\n",
-                            metadata={"origin": "hr"})
+    blob_store.upload_bytes(
+        raw_container(), SOURCE, b"1,Ann,2021-01-01T00:00:00Z,1,1\n", metadata={"origin": "hr"}
+    )
     blob_store.move(raw_container(), SOURCE, DESTINATION)
     assert not blob_store.exists(raw_container(), SOURCE)
     assert blob_store.download_bytes(raw_container(), DESTINATION) == b"1,Ann,2021-01-01T00:00:00Z,1,1\n"
@@ -90,8 +91,9 @@ class RewritingStore(BlobStore):
     """A store whose source blob is rewritten by "someone else" right after it is copied."""
 
     def _copy_version(self, source_client, destination_client, etag, where, timeout, poll_interval):
-        copied = BlobStore._copy_version(source_client, destination_client, etag, where, timeout,
-                                         poll_interval)
+        copied = BlobStore._copy_version(
+            source_client, destination_client, etag, where, timeout, poll_interval
+        )
         source_client.upload_blob(b"v2\n", overwrite=True)
         return copied
 
@@ -150,8 +152,9 @@ class PendingCopy:
 
     def get_blob_properties(self):
         status, description = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-        copy = SimpleNamespace(id=self.copy_id, status=status, status_description=description,
-                               progress="5/10")
+        copy = SimpleNamespace(
+            id=self.copy_id, status=status, status_description=description, progress="5/10"
+        )
         return SimpleNamespace(copy=copy, size=10)
 
     def abort_copy(self, copy_id):
@@ -172,8 +175,9 @@ class FakeClock:
 def test_a_pending_copy_is_polled_until_it_succeeds():
     clock = FakeClock()
     destination = PendingCopy(("pending", None), ("pending", None), ("success", None))
-    properties = wait_for_copy(destination, "copy-1", "raw/a to raw/b", timeout=60,
-                               clock=clock, sleep=clock.sleep)
+    properties = wait_for_copy(
+        destination, "copy-1", "raw/a to raw/b", timeout=60, clock=clock, sleep=clock.sleep
+    )
     assert properties.copy.status == "success"
     assert clock.now == pytest.approx(0.5 + 1.0)  # the interval doubles
 
@@ -183,16 +187,14 @@ def test_a_copy_that_fails_names_both_blobs(status):
     destination = PendingCopy(("pending", None), (status, "500 InternalError"))
     clock = FakeClock()
     with pytest.raises(BlobMoveError, match=f"Copy of raw/a to raw/b {status}: 500 InternalError"):
-        wait_for_copy(destination, "copy-1", "raw/a to raw/b", timeout=60, clock=clock,
-                      sleep=clock.sleep)
+        wait_for_copy(destination, "copy-1", "raw/a to raw/b", timeout=60, clock=clock, sleep=clock.sleep)
 
 
 def test_a_copy_still_pending_after_the_wait_is_aborted():
     destination = PendingCopy(("pending", None))
     clock = FakeClock()
     with pytest.raises(BlobMoveError, match=r"raw/a to raw/b did not finish within 30 s .*aborted"):
-        wait_for_copy(destination, "copy-1", "raw/a to raw/b", timeout=30, clock=clock,
-                      sleep=clock.sleep)
+        wait_for_copy(destination, "copy-1", "raw/a to raw/b", timeout=30, clock=clock, sleep=clock.sleep)
     assert destination.aborted == "copy-1"
     assert 30 <= clock.now < 31
 
@@ -206,7 +208,9 @@ def test_a_copy_replaced_by_another_is_an_error():
 def test_a_missing_blob_is_named_in_the_error(blob_store):
     from hr_pipeline.blob_store import BlobNotFoundError
 
-    with pytest.raises(BlobNotFoundError, match=f"{raw_container()}/processing/none.csv: the blob does not exist"):
+    with pytest.raises(
+        BlobNotFoundError, match=f"{raw_container()}/processing/none.csv: the blob does not exist"
+    ):
         list(blob_store.iter_blocks(raw_container(), "processing/none.csv"))
     with pytest.raises(BlobNotFoundError, match="nowhere.csv"):
         blob_store.download_bytes(raw_container(), "nowhere.csv")

@@ -17,7 +17,7 @@ def test_a_streamed_upload_is_the_bytes_written_in_order(blob_store):
     data = os.urandom(1_000_003)
     with blob_store.streaming_upload(raw_container(), "streamed.bin", block_bytes=64 * 1024) as upload:
         for start in range(0, len(data), 10_007):  # writes smaller and larger than a block
-            upload.write(data[start:start + 10_007])
+            upload.write(data[start : start + 10_007])
         assert not blob_store.exists(raw_container(), "streamed.bin")  # not before it is committed
     assert upload.bytes_written == len(data)
     assert blob_store.download_bytes(raw_container(), "streamed.bin") == data
@@ -75,15 +75,18 @@ def test_the_compressed_hand_over_reads_back_as_the_bytes_written(blob_store, si
     decompressed block by block, whatever the sizes of writes and blocks."""
     from hr_pipeline.ingest import VALID_ROWS_COMPRESSION, _compressed
 
-    data = os.urandom(size // 2) + b"1,\"Ann\"\n" * (size // 16)
+    data = os.urandom(size // 2) + b'1,"Ann"\n' * (size // 16)
     with blob_store.streaming_upload(raw_container(), "rows.csv.zst", block_bytes=64 * 1024) as upload:
         compressed = _compressed(upload)
         for start in range(0, len(data), 100_003):
-            compressed.write(data[start:start + 100_003])
+            compressed.write(data[start : start + 100_003])
         compressed.close()
     assert upload.bytes_written < max(len(data), 100)  # the repeated rows compress
-    blocks = list(blob_store.decompressed_blocks(raw_container(), "rows.csv.zst", VALID_ROWS_COMPRESSION,
-                                                 block_bytes=1 << 20))
+    blocks = list(
+        blob_store.decompressed_blocks(
+            raw_container(), "rows.csv.zst", VALID_ROWS_COMPRESSION, block_bytes=1 << 20
+        )
+    )
     assert all(len(block) <= 1 << 20 for block in blocks)
     assert b"".join(blocks) == data
 

@@ -92,7 +92,10 @@ def test_the_next_run_takes_over_the_files_of_a_run_that_ended_holding_the_lock(
     validations = ingest("jobs", "run-b", run_has_ended=lambda run_id: run_id == "run-a")
 
     assert [v["source"] for v in validations] == [
-        "incoming/jobs/a1.csv", "incoming/jobs/a2.csv", "incoming/jobs/b.csv"]
+        "incoming/jobs/a1.csv",
+        "incoming/jobs/a2.csv",
+        "incoming/jobs/b.csv",
+    ]
     assert blob_names(blob_store, "processing/jobs/run-a/") == []
     finish("jobs", validations, "run-b")
     assert jobs(warehouse) == {1: "From a2", 2: "From b"}
@@ -133,9 +136,13 @@ def test_references_removed_between_validation_and_load_are_rejected_at_load(blo
     backup = backup_table("departments", warehouse=warehouse, store=blob_store)
     drop_file(blob_store, "departments", "10,Ten\n11,Eleven\n", "d2.csv")
     finish("departments", ingest("departments", "run-d2"), "run-d2")
-    drop_file(blob_store, "hired_employees",
-              "1,Ann,2021-01-01T00:00:00Z,1,1\n2,Bob,2021-02-01T00:00:00Z,10,1\n"
-              "3,Cy,2021-03-01T00:00:00Z,11,1\nx,Bad,2021-03-01T00:00:00Z,1,1\n", "h.csv")
+    drop_file(
+        blob_store,
+        "hired_employees",
+        "1,Ann,2021-01-01T00:00:00Z,1,1\n2,Bob,2021-02-01T00:00:00Z,10,1\n"
+        "3,Cy,2021-03-01T00:00:00Z,11,1\nx,Bad,2021-03-01T00:00:00Z,1,1\n",
+        "h.csv",
+    )
     validations = ingest("hired_employees", "run-h")
     assert validations[0]["valid"] == 3
 
@@ -149,7 +156,10 @@ def test_references_removed_between_validation_and_load_are_rejected_at_load(blo
 
     reasons = {row["id"]: row["reason"] for row in read_rejects(blob_store, rejects[0])}
     assert set(reasons) == {"x", "2", "3"}
-    assert "department_id: 10 does not exist in departments (removed after this file was validated)" in reasons["2"]
+    assert (
+        "department_id: 10 does not exist in departments (removed after this file was validated)"
+        in reasons["2"]
+    )
     assert blob_names(blob_store, "processing/") == []
 
 

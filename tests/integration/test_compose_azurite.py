@@ -26,8 +26,11 @@ from tests.unit.test_docker_compose import (  # noqa: F401 - the compose file, a
 
 
 @pytest.mark.azurite
-def test_the_compose_azurite_account_works_and_the_well_known_key_does_not(compose, tmp_path,
-                                                                            monkeypatch):
+def test_the_compose_azurite_account_works_and_the_well_known_key_does_not(
+    compose,  # noqa: F811 - the fixture imported above
+    tmp_path,
+    monkeypatch,
+):
     """Azurite (node_modules, the same emulator as the image) with the azurite service's
     AZURITE_ACCOUNTS; the pipeline's BlobStore on the compose file's connection creates a
     container (what hr-storage-init does); the emulator's default account and key are refused."""
@@ -40,9 +43,20 @@ def test_the_compose_azurite_account_works_and_the_well_known_key_does_not(compo
     port = free_port()
     env = {**os.environ, "AZURITE_ACCOUNTS": service_env(compose, "azurite")["AZURITE_ACCOUNTS"]}
     process = subprocess.Popen(
-        [str(executable), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         "--location", str(tmp_path / "azurite"), "--skipApiVersionCheck", "--loose"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(executable),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(tmp_path / "azurite"),
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -60,14 +74,16 @@ def test_the_compose_azurite_account_works_and_the_well_known_key_does_not(compo
 
         conn = json.loads(service_env(compose, "airflow-worker")["AIRFLOW_CONN_AZURE_BLOB"])
         conn["extra"]["connection_string"] = conn["extra"]["connection_string"].replace(
-            "http://azurite:10000/", f"http://127.0.0.1:{port}/")
+            "http://azurite:10000/", f"http://127.0.0.1:{port}/"
+        )
         monkeypatch.setenv("AIRFLOW_CONN_AZURE_BLOB", json.dumps(conn))
         BlobStore().ensure_container("raw-data")
 
         for account, key in ((AZURITE_ACCOUNT, WELL_KNOWN_KEY), ("devstoreaccount1", WELL_KNOWN_KEY)):
             client = BlobServiceClient.from_connection_string(
                 f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
-                f"BlobEndpoint=http://127.0.0.1:{port}/{account};")
+                f"BlobEndpoint=http://127.0.0.1:{port}/{account};"
+            )
             with pytest.raises((ClientAuthenticationError, HttpResponseError)):
                 list(client.list_containers())
     finally:  # Azurite's graceful stop waits for the clients' keep-alive connections

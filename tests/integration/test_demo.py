@@ -62,8 +62,7 @@ def node():
 def foreign():
     """(port, process): another program listening on 127.0.0.1 (as another Azurite would)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", LISTENER, str(port)], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([sys.executable, "-c", LISTENER, str(port)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "listening"
     yield port, process
     process.kill()
@@ -71,23 +70,26 @@ def foreign():
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and k not in ("AIRFLOW_HOME",)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_")) and k not in ("AIRFLOW_HOME",)
+    }
     env.pop("AZURITE_BLOB_PORT", None)
     env.update(extra)
     return env
 
 
 def azurite_sh(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(AZURITE_SH), *args], capture_output=True, text=True,
-                          env=clean_env(**env), timeout=120)
+    return subprocess.run(
+        ["bash", str(AZURITE_SH), *args], capture_output=True, text=True, env=clean_env(**env), timeout=120
+    )
 
 
 # -- the emulator -------------------------------------------------------------------------------
 def test_azurite_refuses_a_port_another_process_listens_on(tmp_path, foreign):
     port, process = foreign
-    for args, env in (((str(tmp_path), str(port)), {}),
-                      ((str(tmp_path),), {"AZURITE_BLOB_PORT": str(port)})):
+    for args, env in (((str(tmp_path), str(port)), {}), ((str(tmp_path),), {"AZURITE_BLOB_PORT": str(port)})):
         result = azurite_sh("start", *args, **env)
         assert result.returncode == 1, result.stdout
         assert "Azurite blob service on" not in result.stdout
@@ -149,9 +151,14 @@ def run_demo(state: Path, *args: str, **env: str) -> tuple[subprocess.CompletedP
     """scripts/demo.py as `make demo` runs it, stdout and stderr merged as a terminal shows them."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(DEMO), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, cwd=PROJECT_ROOT, timeout=900,
-        env=clean_env(**{"HR_LOCAL_DIR": str(state), "AZURITE_BLOB_PORT": str(free_port()), **env}))
+        [sys.executable, str(DEMO), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=900,
+        env=clean_env(**{"HR_LOCAL_DIR": str(state), "AZURITE_BLOB_PORT": str(free_port()), **env}),
+    )
     return result, time.monotonic() - started
 
 
@@ -175,15 +182,17 @@ def assert_readable(output: str) -> None:
 def test_the_demo_prints_a_screen_of_results_and_stops_its_emulator(state_dir):
     result, seconds = run_demo(state_dir, "--data", str(SAMPLE_DATA))
     output = result.stdout
-    print(f"\n[demo] sample data: exit {result.returncode}, {len(output.splitlines())} lines, "
-          f"{seconds:.1f} s")
+    print(
+        f"\n[demo] sample data: exit {result.returncode}, {len(output.splitlines())} lines, {seconds:.1f} s"
+    )
     assert result.returncode == 0, output
     assert_readable(output)
-    assert counts(output) == {"departments": ("success", 12, 12, 0),
-                              "jobs": ("success", 183, 183, 0),
-                              "hired_employees": ("success", 1999, 1929, 70)}
-    rejects_line = next(line for line in output.splitlines()
-                        if line.startswith("hired_employees  success"))
+    assert counts(output) == {
+        "departments": ("success", 12, 12, 0),
+        "jobs": ("success", 183, 183, 0),
+        "hired_employees": ("success", 1999, 1929, 70),
+    }
+    rejects_line = next(line for line in output.splitlines() if line.startswith("hired_employees  success"))
     assert "rejected/hired_employees/" in rejects_line and rejects_line.endswith(".csv")
     for table in ("departments", "jobs", "hired_employees"):
         assert re.search(rf"^{table}\s+uploading {table}\.csv .* done in [\d.]+ s$", output, re.M)
@@ -195,8 +204,11 @@ def test_the_demo_prints_a_screen_of_results_and_stops_its_emulator(state_dir):
     assert "SELECT * FROM quarterly_hires_2021 ORDER BY department, job" in output
     log_file = state_dir / "logs" / "demo.log"
     assert f"Framework logs (Airflow, Great Expectations, task logs): {log_file}" in output
-    framework = [line for line in log_file.read_text().splitlines()
-                 if not line.startswith("[demo]") and LOG_RECORD.search(line)]
+    framework = [
+        line
+        for line in log_file.read_text().splitlines()
+        if not line.startswith("[demo]") and LOG_RECORD.search(line)
+    ]
     assert any("[DAG TEST]" in line for line in framework)  # the log records went there
     assert f"set -a; . {state_dir / 'airflow.env'}; set +a" in output
     assert str(state_dir / "warehouse.db") in output
@@ -212,14 +224,14 @@ def test_a_failed_run_fails_the_demo_naming_the_table_and_why(state_dir, tmp_pat
     # This checkout's emulator already runs (as after `make up`): reused, and left running.
     instance = azurite.start(state_dir / "azurite", port=free_port())
     try:
-        result, seconds = run_demo(state_dir, "--data", str(data),
-                                   AZURITE_BLOB_PORT=str(instance.port))
+        result, seconds = run_demo(state_dir, "--data", str(data), AZURITE_BLOB_PORT=str(instance.port))
         output = result.stdout
         print(f"\n[demo] binary jobs.csv: exit {result.returncode}, {seconds:.1f} s")
         assert result.returncode == 1, output
         assert_readable(output)
-        assert (f"Azurite blob service on 127.0.0.1:{instance.port} "
-                "(this checkout's, already running") in output
+        assert (
+            f"Azurite blob service on 127.0.0.1:{instance.port} (this checkout's, already running"
+        ) in output
         assert re.search(r"^jobs\s+ingesting \.\.\. FAILED after", output, re.M)
         failure = next(line for line in output.splitlines() if line.startswith("FAILED:"))
         assert failure.startswith("FAILED: ingest_table for jobs: ")

@@ -35,7 +35,8 @@ def only_rejects(blob_store, table: str) -> list[dict]:
 
 @pytest.mark.parametrize("line_end", ["\n", "\r\n"])
 def test_a_misshapen_row_past_the_first_block_is_rejected_and_the_rest_loaded(
-        blob_store, sqlite_warehouse, line_end):
+    blob_store, sqlite_warehouse, line_end
+):
     """10,000 good rows and one 4-field row after them (the file that crashed validation)."""
     with_reference_rows(blob_store)
     lines = [hire(i) for i in range(1, 10_001)]
@@ -73,8 +74,12 @@ def test_a_row_longer_than_a_block_is_rejected_by_the_length_rule(blob_store, sq
 def test_one_id_in_two_spellings_is_a_duplicate(blob_store, warehouse):
     """'1' and '0000000000000000001' are one id: both rows are rejected, on SQLite and
     PostgreSQL, and loaded + rejected = rows."""
-    drop_file(blob_store, "jobs", "1,Nurse\nx,header-like\n0000000000000000001,Doctor\n+2,Cook\n3,Pilot\n02,Baker\n",
-              "ids.csv")
+    drop_file(
+        blob_store,
+        "jobs",
+        "1,Nurse\nx,header-like\n0000000000000000001,Doctor\n+2,Cook\n3,Pilot\n02,Baker\n",
+        "ids.csv",
+    )
 
     run = run_ingest("jobs", max_reject_ratio=1)
 
@@ -97,7 +102,8 @@ def test_rejected_fields_cannot_run_as_spreadsheet_formulas(blob_store, sqlite_w
     # -5 is a valid id: it loads, untouched
     with sqlite_warehouse.transaction() as connection:
         assert connection.execute("SELECT department FROM departments").fetchall() == [
-            ('=HYPERLINK("http://x")',)]
+            ('=HYPERLINK("http://x")',)
+        ]
 
 
 def test_a_file_sent_twice_on_one_day_keeps_both_archives_and_rejects(blob_store, sqlite_warehouse):
@@ -109,7 +115,9 @@ def test_a_file_sent_twice_on_one_day_keeps_both_archives_and_rejects(blob_store
     rejects = [n for n in blob_names(blob_store, "rejected/jobs/") if n.endswith(".rejects.csv")]
     assert len(archived) == 2 and len(rejects) == 2
     assert {blob_store.download_bytes(blob_store_container(), n) for n in archived} == {
-        b"1,Nurse\nx,bad\n", b"1,Nurse (corrected)\ny,bad\n"}
+        b"1,Nurse\nx,bad\n",
+        b"1,Nurse (corrected)\ny,bad\n",
+    }
     assert {read_rejects(blob_store, n)[0]["id"] for n in rejects} == {"x", "y"}
 
 
@@ -143,8 +151,10 @@ def test_a_file_the_warehouse_refuses_is_set_aside_and_the_others_load(blob_stor
         if warehouse.dialect == "postgres":
             cursor.execute("ALTER TABLE jobs ADD CONSTRAINT no_forbidden CHECK (job <> 'Forbidden')")
         else:
-            cursor.execute("CREATE TRIGGER no_forbidden BEFORE INSERT ON jobs WHEN NEW.job = 'Forbidden' "
-                           "BEGIN SELECT RAISE(ABORT, 'no_forbidden'); END")
+            cursor.execute(
+                "CREATE TRIGGER no_forbidden BEFORE INSERT ON jobs WHEN NEW.job = 'Forbidden' "
+                "BEGIN SELECT RAISE(ABORT, 'no_forbidden'); END"
+            )
     drop_file(blob_store, "jobs", "1,Nurse\n2,Forbidden\n", "a.csv")
     drop_file(blob_store, "jobs", "3,Cook\n", "b.csv")
 

@@ -84,8 +84,7 @@ def test_unreadable_file_is_rejected_whole_and_run_fails(blob_store, sqlite_ware
     rejected = blob_names(blob_store, "rejected/departments/")
     assert any(name.endswith("/latin1.csv") for name in rejected)
     reason = [n for n in rejected if n.endswith(".reason.txt")]
-    assert reason and b"not UTF-8" in blob_store.download_bytes(
-        blob_store_container(), reason[0])
+    assert reason and b"not UTF-8" in blob_store.download_bytes(blob_store_container(), reason[0])
     assert blob_names(blob_store, "incoming/") == []
 
 
@@ -171,16 +170,22 @@ def test_empty_header_only_and_wrong_shape_files(blob_store, sqlite_warehouse):
     drop_file(blob_store, "departments", "", "a-empty.csv")
     drop_file(blob_store, "departments", "id,department\r\n", "b-header-only.csv")
     # a hired_employees extract dropped in the departments folder
-    drop_file(blob_store, "departments", "1,Ann,2021-01-01T00:00:00Z,1,1\n2,Bob,2021-01-01T00:00:00Z,1,1\n",
-              "c-wrong-table.csv")
+    drop_file(
+        blob_store,
+        "departments",
+        "1,Ann,2021-01-01T00:00:00Z,1,1\n2,Bob,2021-01-01T00:00:00Z,1,1\n",
+        "c-wrong-table.csv",
+    )
     drop_file(blob_store, "departments", "id,job\n7,Nurse\n", "d-jobs-header.csv")
     run = run_ingest("departments", max_reject_ratio=1)
     assert str(run.state) == "success"
     assert sqlite_warehouse.key_values("departments") == {7}  # the jobs file's data row fits
     archived = blob_names(blob_store, "archive/departments/")
     assert len(archived) == 4  # every file is archived, even empty ones
-    rejects = {name.rsplit("/", 1)[-1]: read_rejects(blob_store, name)
-               for name in blob_names(blob_store, "rejected/departments/")}
+    rejects = {
+        name.rsplit("/", 1)[-1]: read_rejects(blob_store, name)
+        for name in blob_names(blob_store, "rejected/departments/")
+    }
     assert set(rejects) == {"c-wrong-table.rejects.csv", "d-jobs-header.rejects.csv"}
     assert len(rejects["c-wrong-table.rejects.csv"]) == 2
     assert all("has 5 fields, expected 2" in r["reason"] for r in rejects["c-wrong-table.rejects.csv"])

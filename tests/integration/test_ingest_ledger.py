@@ -28,8 +28,10 @@ def test_the_ledger_has_one_row_per_ingested_file_with_counts_and_checksum(blob_
 
     rows = ledger_rows(warehouse)
     assert [(r["table_name"], r["rows"], r["loaded"], r["rejected"], r["status"]) for r in rows] == [
-        ("departments", 12, 12, 0, "loaded"), ("jobs", 183, 183, 0, "loaded"),
-        ("hired_employees", 1999, 1929, 70, "loaded")]
+        ("departments", 12, 12, 0, "loaded"),
+        ("jobs", 183, 183, 0, "loaded"),
+        ("hired_employees", 1999, 1929, 70, "loaded"),
+    ]
     hires = rows[2]
     sample = (SAMPLE_DATA / "hired_employees.csv").read_bytes()
     assert hires["sha256"] == hashlib.sha256(sample).hexdigest() and hires["bytes"] == len(sample)
@@ -60,9 +62,14 @@ def test_a_file_over_the_reject_limit_is_set_aside_whole_and_the_others_load(blo
     assert warehouse.key_values("departments") == {20}
     set_aside = [n for n in blob_names(blob_store, "rejected/departments/") if "/a." in n]
     assert sorted(n.rsplit("/", 1)[-1] for n in set_aside) == ["a.csv", "a.csv.reason.txt", "a.rejects.csv"]
-    reason = blob_store.download_bytes(raw_container(), next(n for n in set_aside if n.endswith(".txt"))).decode()
+    reason = blob_store.download_bytes(
+        raw_container(), next(n for n in set_aside if n.endswith(".txt"))
+    ).decode()
     assert "3 of 10 rows rejected (30.0%), above the run's max_reject_ratio of 10.0%" in reason
     assert "id: integer (2)" in reason and "department: required (1)" in reason
-    statuses = {r["file"].rsplit("/", 1)[-1]: (r["status"], r["loaded"], r["rejected"]) for r in ledger_rows(warehouse)}
+    statuses = {
+        r["file"].rsplit("/", 1)[-1]: (r["status"], r["loaded"], r["rejected"])
+        for r in ledger_rows(warehouse)
+    }
     assert statuses == {"a.csv": ("over_reject_limit", 0, 3), "b.csv": ("loaded", 1, 0)}
     assert blob_names(blob_store, "incoming/") == [] and blob_names(blob_store, "processing/") == []

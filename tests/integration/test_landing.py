@@ -18,7 +18,7 @@ def next_event(trigger, timeout: float = 3.0):
     async def bounded():
         try:
             return await asyncio.wait_for(first(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     return asyncio.run(bounded())
@@ -31,7 +31,10 @@ def test_files_landing_together_fire_one_event_and_are_reported_once(blob_store)
     drop_file(blob_store, "jobs", "1,Nurse\n", "a.csv")
     drop_file(blob_store, "jobs", "2,Cook\n", "sub/b.csv")
     drop_file(blob_store, "departments", "1,Sales\n", "d.csv")  # another table's folder
-    assert next_event(trigger) == {"table": "jobs", "files": ["incoming/jobs/a.csv", "incoming/jobs/sub/b.csv"]}
+    assert next_event(trigger) == {
+        "table": "jobs",
+        "files": ["incoming/jobs/a.csv", "incoming/jobs/sub/b.csv"],
+    }
 
     # A restarted trigger does not report them again; a file sent again under a name is new.
     assert next_event(trigger, timeout=1) is None
@@ -56,4 +59,6 @@ def test_tables_of_events_keeps_the_contract_order():
 
     events = {Landed("incoming.hired_employees"): [], Landed("incoming.departments"): []}
     assert tables_of_events(events, ("departments", "jobs", "hired_employees")) == [
-        "departments", "hired_employees"]
+        "departments",
+        "hired_employees",
+    ]

@@ -32,21 +32,30 @@ def _names(datasets: list[dict]) -> set[tuple[str, str]]:
 
 
 def test_ingest_and_publish_events_name_their_inputs_and_outputs(
-        airflow_db, blob_store, postgres_warehouse, postgres_database, tmp_path):
+    airflow_db, blob_store, postgres_warehouse, postgres_database, tmp_path
+):
     for table in ("departments", "jobs", "hired_employees"):
         drop_sample(blob_store, table)
     events_file = tmp_path / "openlineage.jsonl"
     env = {
         **os.environ,
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(events_file), "append": True}),
+            {"type": "file", "log_file_path": str(events_file), "append": True}
+        ),
         "AIRFLOW__OPENLINEAGE__EXTRACTORS": "hr_pipeline.lineage.HrAssetsExtractor",
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "hr-test",
     }
-    runs = [f"ingest_table:{json.dumps({'table_name': t})}"
-            for t in ("departments", "jobs", "hired_employees")] + ["publish_metrics"]
-    result = subprocess.run([sys.executable, str(Path(__file__).with_name("lineage_runs.py")), *runs],
-                            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    runs = [
+        f"ingest_table:{json.dumps({'table_name': t})}" for t in ("departments", "jobs", "hired_employees")
+    ] + ["publish_metrics"]
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("lineage_runs.py")), *runs],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     events = read_events(events_file)
 
@@ -68,7 +77,7 @@ def test_ingest_and_publish_events_name_their_inputs_and_outputs(
         for event in completed:
             inputs, outputs = _names(event["inputs"]), _names(event["outputs"])
             assert len(inputs) == 1, inputs
-            (namespace, name), = inputs
+            ((namespace, name),) = inputs
             table = name.removeprefix("incoming/")
             assert (namespace, name) == blob(table)
             assert outputs == ({table_(table)} if expect_out else set()), outputs
@@ -81,6 +90,9 @@ def test_ingest_and_publish_events_name_their_inputs_and_outputs(
     assert _names(published["outputs"]) == {table_(name) for name in METRIC_NAMES}
     # Every event is in the configured namespace, and START events carry the same datasets.
     assert {e["job"]["namespace"] for e in events} == {"hr-test"}
-    started = [e for e in events if e["eventType"] == "START"
-               and e["job"]["name"] == "publish_metrics.record_published_row_counts"]
+    started = [
+        e
+        for e in events
+        if e["eventType"] == "START" and e["job"]["name"] == "publish_metrics.record_published_row_counts"
+    ]
     assert started and _names(started[-1]["outputs"]) == _names(published["outputs"])

@@ -29,18 +29,21 @@ def hires_at(*instants, department=1, job=1, first_id=1):
 
 
 def test_quarter_and_year_boundaries_are_of_the_utc_instant(warehouse):
-    load(warehouse, hires_at(
-        datetime(2020, 12, 31, 23, 59, 59, 999999),  # 2020 Q4
-        datetime(2021, 1, 1, 0, 0, 0),               # Q1
-        datetime(2021, 3, 31, 23, 59, 59),           # Q1
-        datetime(2021, 4, 1, 0, 0, 0),               # Q2
-        datetime(2021, 6, 30, 23, 59, 59, 999999),   # Q2, fractional seconds
-        datetime(2021, 7, 1, 0, 0, 0, 1),            # Q3
-        datetime(2021, 9, 30, 12, 0, 0, 500000),     # Q3
-        datetime(2021, 10, 1, 0, 0, 0),              # Q4
-        datetime(2021, 12, 31, 23, 59, 59, 999999),  # Q4
-        datetime(2022, 1, 1, 0, 0, 0),               # 2022 Q1
-    ))
+    load(
+        warehouse,
+        hires_at(
+            datetime(2020, 12, 31, 23, 59, 59, 999999),  # 2020 Q4
+            datetime(2021, 1, 1, 0, 0, 0),  # Q1
+            datetime(2021, 3, 31, 23, 59, 59),  # Q1
+            datetime(2021, 4, 1, 0, 0, 0),  # Q2
+            datetime(2021, 6, 30, 23, 59, 59, 999999),  # Q2, fractional seconds
+            datetime(2021, 7, 1, 0, 0, 0, 1),  # Q3
+            datetime(2021, 9, 30, 12, 0, 0, 500000),  # Q3
+            datetime(2021, 10, 1, 0, 0, 0),  # Q4
+            datetime(2021, 12, 31, 23, 59, 59, 999999),  # Q4
+            datetime(2022, 1, 1, 0, 0, 0),  # 2022 Q1
+        ),
+    )
     metrics.publish_metrics(warehouse)
 
     assert metrics.read_metric(warehouse, "quarterly_hires_2021") == [("Alpha", "Analyst", 2, 2, 2, 2)]

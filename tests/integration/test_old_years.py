@@ -104,8 +104,7 @@ def test_years_0001_to_9999_survive_backup_restore_and_metrics(warehouse, blob_s
     assert metrics.read_metric(warehouse, "hires_by_quarter") == EXPECTED_BY_QUARTER
 
 
-def test_a_table_holding_unpadded_years_is_repaired_by_a_backup_and_restore(sqlite_warehouse,
-                                                                          blob_store):
+def test_a_table_holding_unpadded_years_is_repaired_by_a_backup_and_restore(sqlite_warehouse, blob_store):
     """Rows written by the versions before the fix ('1-01-01T...') still back up; restored from
     that backup they are written in the fixed-width form."""
     warehouse = sqlite_warehouse
@@ -114,9 +113,12 @@ def test_a_table_holding_unpadded_years_is_repaired_by_a_backup_and_restore(sqli
     with warehouse.transaction() as connection:
         connection.executemany(
             'INSERT INTO "hired_employees" VALUES (?, ?, ?, 1, 1)',
-            [(1, "Person 1", "1-01-01T00:00:00.000000Z"),
-             (2, "Person 2", "999-12-31T23:59:59.999999Z"),
-             (3, "Person 3", STORED[3]), (4, "Person 4", STORED[4])],
+            [
+                (1, "Person 1", "1-01-01T00:00:00.000000Z"),
+                (2, "Person 2", "999-12-31T23:59:59.999999Z"),
+                (3, "Person 3", STORED[3]),
+                (4, "Person 4", STORED[4]),
+            ],
         )
     backup_logic.backup_table("hired_employees", warehouse, blob_store)
     restore_logic.restore_table("hired_employees", "latest", None, warehouse, blob_store)

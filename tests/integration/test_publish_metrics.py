@@ -165,7 +165,9 @@ def more_hires_in_2021(hires, count=30):
     return [(start + i, f"New {i}", datetime(2021, 5, 5, 12, 0, i), 8, 1) for i in range(count)]
 
 
-def test_a_failing_check_in_the_dag_leaves_the_previous_tables(airflow_db, warehouse, sample, expected, monkeypatch):
+def test_a_failing_check_in_the_dag_leaves_the_previous_tables(
+    airflow_db, warehouse, sample, expected, monkeypatch
+):
     load(warehouse, *sample)
     metrics.publish_metrics(warehouse)
     load(warehouse, [], [], more_hires_in_2021(sample[2]))  # a new publish would change Support
@@ -277,9 +279,7 @@ def test_a_reader_thread_never_sees_an_empty_or_partial_table(postgres_warehouse
     try:
         for _ in range(3):  # B -> A -> B -> A ...: every publish replaces every table
             with warehouse.transaction() as connection:
-                connection.cursor().execute(
-                    "DELETE FROM hired_employees WHERE id >= %s", (extra[0][0],)
-                )
+                connection.cursor().execute("DELETE FROM hired_employees WHERE id >= %s", (extra[0][0],))
             metrics.publish_metrics(warehouse)
             load(warehouse, [], [], extra)
             metrics.publish_metrics(warehouse)
@@ -297,16 +297,15 @@ def test_a_reader_thread_never_sees_an_empty_or_partial_table(postgres_warehouse
 
 def test_an_asset_event_on_a_table_queues_the_dag(airflow_db, sqlite_warehouse):
     """What the scheduler does when ingest_table updates ``jobs``: the event queues publish_metrics."""
-    from sqlalchemy import delete, select
-
     from airflow.assets.manager import AssetManager
     from airflow.models.asset import AssetDagRunQueue, AssetEvent
     from airflow.models.dag import DagModel
+    from airflow.sdk import AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
     from airflow.serialization.definitions.assets import SerializedAssetUniqueKey
     from airflow.utils.session import create_session
-    from hr_pipeline.assets import TABLE_ASSETS
+    from sqlalchemy import delete, select
 
-    from airflow.sdk import AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
+    from hr_pipeline.assets import TABLE_ASSETS
 
     dag = load_dag()
     assert isinstance(dag.timetable, AssetOrTimeSchedule)  # daily AND on any table's change

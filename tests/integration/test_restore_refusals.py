@@ -22,12 +22,18 @@ def test_a_backup_with_an_id_twice_is_refused_without_retries(airflow_db, wareho
     records = list(reader)
     header = {key: value for key, value in reader.metadata.items() if not key.startswith("avro.")}
     twice = io.BytesIO()
-    fastavro.writer(twice, reader.writer_schema, records + records[:1], codec="deflate",
-                    metadata={**header, backup_logic.META_ROWS: str(len(records) + 1)})
+    fastavro.writer(
+        twice,
+        reader.writer_schema,
+        records + records[:1],
+        codec="deflate",
+        metadata={**header, backup_logic.META_ROWS: str(len(records) + 1)},
+    )
     data = twice.getvalue()
     metadata = blob_store.properties(container, made.blob_name).metadata
-    blob_store.upload_bytes(container, made.blob_name, data,
-                            metadata={**metadata, "sha256": hashlib.sha256(data).hexdigest()})
+    blob_store.upload_bytes(
+        container, made.blob_name, data, metadata={**metadata, "sha256": hashlib.sha256(data).hexdigest()}
+    )
 
     run = load_dag("restore_table").test(run_conf={"table_name": "jobs", "backup": made.blob_name})
 

@@ -5,6 +5,7 @@ def test_warehouses_create_tables(warehouse):
 
 def test_blob_store_roundtrip(blob_store):
     import os
+
     container = os.environ["AZURE_BLOB_CONTAINER_RAW_DATA"]
     blob_store.upload_bytes(container, "incoming/jobs/a.csv", b"1,x\n")
     assert [b.name for b in blob_store.list(container, "incoming/")] == ["incoming/jobs/a.csv"]

@@ -29,7 +29,6 @@ from hr_pipeline import backup as backup_logic
 from hr_pipeline import restore as restore_logic
 from hr_pipeline.contracts import get_contract
 from hr_pipeline.warehouse import WAITING_MESSAGE, WarehouseError, lock_plan
-
 from tests.conftest import PROJECT_ROOT
 
 TIMEOUT = 120  # seconds: a bound on polling, never an expected duration
@@ -69,8 +68,13 @@ class Worker:
         self.name = name
         env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "include"))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", WORKER], env=env, text=True, bufsize=1,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [sys.executable, "-c", WORKER],
+            env=env,
+            text=True,
+            bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self.lines: list[str] = []
         self.cursor = 0  # lines before it were matched by an expect()
@@ -106,7 +110,7 @@ class Worker:
     def printed(self, text: str) -> bool:
         """Whether ``text`` appeared after the last expected line (no waiting)."""
         with self.arrived:
-            return any(text in line for line in self.lines[self.cursor:])
+            return any(text in line for line in self.lines[self.cursor :])
 
     def send(self, op: str, exclusive=(), shared=()) -> None:
         command = {"op": op, "exclusive": list(exclusive), "shared": list(shared)}
@@ -121,7 +125,7 @@ class Worker:
         since = self.cursor
         self.lock(exclusive, shared)
         self.expect("ACQUIRED")
-        assert not any(WAITING in line for line in self.lines[since:self.cursor]), self.lines
+        assert not any(WAITING in line for line in self.lines[since : self.cursor]), self.lines
 
     def release(self) -> None:
         self.send("release")
@@ -231,7 +235,9 @@ def test_a_killed_holder_releases_its_locks(workers):
 
 def test_locks_are_taken_in_one_order_and_exclusive_wins():
     assert lock_plan(exclusive=["jobs", "departments"], shared=["hired_employees", "jobs"]) == [
-        ("departments", "exclusive"), ("hired_employees", "shared"), ("jobs", "exclusive"),
+        ("departments", "exclusive"),
+        ("hired_employees", "shared"),
+        ("jobs", "exclusive"),
     ]
     assert lock_plan() == []
     with pytest.raises(ValueError, match="Unknown table"):
@@ -296,12 +302,17 @@ class MessageSeen(logging.Handler):
             self.seen.set()
 
 
-@pytest.mark.parametrize("holder_locks", [
-    {"exclusive": ["departments"]},  # a load of departments
-    {"exclusive": ["hired_employees"], "shared": ["departments", "jobs"]},  # a load of hires
-], ids=["load-of-departments", "load-of-hires"])
-def test_a_restore_waits_for_a_load_holding_the_lock_then_completes(warehouse, blob_store, workers,
-                                                                     holder_locks):
+@pytest.mark.parametrize(
+    "holder_locks",
+    [
+        {"exclusive": ["departments"]},  # a load of departments
+        {"exclusive": ["hired_employees"], "shared": ["departments", "jobs"]},  # a load of hires
+    ],
+    ids=["load-of-departments", "load-of-hires"],
+)
+def test_a_restore_waits_for_a_load_holding_the_lock_then_completes(
+    warehouse, blob_store, workers, holder_locks
+):
     fill(warehouse, "departments", [(i, f"Department {i}") for i in range(1, 6)])
     fill(warehouse, "jobs", [(i, f"Job {i}") for i in range(1, 4)])
     fill(warehouse, "hired_employees", [(1, "Ann", datetime(2021, 1, 1), 2, 1)])
@@ -330,8 +341,10 @@ def test_a_restore_waits_for_a_load_holding_the_lock_then_completes(warehouse, b
     try:
         restore.start()
         assert watch.seen.wait(TIMEOUT), f"the restore never said it waits: {watch.messages}"
-        assert any(m.startswith("waiting for the lock on departments (a load or restore of it")
-                   for m in watch.messages), watch.messages
+        assert any(
+            m.startswith("waiting for the lock on departments (a load or restore of it")
+            for m in watch.messages
+        ), watch.messages
         assert restore.is_alive() and outcome.empty()
         assert table_rows(warehouse, "departments") == changed  # nothing replaced while it waits
         holder.release()

@@ -35,7 +35,6 @@ HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 
-import local_env  # noqa: E402
 import stack as local_stack  # noqa: E402  (the other engineer's driver, reused)
 
 POSTGRES_DSN = os.environ.get("HR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -106,8 +105,15 @@ class CeleryStack:
             extra_env=env,
             extra_components={
                 self.component(name): [
-                    "celery", "worker", "--celery-hostname", f"{name}@%h", "--queues", self.queue,
-                    "--concurrency", str(self.concurrency), "--skip-serve-logs",
+                    "celery",
+                    "worker",
+                    "--celery-hostname",
+                    f"{name}@%h",
+                    "--queues",
+                    self.queue,
+                    "--concurrency",
+                    str(self.concurrency),
+                    "--skip-serve-logs",
                 ]
                 for name in self.workers
             },
@@ -187,8 +193,10 @@ class CeleryStack:
                 time.sleep(1)
         finally:
             app.close()
-        raise StackError(f"Celery workers {list(names)} did not answer within {timeout:.0f}s "
-                         f"(seen: {sorted(seen)}); logs in {self.config.logs_dir}")
+        raise StackError(
+            f"Celery workers {list(names)} did not answer within {timeout:.0f}s "
+            f"(seen: {sorted(seen)}); logs in {self.config.logs_dir}"
+        )
 
     def worker_pgid(self, worker: str) -> int | None:
         return self.stack._pgid(self.component(worker))
@@ -265,7 +273,8 @@ class CeleryStack:
         with psycopg.connect(_pg_url(self.database, "postgresql")) as conn:
             rows = conn.execute(
                 "SELECT dag_id, run_id, task_id, map_index, try_number, hostname FROM task_instance"
-                " WHERE state = 'running' AND hostname LIKE %s", (f"{worker}@%",),
+                " WHERE state = 'running' AND hostname LIKE %s",
+                (f"{worker}@%",),
             ).fetchall()
         keys = ("dag_id", "run_id", "task_id", "map_index", "try_number", "hostname")
         return [dict(zip(keys, row)) for row in rows]

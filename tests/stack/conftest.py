@@ -21,7 +21,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from stack_support import (
     DAG_IDS,
     POSTGRES_DSN,
@@ -55,8 +54,11 @@ def local_stack():
     admin.execute(f'CREATE DATABASE "{database}"')
     state_dir = Path(tempfile.mkdtemp(prefix="hr-stack-"))
     config = stack_driver.StackConfig(
-        state_dir=state_dir, api_port=free_port(), blob_port=free_port(),
-        log_server_port=free_port(), trigger_log_server_port=free_port(),
+        state_dir=state_dir,
+        api_port=free_port(),
+        blob_port=free_port(),
+        log_server_port=free_port(),
+        trigger_log_server_port=free_port(),
         executor="LocalExecutor",
         warehouse_uri=local_env.postgres_warehouse_connection(database),
         # The tests trigger runs themselves; ingest_on_landing stays paused until the test of
@@ -103,5 +105,6 @@ def ingested(local_stack):
 def published(local_stack, ingested):
     """publish_metrics has rebuilt the metric tables from the ingest's asset events."""
     hires_run = ingested["hired_employees"]
-    return wait_for_metrics_run(local_stack, parse_instant(hires_run["start_date"]),
-                                "warehouse.hired_employees")
+    return wait_for_metrics_run(
+        local_stack, parse_instant(hires_run["start_date"]), "warehouse.hired_employees"
+    )

@@ -99,20 +99,21 @@ class LocalStack:
         run_id = self.api.trigger_run(dag_id, conf)
         run = self.api.wait_for_run(dag_id, run_id, timeout=timeout)
         assert run["state"] == "success", (
-            f"{dag_id} {conf} ended {run['state']}:\n{self.api.failure_report(dag_id, run_id)}")
+            f"{dag_id} {conf} ended {run['state']}:\n{self.api.failure_report(dag_id, run_id)}"
+        )
         return run
 
 
-def wait_for_metrics_run(stack: LocalStack, after: datetime, asset_name: str,
-                         timeout: float = 900.0) -> dict:
+def wait_for_metrics_run(stack: LocalStack, after: datetime, asset_name: str, timeout: float = 900.0) -> dict:
     """Wait until publish_metrics has a successful asset-triggered run that consumed an event of
     ``asset_name`` emitted after ``after``, and no run of it is queued or running."""
     api = stack.api
     deadline = time.monotonic() + timeout
     seen: list = []
     while time.monotonic() < deadline:
-        runs = api.json("GET", "/api/v2/dags/publish_metrics/dagRuns",
-                        params={"order_by": "-run_after", "limit": 20})["dag_runs"]
+        runs = api.json(
+            "GET", "/api/v2/dags/publish_metrics/dagRuns", params={"order_by": "-run_after", "limit": 20}
+        )["dag_runs"]
         seen = [(run["dag_run_id"], run["run_type"], run["state"]) for run in runs]
         busy = any(run["state"] in ("queued", "running") for run in runs)
         for run in runs:
@@ -121,12 +122,17 @@ def wait_for_metrics_run(stack: LocalStack, after: datetime, asset_name: str,
             events = api.json(
                 "GET", f"/api/v2/dags/publish_metrics/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
             )["asset_events"]
-            if any(event.get("name") == asset_name and parse_instant(event["timestamp"]) >= after
-                   for event in events):
+            if any(
+                event.get("name") == asset_name and parse_instant(event["timestamp"]) >= after
+                for event in events
+            ):
                 return run
-        failed = [run for run in runs if run["state"] == "failed" and parse_instant(run["run_after"]) >= after]
+        failed = [
+            run for run in runs if run["state"] == "failed" and parse_instant(run["run_after"]) >= after
+        ]
         if failed:
-            pytest.fail("publish_metrics failed:\n"
-                        + api.failure_report("publish_metrics", failed[0]["dag_run_id"]))
+            pytest.fail(
+                "publish_metrics failed:\n" + api.failure_report("publish_metrics", failed[0]["dag_run_id"])
+            )
         time.sleep(1)
     pytest.fail(f"no successful asset-triggered publish_metrics run after {after}: {seen}")

@@ -20,8 +20,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-
 from stack_support import LocalStack
+
 from tests.unit.test_notifications import SmtpSink, WebhookSink, card_facts, html_body
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.postgres, pytest.mark.azurite]
@@ -51,8 +51,7 @@ def alerts(local_stack):
                 api.request("DELETE", f"/api/v2/connections/{conn_id}")
 
 
-def wait_for_alerts(smtp: SmtpSink, webhook: WebhookSink, run_id: str,
-                    timeout: float = 120.0) -> tuple:
+def wait_for_alerts(smtp: SmtpSink, webhook: WebhookSink, run_id: str, timeout: float = 120.0) -> tuple:
     """The mail and the webhook post about ``run_id``, once both have arrived."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,8 +60,10 @@ def wait_for_alerts(smtp: SmtpSink, webhook: WebhookSink, run_id: str,
         if mails and posts:
             return mails, posts
         time.sleep(0.5)
-    pytest.fail(f"no alert about {run_id} within {timeout:.0f} s: {len(smtp.messages)} mails, "
-                f"{len(webhook.posts)} posts ({[card_facts(p).get('Run') for p in webhook.posts]})")
+    pytest.fail(
+        f"no alert about {run_id} within {timeout:.0f} s: {len(smtp.messages)} mails, "
+        f"{len(webhook.posts)} posts ({[card_facts(p).get('Run') for p in webhook.posts]})"
+    )
 
 
 def trigger(stack: LocalStack, dag_id: str, conf: dict, attempts: int = 4) -> str:
@@ -75,12 +76,12 @@ def trigger(stack: LocalStack, dag_id: str, conf: dict, attempts: int = 4) -> st
         time.sleep(2 * attempt)
 
 
-def run_to_end(stack: LocalStack, dag_id: str, conf: dict, state: str,
-               timeout: float = 600.0) -> dict:
+def run_to_end(stack: LocalStack, dag_id: str, conf: dict, state: str, timeout: float = 600.0) -> dict:
     run_id = trigger(stack, dag_id, conf)
     run = stack.api.wait_for_run(dag_id, run_id, timeout=timeout)
     assert run["state"] == state, (
-        f"{dag_id} {conf} ended {run['state']}:\n{stack.api.failure_report(dag_id, run_id)}")
+        f"{dag_id} {conf} ended {run['state']}:\n{stack.api.failure_report(dag_id, run_id)}"
+    )
     return run
 
 
@@ -89,9 +90,11 @@ def run_to_failure(stack: LocalStack, dag_id: str, conf: dict) -> str:
 
 
 def asset_events(stack: LocalStack, dag_id: str, run_id: str) -> list[dict]:
-    return stack.api.json("GET", "/api/v2/assets/events",
-                          params={"source_dag_id": dag_id, "source_run_id": run_id,
-                                  "limit": 100})["asset_events"]
+    return stack.api.json(
+        "GET",
+        "/api/v2/assets/events",
+        params={"source_dag_id": dag_id, "source_run_id": run_id, "limit": 100},
+    )["asset_events"]
 
 
 def test_a_refused_restore_alerts_by_mail_and_webhook(local_stack, alerts):
@@ -104,8 +107,12 @@ def test_a_refused_restore_alerts_by_mail_and_webhook(local_stack, alerts):
 
     facts = card_facts(post)
     assert {key: facts[key] for key in ("DAG", "Table", "Run", "Failed task", "Try")} == {
-        "DAG": "restore_table", "Table": "jobs", "Run": run_id, "Failed task": "restore",
-        "Try": "1"}
+        "DAG": "restore_table",
+        "Table": "jobs",
+        "Run": run_id,
+        "Failed task": "restore",
+        "Try": "1",
+    }
     # "Backup '<missing>' of jobs not found ...", or "No backup of jobs exists ..." when none at all
     error = facts["Error"]
     assert error.startswith("AirflowFailException: ") and "of jobs" in error, error
@@ -125,30 +132,41 @@ def test_a_refused_restore_alerts_by_mail_and_webhook(local_stack, alerts):
     assert html.escape(error) in body and html.escape(path) in body and run_id in body
 
 
-def test_a_stale_backup_raises_the_freshness_alert_until_a_backup_is_taken(local_stack, ingested,
-                                                                            alerts):
+def test_a_stale_backup_raises_the_freshness_alert_until_a_backup_is_taken(local_stack, ingested, alerts):
     smtp, webhook = alerts
     api = local_stack.api
     api.wait_for_dags([FRESHNESS_DAG], timeout=300)
-    backups = local_stack.blob_service().get_container_client(
-        local_stack.env["AZURE_BLOB_CONTAINER_BACKUPS"])
+    backups = local_stack.blob_service().get_container_client(local_stack.env["AZURE_BLOB_CONTAINER_BACKUPS"])
     now = datetime.now(timezone.utc)
 
     def newest_age(table: str) -> timedelta | None:
         names = [b.name for b in backups.list_blobs(name_starts_with=f"{table}/")]
-        stamps = [datetime.strptime(n.rsplit("-", 1)[1][:-5], "%Y%m%dT%H%M%SZ").replace(
-            tzinfo=timezone.utc) for n in names if n.endswith(".avro")]
+        stamps = [
+            datetime.strptime(n.rsplit("-", 1)[1][:-5], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+            for n in names
+            if n.endswith(".avro")
+        ]
         return now - max(stamps) if stamps else None
 
     # A table no other test has backed up yet (hires: the e2e tests back up jobs and departments).
-    table = next((t for t in ("hired_employees", "departments", "jobs")
-                  if (age := newest_age(t)) is None or age > timedelta(hours=26)), None)
+    table = next(
+        (
+            t
+            for t in ("hired_employees", "departments", "jobs")
+            if (age := newest_age(t)) is None or age > timedelta(hours=26)
+        ),
+        None,
+    )
     if table is None:
         pytest.skip("every table has a backup younger than 26 h on this stack already")
     stale_instant = (now - timedelta(hours=30)).replace(microsecond=0)
     stale_name = f"{table}/{table}-{stale_instant:%Y%m%dT%H%M%SZ}.avro"
-    backups.upload_blob(stale_name, b"an old backup, as far as the check can tell", overwrite=True,
-                        metadata={"table": table, "instant": stale_instant.isoformat()})
+    backups.upload_blob(
+        stale_name,
+        b"an old backup, as far as the check can tell",
+        overwrite=True,
+        metadata={"table": table, "instant": stale_instant.isoformat()},
+    )
     api.json("PATCH", f"/api/v2/dags/{FRESHNESS_DAG}", json={"is_paused": False})
     try:
         started = time.monotonic()
@@ -156,11 +174,12 @@ def test_a_stale_backup_raises_the_freshness_alert_until_a_backup_is_taken(local
         (mail, *_), (post, *_) = wait_for_alerts(smtp, webhook, run_id)
         print(f"\n[alerts] stale backup to both alerts: {time.monotonic() - started:.1f} s")
         facts = card_facts(post)
-        assert (facts["DAG"], facts["Table"], facts["Failed task"]) == (
-            FRESHNESS_DAG, table, "check_backups")
+        assert (facts["DAG"], facts["Table"], facts["Failed task"]) == (FRESHNESS_DAG, table, "check_backups")
         assert re.fullmatch(
             rf"StaleBackups: Stale backups \(newest older than 26\.0 h\): {table}: newest backup "
-            rf"{re.escape(stale_name)} is 30\.\d h old", facts["Error"]), facts["Error"]
+            rf"{re.escape(stale_name)} is 30\.\d h old",
+            facts["Error"],
+        ), facts["Error"]
         assert mail["Subject"] == f"[HR pipeline] {FRESHNESS_DAG} failed for {table} (task check_backups)"
 
         # A backup of the table: its asset event carries the row count; the check passes again.
@@ -169,9 +188,11 @@ def test_a_stale_backup_raises_the_freshness_alert_until_a_backup_is_taken(local
         print(f"[alerts] backup_tables of {table}: {time.monotonic() - started:.1f} s")
         events = asset_events(local_stack, "backup_tables", backup_run["dag_run_id"])
         assert [(e["name"], e["extra"]["rows"]) for e in events] == [
-            (f"backups.{table}", local_stack.row_count(table))]
+            (f"backups.{table}", local_stack.row_count(table))
+        ]
         assert events[0]["extra"]["blob"].startswith(
-            f"{local_stack.env['AZURE_BLOB_CONTAINER_BACKUPS']}/{table}/")
+            f"{local_stack.env['AZURE_BLOB_CONTAINER_BACKUPS']}/{table}/"
+        )
         started = time.monotonic()
         run_to_end(local_stack, FRESHNESS_DAG, {"tables": [table]}, "success")
         print(f"[alerts] the check passes again: {time.monotonic() - started:.1f} s")
@@ -184,11 +205,17 @@ def test_publish_metrics_events_carry_the_row_counts(local_stack, published):
     run_id = published["dag_run_id"]
     events = {e["name"]: e["extra"] for e in asset_events(local_stack, "publish_metrics", run_id)}
     counted = local_stack.api.json(
-        "GET", f"/api/v2/dags/publish_metrics/dagRuns/{run_id}/taskInstances/"
-        "record_published_row_counts/xcomEntries/return_value")["value"]
+        "GET",
+        f"/api/v2/dags/publish_metrics/dagRuns/{run_id}/taskInstances/"
+        "record_published_row_counts/xcomEntries/return_value",
+    )["value"]
     if isinstance(counted, str):
         counted = json.loads(counted)
     assert events == {f"warehouse.{name}": {"rows": rows} for name, rows in counted.items()}
-    assert set(counted) == {"hires_by_quarter", "departments_above_mean", "quarterly_hires_2021",
-                            "departments_above_mean_2021"}
+    assert set(counted) == {
+        "hires_by_quarter",
+        "departments_above_mean",
+        "quarterly_hires_2021",
+        "departments_above_mean_2021",
+    }
     assert counted["departments_above_mean_2021"] == 7  # the 7 departments above the 2021 mean

@@ -60,7 +60,6 @@ def _services_or_skip():
 @pytest.fixture(scope="module")
 def warehouse_database():
     import psycopg
-
     from celery_stack import POSTGRES_DSN
 
     _services_or_skip()
@@ -74,8 +73,8 @@ def warehouse_database():
 
 @pytest.fixture(scope="module")
 def celery_stack(warehouse_database):
-    from celery_stack import CeleryStack, dags_folder_with
     import local_env
+    from celery_stack import CeleryStack, dags_folder_with
 
     workdir = Path(tempfile.mkdtemp(prefix="hr-celery-"))
     stack = CeleryStack(
@@ -102,9 +101,12 @@ def user(celery_stack, warehouse_database):
     """The stack as a user drives it (REST API, blob uploads, SQL): the local stack tests' helper."""
     from stack_support import LocalStack
 
-    return LocalStack(stack=celery_stack.stack, api=celery_stack.api(),
-                      warehouse_database=warehouse_database,
-                      startup_seconds=celery_stack.startup_seconds)
+    return LocalStack(
+        stack=celery_stack.stack,
+        api=celery_stack.api(),
+        warehouse_database=warehouse_database,
+        startup_seconds=celery_stack.startup_seconds,
+    )
 
 
 def tries_by_worker(celery_stack, runs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -118,7 +120,8 @@ def tries_by_worker(celery_stack, runs: list[tuple[str, str]]) -> dict[str, list
                 continue  # never started (skipped by a branch) or deferred-only
             index = f"[{t['map_index']}]" if t["map_index"] >= 0 else ""
             by_worker.setdefault(worker_of(t["hostname"]), []).append(
-                f"{dag_id}.{t['task_id']}{index}#{t['try_number']}")
+                f"{dag_id}.{t['task_id']}{index}#{t['try_number']}"
+            )
     return by_worker
 
 
@@ -151,14 +154,14 @@ def test_end_to_end_on_two_workers(celery_stack, user):
         user.upload_extract(table)
         ingests[table] = user.run_to_end("ingest_table", {"table_name": table})
         runs.append(("ingest_table", ingests[table]["dag_run_id"]))
-    assert {t: user.row_count(t) for t in TABLES} == {
-        "departments": 12, "jobs": 183, "hired_employees": 1929}
+    assert {t: user.row_count(t) for t in TABLES} == {"departments": 12, "jobs": 183, "hired_employees": 1929}
     assert user.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "incoming/") == []
     assert user.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "rejected/hired_employees/")
     ingest_seconds = time.monotonic() - started
 
-    metrics = wait_for_metrics_run(user, parse_instant(ingests["hired_employees"]["start_date"]),
-                                   "warehouse.hired_employees")
+    metrics = wait_for_metrics_run(
+        user, parse_instant(ingests["hired_employees"]["start_date"]), "warehouse.hired_employees"
+    )
     runs.append(("publish_metrics", metrics["dag_run_id"]))
     assert user.sql("SELECT sum(q1 + q2 + q3 + q4) FROM quarterly_hires_2021")[0][0] == 1643
     above_mean = user.sql("SELECT department, hired FROM departments_above_mean_2021 ORDER BY hired DESC")
@@ -180,11 +183,15 @@ def test_end_to_end_on_two_workers(celery_stack, user):
 
     seconds = time.monotonic() - started
     by_worker = tries_by_worker(celery_stack, runs)
-    FIGURES.update(celery_full_ingest_seconds=round(ingest_seconds, 1),
-                   celery_scenario_seconds=round(seconds, 1),
-                   scenario_tries_per_worker={w: len(t) for w, t in sorted(by_worker.items())})
-    print(f"\n[celery] ingest of the three real extracts: {ingest_seconds:.1f} s; whole scenario "
-          f"(ingest, metrics, backup, restore, metrics): {seconds:.1f} s")
+    FIGURES.update(
+        celery_full_ingest_seconds=round(ingest_seconds, 1),
+        celery_scenario_seconds=round(seconds, 1),
+        scenario_tries_per_worker={w: len(t) for w, t in sorted(by_worker.items())},
+    )
+    print(
+        f"\n[celery] ingest of the three real extracts: {ingest_seconds:.1f} s; whole scenario "
+        f"(ingest, metrics, backup, restore, metrics): {seconds:.1f} s"
+    )
     for worker, tries in sorted(by_worker.items()):
         print(f"[celery] {worker} ran {len(tries)} task tries: {', '.join(tries)}")
     assert set(by_worker) == {"w1", "w2"}, by_worker
@@ -248,10 +255,12 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     time.sleep(1)  # a COMMIT already on the wire when the client died still lands
     rows_at_kill = user.row_count("hired_employees") - before
     killed_after = time.monotonic() - started
-    print(f"\n[celery] killed {victim} (SIGKILL to its {len(killed)} processes: Celery parent, pool, "
-          f"task supervisor, task runner) {killed_after:.1f} s into the run, while it ran "
-          f"load_hired_employees try {running['try_number']}: {rows_at_kill} of {GENERATED_ROWS} "
-          f"rows committed at that moment")
+    print(
+        f"\n[celery] killed {victim} (SIGKILL to its {len(killed)} processes: Celery parent, pool, "
+        f"task supervisor, task runner) {killed_after:.1f} s into the run, while it ran "
+        f"load_hired_employees try {running['try_number']}: {rows_at_kill} of {GENERATED_ROWS} "
+        f"rows committed at that moment"
+    )
     import psutil
 
     assert len(killed) >= 4 and not any(psutil.pid_exists(pid) for pid in killed)
@@ -263,11 +272,14 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     seconds = time.monotonic() - started
     assert run["state"] == "success", api.failure_report("ingest_table", run_id)
 
-    tries = [t for t in celery_stack.task_tries("ingest_table", run_id)
-             if t["task_id"] == "load_hired_employees"]
-    print("[celery] load_hired_employees tries: "
-          + "; ".join(f"#{t['try_number']} {t['state']} on {t['hostname']}" for t in tries)
-          + f"; run succeeded {seconds:.1f} s after trigger")
+    tries = [
+        t for t in celery_stack.task_tries("ingest_table", run_id) if t["task_id"] == "load_hired_employees"
+    ]
+    print(
+        "[celery] load_hired_employees tries: "
+        + "; ".join(f"#{t['try_number']} {t['state']} on {t['hostname']}" for t in tries)
+        + f"; run succeeded {seconds:.1f} s after trigger"
+    )
     first = [t for t in tries if t["try_number"] == running["try_number"]]
     assert first and worker_of(first[0]["hostname"]) == victim
     assert first[0]["state"] in ("failed", "up_for_retry"), tries
@@ -280,15 +292,21 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     assert user.row_count("hired_employees") == before + GENERATED_ROWS
     assert user.sql(
         "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM hired_employees WHERE id >= %s",
-        (first_id,))[0] == (GENERATED_ROWS, GENERATED_ROWS, first_id, first_id + GENERATED_ROWS - 1)
+        (first_id,),
+    )[0] == (GENERATED_ROWS, GENERATED_ROWS, first_id, first_id + GENERATED_ROWS - 1)
     assert user.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "incoming/") == []
 
     # The metrics follow: 2019 appears with every generated hire, 2021 is untouched.
     wait_for_metrics_run(user, parse_instant(run["start_date"]), "warehouse.hired_employees", timeout=600)
-    assert user.sql(
-        "SELECT sum(q1 + q2 + q3 + q4) FROM hires_by_quarter WHERE year = 2019")[0][0] == GENERATED_ROWS
+    assert (
+        user.sql("SELECT sum(q1 + q2 + q3 + q4) FROM hires_by_quarter WHERE year = 2019")[0][0]
+        == GENERATED_ROWS
+    )
     assert user.sql("SELECT sum(q1 + q2 + q3 + q4) FROM quarterly_hires_2021")[0][0] == 1643
-    FIGURES.update(killed_worker=victim, rows_committed_at_kill=rows_at_kill,
-                   kill_run_seconds=round(seconds, 1),
-                   load_tries=[(t["try_number"], t["state"], t["hostname"]) for t in tries])
+    FIGURES.update(
+        killed_worker=victim,
+        rows_committed_at_kill=rows_at_kill,
+        kill_run_seconds=round(seconds, 1),
+        load_tries=[(t["try_number"], t["state"], t["hostname"]) for t in tries],
+    )
     print(f"[celery] figures: {FIGURES}")

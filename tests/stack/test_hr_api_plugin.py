@@ -16,28 +16,37 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.postgres, pytest.
 @pytest.fixture(scope="module")
 def hr(local_stack):
     """A client of /hr with the admin's REST API token."""
-    with httpx.Client(base_url=f"{local_stack.url}/hr", timeout=60,
-                      headers={"Authorization": f"Bearer {local_stack.api.token}"}) as client:
+    with httpx.Client(
+        base_url=f"{local_stack.url}/hr",
+        timeout=60,
+        headers={"Authorization": f"Bearer {local_stack.api.token}"},
+    ) as client:
         yield client
 
 
 def _manual_runs(local_stack, dag_id: str) -> int:
     """How many manual runs ``dag_id`` has (scheduled runs may appear at any time)."""
-    return local_stack.api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns",
-                                params={"limit": 1, "run_type": "manual"})["total_entries"]
+    return local_stack.api.json(
+        "GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 1, "run_type": "manual"}
+    )["total_entries"]
 
 
 def test_every_endpoint_needs_airflow_authentication(local_stack):
-    runs_before = {dag_id: _manual_runs(local_stack, dag_id)
-                   for dag_id in ("ingest_table", "backup_tables", "restore_table")}
+    runs_before = {
+        dag_id: _manual_runs(local_stack, dag_id)
+        for dag_id in ("ingest_table", "backup_tables", "restore_table")
+    }
     anonymous = httpx.Client(base_url=f"{local_stack.url}/hr", timeout=30)
-    for method, path in [("POST", "/api/ingest/jobs"), ("POST", "/api/backup/jobs"),
-                         ("POST", "/api/restore/jobs"), ("GET", "/api/metrics/quarterly-hires-2021"),
-                         ("GET", "/api/metrics/departments-above-mean-2021")]:
+    for method, path in [
+        ("POST", "/api/ingest/jobs"),
+        ("POST", "/api/backup/jobs"),
+        ("POST", "/api/restore/jobs"),
+        ("GET", "/api/metrics/quarterly-hires-2021"),
+        ("GET", "/api/metrics/departments-above-mean-2021"),
+    ]:
         response = anonymous.request(method, path)
         assert response.status_code == 401, (method, path, response.text)
-    forged = anonymous.get("/api/metrics/quarterly-hires-2021",
-                           headers={"Authorization": "Bearer not.a.jwt"})
+    forged = anonymous.get("/api/metrics/quarterly-hires-2021", headers={"Authorization": "Bearer not.a.jwt"})
     assert forged.status_code in (401, 403)
     # Refused means nothing was queued.
     assert {dag_id: _manual_runs(local_stack, dag_id) for dag_id in runs_before} == runs_before
@@ -46,8 +55,12 @@ def test_every_endpoint_needs_airflow_authentication(local_stack):
 def test_openapi_documents_the_endpoints_and_the_bearer_scheme(local_stack):
     spec = httpx.get(f"{local_stack.url}/hr/openapi.json", timeout=30).json()
     assert set(spec["paths"]) == {
-        "/api/ingest/{table_name}", "/api/backup/{table_name}", "/api/restore/{table_name}",
-        "/api/metrics/quarterly-hires-2021", "/api/metrics/departments-above-mean-2021"}
+        "/api/ingest/{table_name}",
+        "/api/backup/{table_name}",
+        "/api/restore/{table_name}",
+        "/api/metrics/quarterly-hires-2021",
+        "/api/metrics/departments-above-mean-2021",
+    }
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     table_schema = spec["components"]["schemas"]["TableName"]
     assert table_schema["enum"] == ["departments", "jobs", "hired_employees"]
@@ -98,7 +111,8 @@ def test_metrics_are_read_from_the_published_tables(local_stack, hr, published):
     rows = quarterly.json()
     assert sum(row["q1"] + row["q2"] + row["q3"] + row["q4"] for row in rows) == 1643
     assert [(row["department"], row["job"]) for row in rows] == sorted(
-        (row["department"], row["job"]) for row in rows)
+        (row["department"], row["job"]) for row in rows
+    )
     assert len(rows) == local_stack.sql("SELECT count(*) FROM quarterly_hires_2021")[0][0]
 
     above = hr.get("/api/metrics/departments-above-mean-2021")
@@ -122,8 +136,11 @@ def test_a_declared_length_over_the_limit_is_answered_before_any_body_is_sent(lo
     and not one byte of body; the 413 comes back at once (nothing waits for the body)."""
     url = urlparse(local_stack.url)
     with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        sock.sendall(b"POST /hr/api/restore/jobs HTTP/1.1\r\nHost: " + url.netloc.encode()
-                     + b"\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n")
+        sock.sendall(
+            b"POST /hr/api/restore/jobs HTTP/1.1\r\nHost: "
+            + url.netloc.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n"
+        )
         answer = b""
         while b"\r\n\r\n" not in answer:
             chunk = sock.recv(4096)

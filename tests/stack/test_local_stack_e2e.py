@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
-
 from stack_support import SAMPLE_DATA, parse_instant, wait_for_metrics_run
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.postgres, pytest.mark.azurite]
@@ -21,19 +20,25 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.postgres, pytest.
 
 def test_api_is_healthy_and_needs_a_token(local_stack):
     health = httpx.get(f"{local_stack.url}/api/v2/monitor/health", timeout=10).json()
-    assert {part: health[part]["status"] for part in
-            ("metadatabase", "scheduler", "triggerer", "dag_processor")} == dict.fromkeys(
-        ("metadatabase", "scheduler", "triggerer", "dag_processor"), "healthy")
+    assert {
+        part: health[part]["status"] for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    } == dict.fromkeys(("metadatabase", "scheduler", "triggerer", "dag_processor"), "healthy")
     assert httpx.get(f"{local_stack.url}/api/v2/dags", timeout=10).status_code == 401
-    wrong = httpx.post(f"{local_stack.url}/auth/token",
-                       json={"username": "admin", "password": "not-the-password"}, timeout=10)
+    wrong = httpx.post(
+        f"{local_stack.url}/auth/token",
+        json={"username": "admin", "password": "not-the-password"},
+        timeout=10,
+    )
     assert wrong.status_code == 401
     print(f"\n[stack] start to healthy API: {local_stack.startup_seconds:.1f} s")
 
 
 def test_ingest_of_the_real_extracts_loads_every_valid_row(local_stack, ingested):
     assert {table: local_stack.row_count(table) for table in ingested} == {
-        "departments": 12, "jobs": 183, "hired_employees": 1929}
+        "departments": 12,
+        "jobs": 183,
+        "hired_employees": 1929,
+    }
     # Each file left the landing zone for the archive; the 70 incomplete hires went to rejects.
     assert local_stack.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "incoming/") == []
     archived = local_stack.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "archive/")
@@ -44,14 +49,15 @@ def test_ingest_of_the_real_extracts_loads_every_valid_row(local_stack, ingested
 
 def test_publish_metrics_runs_from_the_asset_events(local_stack, published):
     assert published["run_type"] == "asset_triggered"
-    hires_2021 = local_stack.sql(
-        "SELECT sum(q1 + q2 + q3 + q4), count(*) FROM quarterly_hires_2021")[0]
+    hires_2021 = local_stack.sql("SELECT sum(q1 + q2 + q3 + q4), count(*) FROM quarterly_hires_2021")[0]
     assert hires_2021[0] == 1643
     first_rows = local_stack.sql(
-        "SELECT department, job FROM quarterly_hires_2021 ORDER BY department, job LIMIT 2")
+        "SELECT department, job FROM quarterly_hires_2021 ORDER BY department, job LIMIT 2"
+    )
     assert first_rows == sorted(first_rows)
     above_mean = local_stack.sql(
-        "SELECT department, hired FROM departments_above_mean_2021 ORDER BY hired DESC")
+        "SELECT department, hired FROM departments_above_mean_2021 ORDER BY hired DESC"
+    )
     assert len(above_mean) == 7
     assert above_mean[0] == ("Support", 216)
 
@@ -79,7 +85,8 @@ def test_backup_then_restore_as_of_an_instant_before_a_damage(local_stack, publi
 
     restore = local_stack.run_to_end(
         "restore_table",
-        {"table_name": "jobs", "backup": "latest", "as_of": between.isoformat().replace("+00:00", "Z")})
+        {"table_name": "jobs", "backup": "latest", "as_of": between.isoformat().replace("+00:00", "Z")},
+    )
     assert local_stack.row_count("jobs") == 183
     # The restore is a producer of the jobs asset: publish_metrics runs again, and the metrics
     # are those of the restored (intact) data.

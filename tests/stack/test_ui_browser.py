@@ -14,22 +14,29 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-
 from stack_support import PROJECT_ROOT, skip_or_fail
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.postgres, pytest.mark.azurite]
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        result = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "install_chromium.sh")],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", str(PROJECT_ROOT / "scripts" / "install_chromium.sh")], capture_output=True, text=True
+        )
         if result.returncode != 0 or not CHROMIUM.exists():
             skip_or_fail(f"Chromium is missing and could not be installed: {result.stderr[-2000:]}")
     return CHROMIUM
@@ -104,8 +111,14 @@ def test_the_hr_api_docs_render_with_no_internet(local_stack, browser):
     failed: list[str] = []
     # Scripts, styles and fonts must all come from the api-server (ReDoc's footer logo, an
     # image from its vendor's site, is the one thing left to the internet).
-    page.on("requestfailed", lambda request: failed.append(request.url)
-            if request.resource_type in ("script", "stylesheet", "font", "fetch", "xhr") else None)
+    page.on(
+        "requestfailed",
+        lambda request: (
+            failed.append(request.url)
+            if request.resource_type in ("script", "stylesheet", "font", "fetch", "xhr")
+            else None
+        ),
+    )
     try:
         page.goto(f"{local_stack.url}/hr/docs")
         operations = page.locator(".opblock-summary-path")

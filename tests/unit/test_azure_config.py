@@ -54,8 +54,7 @@ def vault_values() -> dict[str, str]:
     import os
     import secrets
 
-    values = {name: json.dumps(value) for name, value in shipped_secrets().items()
-              if isinstance(value, dict)}
+    values = {name: json.dumps(value) for name, value in shipped_secrets().items() if isinstance(value, dict)}
     values["airflow-config-jwt-secret"] = secrets.token_urlsafe(48)
     values["airflow-config-api-secret-key"] = secrets.token_urlsafe(32)
     values["airflow-config-fernet-key"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -81,7 +80,7 @@ def azure_env(monkeypatch):
 class FakeSecretClient:
     """Stands in for azure.keyvault.secrets.SecretClient (Key Vault is unreachable from here)."""
 
-    instances: list["FakeSecretClient"] = []
+    instances: list[FakeSecretClient] = []
 
     vault: dict[str, str] = {}
 
@@ -114,8 +113,9 @@ def key_vault(monkeypatch, azure_env):
     FakeSecretClient.vault = vault_values()
     monkeypatch.setattr(f"{KEY_VAULT_MODULE}.SecretClient", FakeSecretClient)
     monkeypatch.setattr(f"{KEY_VAULT_MODULE}.get_sync_default_azure_credential", fake_credential)
-    return SimpleNamespace(clients=FakeSecretClient.instances, credentials=credentials,
-                           vault=FakeSecretClient.vault)
+    return SimpleNamespace(
+        clients=FakeSecretClient.instances, credentials=credentials, vault=FakeSecretClient.vault
+    )
 
 
 def backend_kwargs(env: dict[str, str]) -> dict:
@@ -234,10 +234,12 @@ def test_blob_connection_resolves_from_key_vault_with_managed_identity(key_vault
     service = WasbHook(wasb_conn_id=BLOB_CONN_ID).get_conn()
     secret = shipped_secrets()["airflow-connections-azure-blob"]
     assert service.url.rstrip("/") == secret["host"].rstrip("/")
-    assert blob_credentials == [{
-        "managed_identity_client_id": secret["extra"]["managed_identity_client_id"],
-        "workload_identity_tenant_id": None,
-    }]
+    assert blob_credentials == [
+        {
+            "managed_identity_client_id": secret["extra"]["managed_identity_client_id"],
+            "workload_identity_tenant_id": None,
+        }
+    ]
     assert service.credential is not None and not hasattr(service.credential, "account_key")
 
 

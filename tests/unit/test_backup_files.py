@@ -36,7 +36,9 @@ def test_blob_names_follow_the_spec():
 
 def test_instants_are_parsed_as_utc():
     assert backup.parse_instant("2026-01-02T03:04:05Z") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    assert backup.parse_instant("2026-01-02T05:04:05+02:00") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert backup.parse_instant("2026-01-02T05:04:05+02:00") == datetime(
+        2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc
+    )
     assert backup.parse_instant("2026-01-02 03:04:05") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
@@ -80,8 +82,14 @@ def test_header_of_another_contract_version_is_refused(sqlite_warehouse, tmp_pat
     fill(sqlite_warehouse, "jobs", [(1, "Job")])
     path = tmp_path / "jobs.avro"
     backup.write_backup_file("jobs", path, sqlite_warehouse)
-    ref = backup.BackupRef("b", "jobs/jobs-20260101T000000Z.avro", "jobs", datetime.now(timezone.utc),
-                           1, {"sha256": backup.sha256_of(path)})
+    ref = backup.BackupRef(
+        "b",
+        "jobs/jobs-20260101T000000Z.avro",
+        "jobs",
+        datetime.now(timezone.utc),
+        1,
+        {"sha256": backup.sha256_of(path)},
+    )
     assert restore.check_backup_file(path, ref, CONTRACTS["jobs"]).rows == 1
     newer = dataclasses.replace(CONTRACTS["jobs"], version=2)
     with pytest.raises(restore.BackupSchemaError, match="contract version 1 of jobs; the current one is 2"):

@@ -49,8 +49,8 @@ def test_postgres_restore_loads_the_table_inside_the_transaction(contract):
     delete = statements.index(f'DELETE FROM "{contract.name}"')
     copy = next(i for i, sql in enumerate(statements) if sql.startswith(f'COPY "{contract.name}"'))
     assert all(sql.startswith(("LOCK TABLE", "SELECT COUNT(*)")) for sql in statements[:delete])
-    assert delete + 1 == copy and all("NOT EXISTS" in sql for sql in statements[copy + 1:])
-    for sql in statements[:copy] + statements[copy + 1:]:
+    assert delete + 1 == copy and all("NOT EXISTS" in sql for sql in statements[copy + 1 :])
+    for sql in statements[:copy] + statements[copy + 1 :]:
         parse(sql, "postgres")
     with pytest.raises(ValueError):
         POSTGRES.restore_staging_sql(contract)
@@ -61,7 +61,9 @@ def test_reference_checks_cover_both_directions():
     assert [(c.child, c.column, c.parent) for c in departments] == [
         ("hired_employees", "department_id", "departments")
     ]
-    assert 'FROM "hired_employees" c' in departments[0].sql and '"restore_departments" p' in departments[0].sql
+    assert (
+        'FROM "hired_employees" c' in departments[0].sql and '"restore_departments" p' in departments[0].sql
+    )
     hires = POSTGRES.reference_checks(CONTRACTS["hired_employees"])
     assert [(c.child, c.column, c.parent) for c in hires] == [
         ("hired_employees", "department_id", "departments"),
@@ -124,26 +126,41 @@ class RecordingConnection:
 def mssql_warehouse(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_WAREHOUSE",
-        json.dumps({"conn_type": "mssql", "host": "sqlserver.invalid", "login": "sa", "password": "x",
-                    "schema": "hr", "port": 1433}),
+        json.dumps(
+            {
+                "conn_type": "mssql",
+                "host": "sqlserver.invalid",
+                "login": "sa",
+                "password": "x",
+                "schema": "hr",
+                "port": 1433,
+            }
+        ),
     )
     return warehouse.Warehouse()
 
 
 def write_avro(path, contract, records):
-    metadata = {"hr.table": contract.name, "hr.rows": str(len(records)),
-                "hr.instant": "2026-01-01T00:00:00.000000Z", "hr.contract_version": str(contract.version)}
+    metadata = {
+        "hr.table": contract.name,
+        "hr.rows": str(len(records)),
+        "hr.instant": "2026-01-01T00:00:00.000000Z",
+        "hr.contract_version": str(contract.version),
+    }
     with open(path, "wb") as handle:
-        fastavro.writer(handle, fastavro.parse_schema(avro_schema(contract)), records,
-                        codec="deflate", metadata=metadata)
+        fastavro.writer(
+            handle, fastavro.parse_schema(avro_schema(contract)), records, codec="deflate", metadata=metadata
+        )
     with open(path, "rb") as handle:
         return restore.read_header(handle)
 
 
 def hires_records(count):
     moment = datetime(2021, 11, 7, 2, 48, 42, 123456, tzinfo=timezone.utc)
-    return [{"id": i, "name": f"O'Brien {i}", "datetime": moment, "department_id": 1, "job_id": 2}
-            for i in range(1, count + 1)]
+    return [
+        {"id": i, "name": f"O'Brien {i}", "datetime": moment, "department_id": 1, "job_id": 2}
+        for i in range(1, count + 1)
+    ]
 
 
 def test_mssql_restore_sends_tsql_in_one_transaction(mssql_warehouse, tmp_path, monkeypatch):
@@ -153,8 +170,14 @@ def test_mssql_restore_sends_tsql_in_one_transaction(mssql_warehouse, tmp_path, 
     header = write_avro(path, contract, hires_records(900))
     connection = RecordingConnection()
     monkeypatch.setattr(mssql_warehouse, "connect", lambda: connection)
-    ref = BackupRef("c", "hired_employees/hired_employees-20260101T000000Z.avro", "hired_employees",
-                    datetime(2026, 1, 1, tzinfo=timezone.utc), 1, {})
+    ref = BackupRef(
+        "c",
+        "hired_employees/hired_employees-20260101T000000Z.avro",
+        "hired_employees",
+        datetime(2026, 1, 1, tzinfo=timezone.utc),
+        1,
+        {},
+    )
     restore._replace_rows(mssql_warehouse, contract, path, header, ref)
     assert connection.commits == 1 and connection.rollbacks == 0
     texts = [substitute(sql, tuple(params)).decode() if params else sql for sql, params in connection.sent]
@@ -163,8 +186,16 @@ def test_mssql_restore_sends_tsql_in_one_transaction(mssql_warehouse, tmp_path, 
     inserts = [t for t in texts if t.startswith("INSERT INTO #restore_hired_employees")]
     assert len(inserts) >= 3  # 900 rows x 5 columns stay under 2,100 parameters per statement
     assert "'2021-11-07T02:48:42.123456'" in inserts[0]  # microseconds kept, no offset
-    order = [next(i for i, t in enumerate(texts) if t.startswith(p))
-             for p in ("CREATE TABLE #restore", "INSERT INTO #restore", "SELECT TOP (0)", "DELETE FROM", "INSERT INTO dbo.")]
+    order = [
+        next(i for i, t in enumerate(texts) if t.startswith(p))
+        for p in (
+            "CREATE TABLE #restore",
+            "INSERT INTO #restore",
+            "SELECT TOP (0)",
+            "DELETE FROM",
+            "INSERT INTO dbo.",
+        )
+    ]
     assert order == sorted(order)
 
 
@@ -175,10 +206,18 @@ def test_mssql_restore_refused_on_missing_references_rolls_back(mssql_warehouse,
     # the server answers: hires point at departments 4 (3 rows) and 9 (1 row)
     connection = RecordingConnection(answers=[[(4, 3), (9, 1)]])
     monkeypatch.setattr(mssql_warehouse, "connect", lambda: connection)
-    ref = BackupRef("c", "departments/departments-20260101T000000Z.avro", "departments",
-                    datetime(2026, 1, 1, tzinfo=timezone.utc), 1, {})
-    with pytest.raises(restore.ReferentialIntegrityError,
-                       match=r"4 current rows of hired_employees.department_id .* missing from the backup: 4, 9"):
+    ref = BackupRef(
+        "c",
+        "departments/departments-20260101T000000Z.avro",
+        "departments",
+        datetime(2026, 1, 1, tzinfo=timezone.utc),
+        1,
+        {},
+    )
+    with pytest.raises(
+        restore.ReferentialIntegrityError,
+        match=r"4 current rows of hired_employees.department_id .* missing from the backup: 4, 9",
+    ):
         restore._replace_rows(mssql_warehouse, contract, path, header, ref)
     assert connection.commits == 0 and connection.rollbacks == 1
     assert not any(sql.startswith("DELETE") for sql, _ in connection.sent)

@@ -21,7 +21,8 @@ JOBS = CONTRACTS["jobs"]
 def job_csv(ids, label: str) -> bytes:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(
-        [[str(i), f"{label} {i}, \"quoted\""] for i in ids])
+        [[str(i), f'{label} {i}, "quoted"'] for i in ids]
+    )
     return out.getvalue().encode()
 
 
@@ -34,16 +35,20 @@ def table(warehouse) -> dict[int, str]:
 
 @pytest.mark.parametrize("connections", [1, 2, 3])
 def test_new_rows_then_a_file_overlapping_them_is_an_upsert(warehouse, connections):
-    loaded = warehouse.load_batches(JOBS, csv_batches([job_csv(range(1, 501), "old")], 7),
-                                    connections=connections)
+    loaded = warehouse.load_batches(
+        JOBS, csv_batches([job_csv(range(1, 501), "old")], 7), connections=connections
+    )
     assert loaded == 500
     assert table(warehouse) == {i: f'old {i}, "quoted"' for i in range(1, 501)}
 
     # 251..750: the first batches are new ids, later ones overlap ids already there.
     seen = []
-    loaded = warehouse.load_batches(JOBS, csv_batches([job_csv(range(751, 1001), "new"),
-                                                       job_csv(range(251, 751), "new")], 10),
-                                    on_batch=seen.append, connections=connections)
+    loaded = warehouse.load_batches(
+        JOBS,
+        csv_batches([job_csv(range(751, 1001), "new"), job_csv(range(251, 751), "new")], 10),
+        on_batch=seen.append,
+        connections=connections,
+    )
     assert loaded == 750
     assert seen == sorted(seen) and seen[-1] == 750
     expected = {i: f'old {i}, "quoted"' for i in range(1, 251)}

@@ -10,8 +10,7 @@ def test_the_specs_tables_and_columns_in_csv_order():
     assert TABLE_NAMES == ("departments", "jobs", "hired_employees")
     assert CONTRACTS["departments"].column_names == ("id", "department")
     assert CONTRACTS["jobs"].column_names == ("id", "job")
-    assert CONTRACTS["hired_employees"].column_names == (
-        "id", "name", "datetime", "department_id", "job_id")
+    assert CONTRACTS["hired_employees"].column_names == ("id", "name", "datetime", "department_id", "job_id")
 
 
 def test_load_order_puts_referenced_tables_first():
@@ -27,7 +26,8 @@ def test_unknown_table_is_refused_with_the_valid_names():
 
 def test_referencing_columns():
     assert [(c.name, col.name) for c, col in contracts.referencing_columns("jobs")] == [
-        ("hired_employees", "job_id")]
+        ("hired_employees", "job_id")
+    ]
     assert contracts.referencing_columns("hired_employees") == []
 
 

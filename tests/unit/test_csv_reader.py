@@ -109,7 +109,11 @@ def test_misshapen_rows_keep_their_position_and_text(tmp_path):
     path = write(tmp_path, 'id,job\n1,a\n2\n\n3,"x, y",z\n4,b\n')
     rows = list(read_rows(path, JOBS))
     assert [(r.row_number, r.fields) for r in rows] == [
-        (2, ["1", "a"]), (3, ["2"]), (4, ["3", "x, y", "z"]), (5, ["4", "b"])]
+        (2, ["1", "a"]),
+        (3, ["2"]),
+        (4, ["3", "x, y", "z"]),
+        (5, ["4", "b"]),
+    ]
 
 
 def test_scan_leaves_ids_outside_the_integer_range_to_the_range_rule(tmp_path):
@@ -128,8 +132,11 @@ def expected_records(data: str, width: int):
 
 
 def records_of(path, contract, chunk_rows, plain=False):
-    return [(row.row_number, row.fields) for chunk in read_chunks(path, contract, chunk_rows, plain=plain)
-            for row in chunk]
+    return [
+        (row.row_number, row.fields)
+        for chunk in read_chunks(path, contract, chunk_rows, plain=plain)
+        for row in chunk
+    ]
 
 
 @pytest.mark.parametrize("position", [1, 2, 50, 4_999, 6_700, 9_999, 10_000, 10_001])
@@ -172,7 +179,7 @@ def test_a_record_longer_than_a_block_is_read_by_the_plain_reader(tmp_path, monk
     """A 3 MB field (the default block is 256 KiB): the scan says so, and the plain reader gives
     that record and every other one, for the validation's length rule to reject."""
     long = "x" * 3_000_000
-    data = f'1,a\n2,{chr(34) + long + chr(34) if quoted else long}\n3,c\n'
+    data = f"1,a\n2,{chr(34) + long + chr(34) if quoted else long}\n3,c\n"
     path = write(tmp_path, data)
     result = scan(path, JOBS)
     assert result.plain_reader and result.records == 3 and result.duplicate_ids == {}

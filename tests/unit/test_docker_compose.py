@@ -291,10 +291,14 @@ def test_connections_point_at_the_compose_services(request, variables):
     assert warehouse.schema == service_env(compose, "sqlserver-init")["MSSQL_DATABASE"]
     # SQL Server refuses an sa password that is not complex; compose would start a dead server.
     password = sqlserver["MSSQL_SA_PASSWORD"]
-    assert len(password) >= 8 and sum(
-        any(test(c) for c in password)
-        for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
-    ) >= 3
+    assert (
+        len(password) >= 8
+        and sum(
+            any(test(c) for c in password)
+            for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
+        )
+        >= 3
+    )
 
 
 def test_blob_containers_are_the_spec_names(compose, defaults_only, example_env, monkeypatch):
@@ -320,8 +324,10 @@ def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_e
     local = local_env.airflow_env(PROJECT_ROOT, airflow_home=PROJECT_ROOT / ".local" / "airflow")
     pipeline_names = {k for k in local if k.startswith(("AIRFLOW_CONN_", "AZURE_"))}
     assert pipeline_names == {
-        "AIRFLOW_CONN_AZURE_BLOB", "AIRFLOW_CONN_WAREHOUSE",
-        "AZURE_BLOB_CONTAINER_RAW_DATA", "AZURE_BLOB_CONTAINER_BACKUPS",
+        "AIRFLOW_CONN_AZURE_BLOB",
+        "AIRFLOW_CONN_WAREHOUSE",
+        "AZURE_BLOB_CONTAINER_RAW_DATA",
+        "AZURE_BLOB_CONTAINER_BACKUPS",
     }
     assert pipeline_names <= set(example_env)
     assert pipeline_names <= set(compose["x-airflow-common"]["environment"])
@@ -336,10 +342,15 @@ def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_e
     published = yaml.safe_load(PUBLISH_PORTS.read_text())["services"]
     host_blob = connection(generated_env, BLOB_CONN_ID)
     assert urlparse(blob_endpoint(host_blob)).port in [
-        int(p.split(":")[1]) for p in published["azurite"]["ports"]]
-    assert f"AccountKey={generated_env['AZURITE_ACCOUNT_KEY']};" in host_blob.extra_dejson["connection_string"]
-    assert "AccountKey=<AZURITE_ACCOUNT_KEY>;" in connection(example_env, BLOB_CONN_ID).extra_dejson[
-        "connection_string"]
+        int(p.split(":")[1]) for p in published["azurite"]["ports"]
+    ]
+    assert (
+        f"AccountKey={generated_env['AZURITE_ACCOUNT_KEY']};" in host_blob.extra_dejson["connection_string"]
+    )
+    assert (
+        "AccountKey=<AZURITE_ACCOUNT_KEY>;"
+        in connection(example_env, BLOB_CONN_ID).extra_dejson["connection_string"]
+    )
     host_sql = connection(generated_env, WAREHOUSE_CONN_ID)
     assert str(host_sql.port) in [p.split(":")[1] for p in published["sqlserver"]["ports"]]
     assert host_sql.password == service_env(compose, "sqlserver")["MSSQL_SA_PASSWORD"]
@@ -362,8 +373,10 @@ def test_compose_file_follows_the_compose_specification(path):
     import jsonschema
 
     schema = json.loads((Path(__file__).parent / "data" / "compose-spec.schema.json").read_text())
-    errors = [f"{'/'.join(map(str, e.path))}: {e.message}"
-              for e in jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(path.read_text()))]
+    errors = [
+        f"{'/'.join(map(str, e.path))}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(path.read_text()))
+    ]
     assert errors == []
 
 
@@ -382,14 +395,20 @@ def test_docker_compose_config_is_valid(tmp_path, make_env):
     env_file = tmp_path / ".env"
     assert make_env.main(["--env-file", str(env_file), "--template", str(ENV_EXAMPLE)]) == 0
     for files in (["-f", str(COMPOSE_FILE)], ["-f", str(COMPOSE_FILE), "-f", str(PUBLISH_PORTS)]):
-        result = subprocess.run([docker, "compose", "--env-file", str(env_file), *files, "config", "-q"],
-                                capture_output=True, text=True, cwd=PROJECT_ROOT)
+        result = subprocess.run(
+            [docker, "compose", "--env-file", str(env_file), *files, "config", "-q"],
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+        )
         assert result.returncode == 0, result.stderr
     # .env.example as it ships: refused, naming a secret.
     result = subprocess.run(
         [docker, "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "config", "-q"],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, env={**os.environ, **{
-            name: "" for name in make_env.SECRET_NAMES}},
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **{name: "" for name in make_env.SECRET_NAMES}},
     )
     assert result.returncode != 0 and "make_env.py" in result.stderr, result.stderr
 
@@ -414,13 +433,14 @@ def test_every_secret_is_required_and_has_no_default(make_env):
     for name in make_env.SECRET_NAMES:
         assert uses[name] == {":?"}, f"{name} must always be ${{{name}:?...}}, not {uses[name]}"
     # Nothing else in the file looks like a secret with a default.
-    for name, operators in uses.items():
+    for name in uses:
         if re.search(r"SECRET|PASSWORD|PASSWD|FERNET|ACCOUNT_KEY|TOKEN|_KEY$", name):
             assert name in make_env.SECRET_NAMES, name
 
 
-def test_the_stack_refuses_to_start_until_each_secret_is_set(raw_compose, make_env, example_env,
-                                                               generated_env):
+def test_the_stack_refuses_to_start_until_each_secret_is_set(
+    raw_compose, make_env, example_env, generated_env
+):
     # As shipped: .env.example has every secret empty; and with no .env at all.
     for variables in (example_env, {}):
         with pytest.raises(MissingVariable) as refused:
@@ -429,8 +449,7 @@ def test_the_stack_refuses_to_start_until_each_secret_is_set(raw_compose, make_e
         assert "make_env.py" in str(refused.value)
     # Each one on its own: unset or empty, the stack does not start.
     for name in make_env.SECRET_NAMES:
-        for variables in ({k: v for k, v in generated_env.items() if k != name},
-                          {**generated_env, name: ""}):
+        for variables in ({k: v for k, v in generated_env.items() if k != name}, {**generated_env, name: ""}):
             with pytest.raises(MissingVariable) as refused:
                 interpolate(raw_compose, variables)
             assert refused.value.name == name
@@ -449,8 +468,11 @@ def test_secrets_reach_the_services_that_need_them(compose, generated_env):
 
 
 def test_only_the_api_port_is_published_by_default(compose):
-    published = {name: service.get("ports") for name, service in compose["services"].items()
-                 if service.get("ports") and not service.get("profiles")}
+    published = {
+        name: service.get("ports")
+        for name, service in compose["services"].items()
+        if service.get("ports") and not service.get("profiles")
+    }
     assert published == {"airflow-apiserver": ["8080:8080"]}
     # Opt-in services (profiles) publish to this machine only.
     for name, service in compose["services"].items():
@@ -480,9 +502,9 @@ def test_the_debug_override_publishes_sqlserver_and_azurite_on_loopback_only(com
 
 
 def test_make_env_generates_secrets_each_service_accepts(make_env, generated_env):
-    from cryptography.fernet import Fernet
-
     import base64
+
+    from cryptography.fernet import Fernet
 
     assert make_env.problems(generated_env) == []
     Fernet(generated_env["AIRFLOW_FERNET_KEY"].encode())  # raises on a malformed key
@@ -491,10 +513,14 @@ def test_make_env_generates_secrets_each_service_accepts(make_env, generated_env
     assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", generated_env["POSTGRES_PASSWORD"])
     assert len(base64.b64decode(generated_env["AZURITE_ACCOUNT_KEY"], validate=True)) == 64
     password = generated_env["MSSQL_SA_PASSWORD"]
-    assert len(password) >= 8 and sum(
-        any(test(c) for c in password)
-        for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
-    ) >= 3
+    assert (
+        len(password) >= 8
+        and sum(
+            any(test(c) for c in password)
+            for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
+        )
+        >= 3
+    )
     # Every other line of the example is kept as it is.
     example = read_env_file(ENV_EXAMPLE)
     for name, value in example.items():
@@ -531,15 +557,19 @@ def test_make_env_fills_only_what_is_missing_and_never_changes_a_set_secret(make
     assert all(second_env[name] != first[name] for name in make_env.SECRET_NAMES)
 
 
-@pytest.mark.parametrize(("name", "value", "complaint"), [
-    ("MSSQL_SA_PASSWORD", "password", "3 of upper case"),
-    ("POSTGRES_PASSWORD", "p@ss/word:with-url-chars", "letters, digits"),
-    ("AIRFLOW_FERNET_KEY", "not-a-fernet-key", "Fernet"),
-    ("AZURITE_ACCOUNT_KEY", "a:b", "base64"),
-    ("AIRFLOW_JWT_SECRET", "abc123", "32 characters"),
-])
-def test_make_env_refuses_a_secret_its_service_would_refuse(make_env, tmp_path, capsys, name, value,
-                                                            complaint):
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("MSSQL_SA_PASSWORD", "password", "3 of upper case"),
+        ("POSTGRES_PASSWORD", "p@ss/word:with-url-chars", "letters, digits"),
+        ("AIRFLOW_FERNET_KEY", "not-a-fernet-key", "Fernet"),
+        ("AZURITE_ACCOUNT_KEY", "a:b", "base64"),
+        ("AIRFLOW_JWT_SECRET", "abc123", "32 characters"),
+    ],
+)
+def test_make_env_refuses_a_secret_its_service_would_refuse(
+    make_env, tmp_path, capsys, name, value, complaint
+):
     path = tmp_path / ".env"
     assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 0
     before = path.read_text()
@@ -563,8 +593,10 @@ def test_make_env_refuses_the_known_default_values(make_env, tmp_path, capsys):
             found = make_env.problems({**values, name: value})
             assert f"{name} is a publicly known default value: set a new random one" in found, value
     # And main() writes nothing then.
-    lines = path.read_text().replace(f"MSSQL_SA_PASSWORD={values['MSSQL_SA_PASSWORD']}\n",
-                                     f"MSSQL_SA_PASSWORD={KNOWN_DEFAULT_SECRETS[0]}\n")
+    lines = path.read_text().replace(
+        f"MSSQL_SA_PASSWORD={values['MSSQL_SA_PASSWORD']}\n",
+        f"MSSQL_SA_PASSWORD={KNOWN_DEFAULT_SECRETS[0]}\n",
+    )
     path.write_text(lines)
     assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 1
     assert "MSSQL_SA_PASSWORD is a publicly known default" in capsys.readouterr().err

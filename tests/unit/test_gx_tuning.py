@@ -17,9 +17,14 @@ def test_the_tuned_expectations_give_gx_s_own_results(monkeypatch):
     own = {name: getattr(gxe, name) for name in gx_tuning.expectation_classes()}
     monkeypatch.setattr(gx_tuning, "expectation_classes", lambda: own)
     plain = validate(*MIXED, duplicates={7: 2})
-    assert tuned.valid_rows == plain.valid_rows == [
-        ("1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10"),
-        ("5", "Cy", "2021-06-30T23:59:59.500000Z", "2", "11")]
+    assert (
+        tuned.valid_rows
+        == plain.valid_rows
+        == [
+            ("1", "Ann", "2021-01-01T00:00:00.000000Z", "1", "10"),
+            ("5", "Cy", "2021-06-30T23:59:59.500000Z", "2", "11"),
+        ]
+    )
     assert reasons_of(tuned) == reasons_of(plain)
     assert len(reasons_of(plain)) == 5 and len(reasons_of(plain)[3]) == 4
 

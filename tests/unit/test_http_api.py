@@ -30,7 +30,8 @@ def test_the_prefix_avoids_the_ones_airflow_reserves():
 def test_openapi_lists_every_endpoint_with_the_contract_tables_and_the_bearer_scheme():
     spec = app.openapi()
     assert {(method.upper(), path) for path, item in spec["paths"].items() for method in item} == set(
-        ENDPOINTS)
+        ENDPOINTS
+    )
     assert spec["components"]["schemas"]["TableName"]["enum"] == list(TABLE_NAMES)
     for path, item in spec["paths"].items():
         for operation in item.values():
@@ -81,8 +82,13 @@ def triggered(monkeypatch):
 
     def fake_trigger(dag_id, conf, user):
         calls.append((dag_id, conf))
-        return http_api.TriggeredRun(dag_id=dag_id, dag_run_id="manual__x", state="queued",
-                                       conf=conf, status_url="/api/v2/dags/x/dagRuns/manual__x")
+        return http_api.TriggeredRun(
+            dag_id=dag_id,
+            dag_run_id="manual__x",
+            state="queued",
+            conf=conf,
+            status_url="/api/v2/dags/x/dagRuns/manual__x",
+        )
 
     monkeypatch.setattr(http_api, "trigger", fake_trigger)
     return calls
@@ -177,11 +183,20 @@ def test_the_app_stops_reading_a_chunked_body_at_the_chunk_that_passes_the_limit
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/api/restore/jobs", "raw_path": b"/api/restore/jobs",
-             "root_path": "", "query_string": b"", "server": ("testserver", 80),
-             "client": ("127.0.0.1", 1), "headers": [(b"content-type", b"application/json"),
-                                                     (b"transfer-encoding", b"chunked")]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/restore/jobs",
+        "raw_path": b"/api/restore/jobs",
+        "root_path": "",
+        "query_string": b"",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+    }
     asyncio.run(application(scope, receive, send))
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
     # 19 bytes, then 100 per chunk: the 11th chunk passes 1000 bytes, and is the last one read.
@@ -206,9 +221,15 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read():
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/api/restore/jobs",
-             "headers": [(b"content-length", str(10 * 1024 * 1024 * 1024).encode()),
-                         (b"content-type", b"application/json")]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/restore/jobs",
+        "headers": [
+            (b"content-length", str(10 * 1024 * 1024 * 1024).encode()),
+            (b"content-type", b"application/json"),
+        ],
+    }
     asyncio.run(BodySizeLimit(app_behind, limit=1024)(scope, receive, send))
     assert sent[0]["status"] == 413
     assert (b"connection", b"close") in sent[0]["headers"]
@@ -223,25 +244,43 @@ def test_an_anonymous_oversized_body_is_refused_too():
 # -- 503 from the metric endpoints: generic to the client, the cause in the log ------------------
 
 
-@pytest.mark.parametrize("path", ["/api/metrics/quarterly-hires-2021",
-                                  "/api/metrics/departments-above-mean-2021"])
+@pytest.mark.parametrize(
+    "path", ["/api/metrics/quarterly-hires-2021", "/api/metrics/departments-above-mean-2021"]
+)
 def test_an_unreadable_warehouse_is_503_without_its_host_or_port(as_user, monkeypatch, caplog, path):
     import socket
 
     with socket.socket() as sock:  # a port nothing listens on: the driver names host and port
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({
-        "conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "hr_reader",
-        "password": "not-a-real-password", "schema": "hr_warehouse_db"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WAREHOUSE",
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": "127.0.0.1",
+                "port": port,
+                "login": "hr_reader",
+                "password": "not-a-real-password",
+                "schema": "hr_warehouse_db",
+            }
+        ),
+    )
 
     with caplog.at_level(logging.ERROR, logger="hr_pipeline.http_api"):
         response = as_user(app).get(path)
     assert response.status_code == 503
     detail = response.json()["detail"]
     assert "cannot be read from the warehouse" in detail and "publish_metrics" in detail
-    for leak in ("127.0.0.1", str(port), "hr_reader", "hr_warehouse_db", "not-a-real-password",
-                 "OperationalError", "psycopg"):
+    for leak in (
+        "127.0.0.1",
+        str(port),
+        "hr_reader",
+        "hr_warehouse_db",
+        "not-a-real-password",
+        "OperationalError",
+        "psycopg",
+    ):
         assert leak not in response.text, leak
 
     # The operator finds the cause in the api-server's log by the reference in the answer.
@@ -258,10 +297,13 @@ def test_a_missing_warehouse_connection_is_the_same_503(as_user, monkeypatch):
     assert "h.example" not in response.text
 
 
-@pytest.mark.parametrize(("page", "assets"), [
-    ("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]),
-    ("/redoc", ["redoc.standalone.js"]),
-])
+@pytest.mark.parametrize(
+    ("page", "assets"),
+    [
+        ("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]),
+        ("/redoc", ["redoc.standalone.js"]),
+    ],
+)
 def test_the_docs_pages_load_their_assets_from_the_app_not_a_cdn(page, assets):
     """A private network has no internet: the pages' scripts and styles are this app's own, from
     the pinned fastapi-offline package, and under the app's mount prefix."""

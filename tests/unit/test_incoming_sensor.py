@@ -8,15 +8,22 @@ from hr_pipeline.sensors import IncomingFilesSensor
 
 
 def sensor(**kwargs):
-    return IncomingFilesSensor(task_id="wait_for_files", container_name="raw-data",
-                               prefix="incoming/jobs/", wasb_conn_id="azure_blob",
-                               deferrable=True, timeout=90, **kwargs)
+    return IncomingFilesSensor(
+        task_id="wait_for_files",
+        container_name="raw-data",
+        prefix="incoming/jobs/",
+        wasb_conn_id="azure_blob",
+        deferrable=True,
+        timeout=90,
+        **kwargs,
+    )
 
 
 def test_trigger_timeout_says_which_folder_stayed_empty_and_what_to_do():
     with pytest.raises(AirflowSensorTimeout) as failure:
         sensor().resume_execution(
-            TRIGGER_FAIL_REPR, {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, context={})
+            TRIGGER_FAIL_REPR, {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, context={}
+        )
     message = str(failure.value)
     assert "No file arrived under raw-data/incoming/jobs/ within 90 s" in message
     assert "Upload the extract there" in message
@@ -34,9 +41,9 @@ def test_an_error_listing_the_folder_names_the_folder_and_the_connection():
         sensor().execute_complete({}, {"status": "error", "message": "Connection reset by peer"})
     assert not isinstance(failure.value, AirflowSensorTimeout)
     assert str(failure.value) == (
-        "Could not list raw-data/incoming/jobs/ on connection 'azure_blob': Connection reset by peer")
+        "Could not list raw-data/incoming/jobs/ on connection 'azure_blob': Connection reset by peer"
+    )
 
 
 def test_a_found_file_completes_the_sensor():
     assert sensor().execute_complete({}, {"status": "success", "message": "found"}) is None
-

@@ -16,8 +16,9 @@ import local_env  # noqa: E402
 def _sourced_by_bash(env_file: Path) -> dict[str, str]:
     """The variables a shell gets from `set -a; . FILE`."""
     script = f"set -a; . '{env_file}'; set +a; env -0"
-    output = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
-                            env={"PATH": "/usr/bin:/bin"}).stdout
+    output = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}
+    ).stdout
     return dict(item.split("=", 1) for item in output.split("\0") if "=" in item)
 
 
@@ -37,9 +38,13 @@ def test_the_env_file_is_read_back_by_the_shell_unchanged(tmp_path):
     assert blob["conn_type"] == "wasb"
     assert "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;" in blob["extra"]["connection_string"]
     assert json.loads(sourced["AIRFLOW_CONN_WAREHOUSE"]) == {
-        "conn_type": "sqlite", "host": str(root / ".local" / "warehouse.db")}
+        "conn_type": "sqlite",
+        "host": str(root / ".local" / "warehouse.db"),
+    }
     assert (sourced["AZURE_BLOB_CONTAINER_RAW_DATA"], sourced["AZURE_BLOB_CONTAINER_BACKUPS"]) == (
-        "raw-data", "backups")
+        "raw-data",
+        "backups",
+    )
 
 
 def test_the_known_login_is_written_for_the_simple_auth_manager(tmp_path):
@@ -54,7 +59,8 @@ def test_rewriting_keeps_the_jwt_secret_and_takes_new_options(tmp_path):
     first = local_env.read_env_file(local_env.write_airflow_env(tmp_path))
     warehouse = local_env.postgres_warehouse_connection("hr_demo")
     second = local_env.read_env_file(
-        local_env.write_airflow_env(tmp_path, warehouse_uri=warehouse, blob_port=10555))
+        local_env.write_airflow_env(tmp_path, warehouse_uri=warehouse, blob_port=10555)
+    )
     assert second["AIRFLOW__API_AUTH__JWT_SECRET"] == first["AIRFLOW__API_AUTH__JWT_SECRET"]
     assert json.loads(second["AIRFLOW_CONN_WAREHOUSE"])["schema"] == "hr_demo"
     assert ":10555/" in second["AIRFLOW_CONN_AZURE_BLOB"]
@@ -62,8 +68,18 @@ def test_rewriting_keeps_the_jwt_secret_and_takes_new_options(tmp_path):
 
 def test_the_cli_writes_the_file_and_prints_its_path(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "scripts" / "local_env.py"), "--root", str(tmp_path),
-         "--api-port", "18080"], capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "local_env.py"),
+            "--root",
+            str(tmp_path),
+            "--api-port",
+            "18080",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     path = Path(result.stdout.strip())
     assert path.exists()
     env = local_env.read_env_file(path)
@@ -75,8 +91,12 @@ def test_rewriting_keeps_the_ports_unless_given(tmp_path):
     ports a running `make up` wrote stay as they are."""
     local_env.write_airflow_env(tmp_path, api_port=18080, blob_port=10555, log_server_port=18793)
     kept = local_env.read_env_file(local_env.write_airflow_env(tmp_path))
-    assert local_env.env_ports(kept) == {"api_port": 18080, "blob_port": 10555,
-                                         "log_server_port": 18793, "trigger_log_server_port": 8794}
+    assert local_env.env_ports(kept) == {
+        "api_port": 18080,
+        "blob_port": 10555,
+        "log_server_port": 18793,
+        "trigger_log_server_port": 8794,
+    }
     moved = local_env.read_env_file(local_env.write_airflow_env(tmp_path, blob_port=10600))
     assert local_env.env_ports(moved)["blob_port"] == 10600
     assert local_env.env_ports(moved)["api_port"] == 18080

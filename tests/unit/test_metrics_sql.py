@@ -75,8 +75,8 @@ def test_sqlite_reads_year_and_month_from_its_fixed_width_iso_text():
     build = "\n".join(publish_plan("sqlite").build)
     assert "EXTRACT" not in build.upper()
     assert "STRFTIME" not in build.upper()  # rounds 9999-12-31T23:59:59.9995Z and later to NULL
-    assert "CAST(SUBSTR(\"datetime\", 1, 4) AS INTEGER)" in build
-    assert "CAST(SUBSTR(\"datetime\", 6, 2) AS INTEGER)" in build
+    assert 'CAST(SUBSTR("datetime", 1, 4) AS INTEGER)' in build
+    assert 'CAST(SUBSTR("datetime", 6, 2) AS INTEGER)' in build
     assert build.startswith("BEGIN IMMEDIATE")  # DDL and DML in one transaction
     assert publish_plan("sqlite").swap[0] == "BEGIN IMMEDIATE"
 
@@ -84,7 +84,7 @@ def test_sqlite_reads_year_and_month_from_its_fixed_width_iso_text():
 def test_postgres_keeps_the_definition_as_written():
     plan = publish_plan("postgres")
     assert plan.build[0] == "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"  # one snapshot
-    assert "EXTRACT(QUARTER FROM \"datetime\")" in "\n".join(plan.build)
+    assert 'EXTRACT(QUARTER FROM "datetime")' in "\n".join(plan.build)
     query = metrics.metric_query(METRICS["hires_by_quarter"], "postgres")
     assert sqlglot.parse_one(query, read="postgres").named_selects == list(SPEC_COLUMNS["hires_by_quarter"])
 
@@ -114,7 +114,9 @@ def test_column_checks_cover_keys_and_counts():
 
 
 def test_format_table_aligns_text_left_and_numbers_right():
-    text = metrics.format_table("t", ("department", "hired", "mean"), [("Support", 216, 12.5), ("IT", 7, 3.0)])
+    text = metrics.format_table(
+        "t", ("department", "hired", "mean"), [("Support", 216, 12.5), ("IT", 7, 3.0)]
+    )
     lines = text.splitlines()
     assert lines[0] == "t (2 rows)"
     assert lines[1] == "department  hired   mean"

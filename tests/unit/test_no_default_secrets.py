@@ -56,10 +56,10 @@ THIS_FILE = Path(__file__).resolve().relative_to(PROJECT_ROOT).as_posix()
 
 # 1. Known values (see the module docstring). The first two shipped in this project.
 KNOWN_DEFAULT_SECRETS = (
-    "HrPipeline_Dev_2024!",                         # docker-compose.yaml / .env.example sa password
+    "HrPipeline_Dev_2024!",  # docker-compose.yaml / .env.example sa password
     "change-me-shared-by-every-airflow-container",  # docker-compose.yaml / .env.example JWT secret
-    "temporary_key",                                # Airflow 1's [webserver] secret_key default
-    "YourStrong@Passw0rd",                          # Microsoft's SQL Server container examples
+    "temporary_key",  # Airflow 1's [webserver] secret_key default
+    "YourStrong@Passw0rd",  # Microsoft's SQL Server container examples
     "YourStrong!Passw0rd",
     "yourStrong(!)Password",
 )
@@ -76,8 +76,7 @@ AZURITE_KEY_ALLOWED = {
     "benchmarks/backup_bench.py",
 }
 
-_PASSWORD_IN_URL = re.compile(
-    r"\b[a-z][a-z0-9+.-]*://(?P<user>[^\s:/@'\"<>]*):(?P<password>[^\s@/'\"]+)@")
+_PASSWORD_IN_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?P<user>[^\s:/@'\"<>]*):(?P<password>[^\s@/'\"]+)@")
 _EMPTY_FERNET = re.compile(
     r"""(?ix)
     (?:AIRFLOW__CORE__FERNET_KEY|\bfernet_key)["'\]]*[ \t]*[:=][ \t]*
@@ -91,16 +90,18 @@ _AZURE_ACCOUNT_KEY = re.compile(r"AccountKey=(?P<key>[A-Za-z0-9+/]{86}==)")
 _SAS_SIGNATURE = re.compile(r"[?&;]sig=[A-Za-z0-9%+/]{20,}")
 _PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|FERNET|ACCOUNT_KEY|API_KEY|PRIVATE_KEY",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"SECRET|PASSWORD|PASSWD|TOKEN|FERNET|ACCOUNT_KEY|API_KEY|PRIVATE_KEY", re.IGNORECASE
+)
 
 
 def tracked_files() -> dict[str, str]:
     """Path -> text of every tracked file (working tree), binary files left out."""
     if shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists():
         skip_or_fail("not a git checkout: the tracked files cannot be listed")
-    listing = subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT_ROOT, capture_output=True,
-                             check=True).stdout.decode()
+    listing = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=PROJECT_ROOT, capture_output=True, check=True
+    ).stdout.decode()
     files = {}
     for path in filter(None, listing.split("\0")):
         full = PROJECT_ROOT / path
@@ -128,17 +129,25 @@ def _shipped_config(path: str) -> bool:
     name = Path(path).name
     if path.endswith(".py"):  # a script (config/compose/make_env.py writes secrets, holds none)
         return False
-    return (path == ".env.example" or path == "Dockerfile" or path.startswith("config/")
-            or re.fullmatch(r"(docker-)?compose[\w.-]*\.ya?ml", name) is not None)
+    return (
+        path == ".env.example"
+        or path == "Dockerfile"
+        or path.startswith("config/")
+        or re.fullmatch(r"(docker-)?compose[\w.-]*\.ya?ml", name) is not None
+    )
 
 
 # -- 1 -----------------------------------------------------------------------------------------
 
 
 def test_no_known_default_secret_in_any_tracked_file(files):
-    found = [f"{path}:{_line(text, text.find(value))}: {value!r}"
-             for path, text in files.items() if path != THIS_FILE
-             for value in KNOWN_DEFAULT_SECRETS if value in text]
+    found = [
+        f"{path}:{_line(text, text.find(value))}: {value!r}"
+        for path, text in files.items()
+        if path != THIS_FILE
+        for value in KNOWN_DEFAULT_SECRETS
+        if value in text
+    ]
     assert found == []
 
 
@@ -161,8 +170,11 @@ def test_no_password_written_into_a_url(files):
 def test_the_url_check_finds_what_it_is_for():
     assert _PASSWORD_IN_URL.search("postgresql+psycopg2://airflow:airflow@postgres/airflow")
     assert _PASSWORD_IN_URL.search("db+postgresql://u:p4ss@h/db")
-    ok = ("postgresql://postgres@127.0.0.1:5432/postgres", "redis://:@redis:6379/0",
-          "http://127.0.0.1:10000/hrpipeline")
+    ok = (
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "redis://:@redis:6379/0",
+        "http://127.0.0.1:10000/hrpipeline",
+    )
     assert not any(_PASSWORD_IN_URL.search(url) for url in ok)
     match = _PASSWORD_IN_URL.search("postgresql://airflow:${POSTGRES_PASSWORD:?unset}@postgres/x")
     assert match is None or match["password"].startswith("${")
@@ -172,25 +184,37 @@ def test_the_url_check_finds_what_it_is_for():
 
 
 def test_no_empty_fernet_key(files):
-    found = [f"{path}:{_line(text, match.start())}: {match.group(0).strip()}"
-             for path, text in files.items() if path != THIS_FILE
-             for match in _EMPTY_FERNET.finditer(text)]
+    found = [
+        f"{path}:{_line(text, match.start())}: {match.group(0).strip()}"
+        for path, text in files.items()
+        if path != THIS_FILE
+        for match in _EMPTY_FERNET.finditer(text)
+    ]
     assert found == []
     # The example's empty AIRFLOW_FERNET_KEY= is a value to fill in, which compose requires.
     assert re.search(r"^AIRFLOW_FERNET_KEY=$", files[".env.example"], re.M)
-    assert re.search(r"AIRFLOW__CORE__FERNET_KEY: \$\{AIRFLOW_FERNET_KEY:\?[^}]+\}",
-                     files["docker-compose.yaml"])
+    assert re.search(
+        r"AIRFLOW__CORE__FERNET_KEY: \$\{AIRFLOW_FERNET_KEY:\?[^}]+\}", files["docker-compose.yaml"]
+    )
 
 
 def test_the_fernet_check_finds_what_it_is_for():
-    for bad in ("AIRFLOW__CORE__FERNET_KEY: ${AIRFLOW_FERNET_KEY:-}\n",
-                "AIRFLOW__CORE__FERNET_KEY=\n", 'env["AIRFLOW__CORE__FERNET_KEY"] = ""\n',
-                "fernet_key = \n", "AIRFLOW__CORE__FERNET_KEY: ''  # none\n",
-                "AIRFLOW__CORE__FERNET_KEY=${FERNET-}\n", '{"AIRFLOW__CORE__FERNET_KEY": ""}'):
+    for bad in (
+        "AIRFLOW__CORE__FERNET_KEY: ${AIRFLOW_FERNET_KEY:-}\n",
+        "AIRFLOW__CORE__FERNET_KEY=\n",
+        'env["AIRFLOW__CORE__FERNET_KEY"] = ""\n',
+        "fernet_key = \n",
+        "AIRFLOW__CORE__FERNET_KEY: ''  # none\n",
+        "AIRFLOW__CORE__FERNET_KEY=${FERNET-}\n",
+        '{"AIRFLOW__CORE__FERNET_KEY": ""}',
+    ):
         assert _EMPTY_FERNET.search(bad), bad
-    for good in ("AIRFLOW__CORE__FERNET_KEY: ${AIRFLOW_FERNET_KEY:?set it}\n",
-                 "AIRFLOW__CORE__FERNET_KEY_SECRET=fernet-key\n", "AIRFLOW_FERNET_KEY=\n",
-                 "fernet_key = x0S8Q7JgYt1Kc0Jm6jz0mV0i8o3Xb6zK5mH6c3fY8pE=\n"):
+    for good in (
+        "AIRFLOW__CORE__FERNET_KEY: ${AIRFLOW_FERNET_KEY:?set it}\n",
+        "AIRFLOW__CORE__FERNET_KEY_SECRET=fernet-key\n",
+        "AIRFLOW_FERNET_KEY=\n",
+        "fernet_key = x0S8Q7JgYt1Kc0Jm6jz0mV0i8o3Xb6zK5mH6c3fY8pE=\n",
+    ):
         assert not _EMPTY_FERNET.search(good), good
 
 
@@ -199,9 +223,11 @@ def test_the_fernet_check_finds_what_it_is_for():
 
 def test_the_azurite_well_known_key_only_where_the_emulator_is_local(files):
     needles = (AZURITE_WELL_KNOWN_KEY, AZURITE_WELL_KNOWN_KEY[:24], "UseDevelopmentStorage=true")
-    found = sorted({path for path, text in files.items()
-                    if any(needle.lower() in text.lower() for needle in needles)}
-                   - AZURITE_KEY_ALLOWED - {THIS_FILE})
+    found = sorted(
+        {path for path, text in files.items() if any(needle.lower() in text.lower() for needle in needles)}
+        - AZURITE_KEY_ALLOWED
+        - {THIS_FILE}
+    )
     assert found == [], f"the emulator's well-known key outside the allow-list: {found}"
 
 
@@ -225,19 +251,27 @@ def test_no_other_azure_key_sas_or_private_key(files):
 _ASSIGNMENT = re.compile(  # NAME=value (env files), NAME: value (YAML)
     r"^[ \t]*(?:-[ \t]*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)[ \t]*(?:=|:(?=[ \t]|$))[ \t]*"
     r"(?P<value>.*?)[ \t]*$",
-    re.MULTILINE)
+    re.MULTILINE,
+)
 _JSON_FIELD = re.compile(r'"(?P<name>[A-Za-z_][A-Za-z0-9_-]*)"\s*:\s*"(?P<value>(?:[^"\\]|\\.)*)"')
 
 
 def _harmless(name: str, value: str, path: str) -> bool:
     value = value.strip().strip("'\"")
-    if (not value or value.startswith("#") or value.startswith("<")
-            or re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}", value)
-            or re.fullmatch(r"\$\$[A-Za-z_][A-Za-z0-9_]*", value)):  # the container's own env
+    if (
+        not value
+        or value.startswith("#")
+        or value.startswith("<")
+        or re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}", value)
+        or re.fullmatch(r"\$\$[A-Za-z_][A-Za-z0-9_]*", value)
+    ):  # the container's own env
         return True
     # airflow-azure.env: AIRFLOW__<SECTION>__<KEY>_SECRET=<Key Vault secret name>
-    if path == "config/azure/airflow-azure.env" and name.endswith("_SECRET") \
-            and re.fullmatch(r"[a-z0-9-]+", value):
+    if (
+        path == "config/azure/airflow-azure.env"
+        and name.endswith("_SECRET")
+        and re.fullmatch(r"[a-z0-9-]+", value)
+    ):
         return True
     if "SECRETS__BACKEND" in name or name.endswith("_FILE_NAME"):  # the backend's class, kwargs
         return True
@@ -252,7 +286,7 @@ def test_shipped_configuration_has_no_secret_values(files):
         for pattern in (_ASSIGNMENT, _JSON_FIELD):
             for match in pattern.finditer(text):
                 name, value = match["name"], match["value"]
-                if pattern is _ASSIGNMENT and text[match.start():match.end()].lstrip().startswith("#"):
+                if pattern is _ASSIGNMENT and text[match.start() : match.end()].lstrip().startswith("#"):
                     continue
                 if SECRET_NAME.search(name) and not _harmless(name, value, path):
                     found.append(f"{path}:{_line(text, match.start())}: {name} = {value[:40]!r}")
@@ -262,12 +296,19 @@ def test_shipped_configuration_has_no_secret_values(files):
 def test_the_shipped_configuration_is_what_the_check_reads(files):
     """The check above sees the secrets where they are written (it would be vacuous otherwise)."""
     names = {match["name"] for match in _ASSIGNMENT.finditer(files[".env.example"])}
-    assert {"AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "MSSQL_SA_PASSWORD", "POSTGRES_PASSWORD",
-            "AZURITE_ACCOUNT_KEY", "AIRFLOW_API_SECRET_KEY"} <= names
+    assert {
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_FERNET_KEY",
+        "MSSQL_SA_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "AZURITE_ACCOUNT_KEY",
+        "AIRFLOW_API_SECRET_KEY",
+    } <= names
     compose = {match["name"] for match in _ASSIGNMENT.finditer(files["docker-compose.yaml"])}
     assert {"AIRFLOW__API_AUTH__JWT_SECRET", "MSSQL_SA_PASSWORD", "POSTGRES_PASSWORD"} <= compose
-    keyvault = {match["name"] for match in _JSON_FIELD.finditer(
-        files["config/azure/keyvault-secrets.example.json"])}
+    keyvault = {
+        match["name"] for match in _JSON_FIELD.finditer(files["config/azure/keyvault-secrets.example.json"])
+    }
     assert "password" in keyvault and "airflow-config-jwt-secret" in keyvault
     assert not _harmless("MSSQL_SA_PASSWORD", "${MSSQL_SA_PASSWORD:-Default1!}", "docker-compose.yaml")
     assert not _harmless("AIRFLOW_JWT_SECRET", "change-me", ".env.example")
@@ -296,6 +337,9 @@ def test_files_with_generated_secrets_are_git_ignored(path):
 
 
 def test_no_file_of_generated_secrets_is_tracked(files):
-    tracked = [path for path in files if Path(path).name in (".env", "airflow.cfg", "airflow.env")
-               or path.endswith(".generated")]
+    tracked = [
+        path
+        for path in files
+        if Path(path).name in (".env", "airflow.cfg", "airflow.env") or path.endswith(".generated")
+    ]
     assert tracked == []

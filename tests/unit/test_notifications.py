@@ -55,10 +55,20 @@ class SmtpSink:
         self.controller.stop()
 
     def connection(self, **extra) -> dict:
-        return {"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
-                "extra": {"from_email": "airflow@hr.test", "to": "oncall@hr.test",
-                          "disable_ssl": True, "disable_tls": True, "timeout": 10,
-                          "retry_limit": 0, **extra}}
+        return {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "extra": {
+                "from_email": "airflow@hr.test",
+                "to": "oncall@hr.test",
+                "disable_ssl": True,
+                "disable_tls": True,
+                "timeout": 10,
+                "retry_limit": 0,
+                **extra,
+            },
+        }
 
 
 def html_body(message: Message) -> str:
@@ -91,8 +101,9 @@ class WebhookSink:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> WebhookSink:
         self.thread.start()
@@ -119,16 +130,33 @@ def card_facts(post: dict) -> dict[str, str]:
 # -- contexts as Airflow hands them to a failure callback -------------------------------------------
 
 
-def task_context(task_id="restore", conf=None, params=None, exception=None, map_index=-1,
-                 rendered_map_index=None, try_number=1, dag_id="restore_table") -> dict:
-    ti = SimpleNamespace(dag_id=dag_id, run_id=RUN_ID, task_id=task_id, map_index=map_index,
-                         rendered_map_index=rendered_map_index, try_number=try_number)
+def task_context(
+    task_id="restore",
+    conf=None,
+    params=None,
+    exception=None,
+    map_index=-1,
+    rendered_map_index=None,
+    try_number=1,
+    dag_id="restore_table",
+) -> dict:
+    ti = SimpleNamespace(
+        dag_id=dag_id,
+        run_id=RUN_ID,
+        task_id=task_id,
+        map_index=map_index,
+        rendered_map_index=rendered_map_index,
+        try_number=try_number,
+    )
     from airflow.sdk import DAG
 
     return {
         "dag": DAG(dag_id, schedule=None),
         "dag_run": SimpleNamespace(dag_id=dag_id, run_id=RUN_ID, conf=conf or {}),
-        "ti": ti, "task_instance": ti, "run_id": RUN_ID, "params": params or {},
+        "ti": ti,
+        "task_instance": ti,
+        "run_id": RUN_ID,
+        "params": params or {},
         "exception": exception,
     }
 
@@ -139,8 +167,11 @@ class RefusedRestore(Exception):
 
 @pytest.fixture
 def no_alert_connections(monkeypatch):
-    for name in ("AIRFLOW_CONN_HR_ALERTS_SMTP", "AIRFLOW_CONN_HR_ALERTS_WEBHOOK",
-                 "AIRFLOW_VAR_HR_ALERTS_EMAIL_TO"):
+    for name in (
+        "AIRFLOW_CONN_HR_ALERTS_SMTP",
+        "AIRFLOW_CONN_HR_ALERTS_WEBHOOK",
+        "AIRFLOW_VAR_HR_ALERTS_EMAIL_TO",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.hr.example/")
 
@@ -153,20 +184,26 @@ def set_connection(monkeypatch, conn_id: str, connection: dict) -> None:
 
 
 def test_the_alert_names_dag_table_run_task_error_and_links_the_log(no_alert_connections):
-    error = RefusedRestore("No backup of jobs matches 'jobs/jobs-20200101T000000Z.avro'\n"
-                           "Traceback (most recent call last): ...")
+    error = RefusedRestore(
+        "No backup of jobs matches 'jobs/jobs-20200101T000000Z.avro'\nTraceback (most recent call last): ..."
+    )
     alert = build_alert(task_context(conf={"table_name": "jobs", "backup": "x"}, exception=error))
 
     assert alert.title == "HR pipeline: restore_table failed for jobs"
     assert alert.subject == "[HR pipeline] restore_table failed for jobs (task restore)"
     assert alert.facts() == [
-        ("DAG", "restore_table"), ("Table", "jobs"), ("Run", RUN_ID), ("Failed task", "restore"),
+        ("DAG", "restore_table"),
+        ("Table", "jobs"),
+        ("Run", RUN_ID),
+        ("Failed task", "restore"),
         ("Try", "1"),
         ("Error", "RefusedRestore: No backup of jobs matches 'jobs/jobs-20200101T000000Z.avro'"),
     ]
     # Airflow 3's UI route of a task try (its Logs tab), under [api] base_url, run id quoted.
-    assert alert.log_url == ("https://airflow.hr.example/dags/restore_table/runs/"
-                             "manual__2026-03-01T10%3A00%3A00%2B00%3A00/tasks/restore?try_number=1")
+    assert alert.log_url == (
+        "https://airflow.hr.example/dags/restore_table/runs/"
+        "manual__2026-03-01T10%3A00%3A00%2B00%3A00/tasks/restore?try_number=1"
+    )
     text = alert.text()
     assert text.splitlines()[0] == alert.title and text.endswith(f"Log: {alert.log_url}")
 
@@ -174,17 +211,26 @@ def test_the_alert_names_dag_table_run_task_error_and_links_the_log(no_alert_con
 def test_the_log_link_matches_airflows_own(no_alert_connections):
     from airflow.models.taskinstance import TaskInstance
 
-    ti = SimpleNamespace(dag_id="backup_tables", run_id=RUN_ID, task_id="backup_table",
-                         map_index=2, try_number=3)
-    assert notifications.task_log_url("https://airflow.hr.example/", "backup_tables", RUN_ID,
-                                      "backup_table", 2, 3) == TaskInstance.log_url.fget(ti)
+    ti = SimpleNamespace(
+        dag_id="backup_tables", run_id=RUN_ID, task_id="backup_table", map_index=2, try_number=3
+    )
+    assert notifications.task_log_url(
+        "https://airflow.hr.example/", "backup_tables", RUN_ID, "backup_table", 2, 3
+    ) == TaskInstance.log_url.fget(ti)
 
 
 def test_a_mapped_task_names_its_table_and_map_index(no_alert_connections):
-    alert = build_alert(task_context(
-        dag_id="backup_tables", task_id="backup_table", map_index=1, rendered_map_index="jobs",
-        params={"tables": ["departments", "jobs", "hired_employees"]},
-        exception=RuntimeError("warehouse unreachable"), try_number=3))
+    alert = build_alert(
+        task_context(
+            dag_id="backup_tables",
+            task_id="backup_table",
+            map_index=1,
+            rendered_map_index="jobs",
+            params={"tables": ["departments", "jobs", "hired_employees"]},
+            exception=RuntimeError("warehouse unreachable"),
+            try_number=3,
+        )
+    )
     assert alert.tables == ("jobs",)  # the failed map index's table, not every table of the run
     assert alert.task == "backup_table [jobs]"
     assert alert.log_url.endswith("/tasks/backup_table/mapped/1?try_number=3")
@@ -192,9 +238,12 @@ def test_a_mapped_task_names_its_table_and_map_index(no_alert_connections):
 
 def test_tables_come_from_the_exception_then_conf_then_params(no_alert_connections):
     stale = freshness.StaleBackups("Stale backups: ...", ["hired_employees"])
-    context = task_context(dag_id="check_backup_freshness", task_id="check_backups",
-                           params={"tables": ["departments", "jobs", "hired_employees"]},
-                           exception=stale)
+    context = task_context(
+        dag_id="check_backup_freshness",
+        task_id="check_backups",
+        params={"tables": ["departments", "jobs", "hired_employees"]},
+        exception=stale,
+    )
     assert build_alert(context).tables == ("hired_employees",)
     context = task_context(conf={"tables": ["jobs"]}, params={"tables": ["departments"]})
     assert build_alert(context).tables == ("jobs",)
@@ -216,18 +265,18 @@ def test_first_line_of_the_error():
 def test_a_dag_level_context_without_a_task_still_makes_an_alert(no_alert_connections):
     from airflow.sdk import DAG
 
-    context = {"dag": DAG("ingest_table", schedule=None), "run_id": RUN_ID,
-               "reason": "task_failure"}
+    context = {"dag": DAG("ingest_table", schedule=None), "run_id": RUN_ID, "reason": "task_failure"}
     alert = build_alert(context)
-    assert (alert.dag_id, alert.run_id, alert.task, alert.log_url) == (
-        "ingest_table", RUN_ID, None, None)
+    assert (alert.dag_id, alert.run_id, alert.task, alert.log_url) == ("ingest_table", RUN_ID, None, None)
     assert alert.error == "task_failure"
 
 
 def test_html_and_card_escape_nothing_away_and_inject_nothing(no_alert_connections):
-    alert = build_alert(task_context(
-        conf={"table_name": "jobs"},
-        exception=ValueError("<script>alert(1)</script> & {{ conf }}")))
+    alert = build_alert(
+        task_context(
+            conf={"table_name": "jobs"}, exception=ValueError("<script>alert(1)</script> & {{ conf }}")
+        )
+    )
     body = alert.html()
     assert "<script>" not in body and "&lt;script&gt;" in body and "{{ conf }}" in body
     card = alert.card()
@@ -239,7 +288,8 @@ def test_html_and_card_escape_nothing_away_and_inject_nothing(no_alert_connectio
     assert content["body"][0]["text"] == alert.title
     assert card_facts(card)["Error"] == "ValueError: <script>alert(1)</script> & {{ conf }}"
     assert content["actions"] == [
-        {"type": "Action.OpenUrl", "title": "Open the task log", "url": alert.log_url}]
+        {"type": "Action.OpenUrl", "title": "Open the task log", "url": alert.log_url}
+    ]
     json.dumps(card)  # serialisable as it is
 
 
@@ -283,12 +333,19 @@ def test_webhook_posts_the_card(no_alert_connections, monkeypatch):
 
 def test_webhook_url_from_host_port_schema_and_endpoint(no_alert_connections, monkeypatch):
     with WebhookSink() as sink:
-        set_connection(monkeypatch, "hr_alerts_webhook", {
-            "conn_type": "http", "host": "127.0.0.1", "port": sink.port, "schema": "http",
-            "extra": {"endpoint": "hooks/hr"}})
+        set_connection(
+            monkeypatch,
+            "hr_alerts_webhook",
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": sink.port,
+                "schema": "http",
+                "extra": {"endpoint": "hooks/hr"},
+            },
+        )
         assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": True}
-        set_connection(monkeypatch, "hr_alerts_webhook", {
-            "conn_type": "http", "extra": {"url": sink.url}})
+        set_connection(monkeypatch, "hr_alerts_webhook", {"conn_type": "http", "extra": {"url": sink.url}})
         assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": True}
     assert sink.paths == ["/hooks/hr", "/workflows/alerts?sig=secret-signature"]
 
@@ -303,16 +360,34 @@ def test_a_delivery_error_is_logged_never_raised(no_alert_connections, monkeypat
     caplog.set_level(logging.INFO, logger="hr_pipeline.notifications")
     monkeypatch.setattr(notifications, "WEBHOOK_BACKOFF_SECONDS", 0.05)
     closed = free_port()  # nothing listens there
-    set_connection(monkeypatch, "hr_alerts_webhook", {
-        "conn_type": "http", "host": f"http://127.0.0.1:{closed}/hook?sig=do-not-log",
-        "extra": {"attempts": 2, "timeout": 2}})
-    set_connection(monkeypatch, "hr_alerts_smtp", {
-        "conn_type": "smtp", "host": "127.0.0.1", "port": closed,
-        "extra": {"from_email": "airflow@hr.test", "to": "oncall@hr.test", "disable_ssl": True,
-                  "disable_tls": True, "timeout": 2, "retry_limit": 0}})
+    set_connection(
+        monkeypatch,
+        "hr_alerts_webhook",
+        {
+            "conn_type": "http",
+            "host": f"http://127.0.0.1:{closed}/hook?sig=do-not-log",
+            "extra": {"attempts": 2, "timeout": 2},
+        },
+    )
+    set_connection(
+        monkeypatch,
+        "hr_alerts_smtp",
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": closed,
+            "extra": {
+                "from_email": "airflow@hr.test",
+                "to": "oncall@hr.test",
+                "disable_ssl": True,
+                "disable_tls": True,
+                "timeout": 2,
+                "retry_limit": 0,
+            },
+        },
+    )
     FAILURE_ALERTS(task_context(exception=RuntimeError("boom")))  # returns, does not raise
-    assert send_alerts(task_context(exception=RuntimeError("boom"))) == {
-        "email": False, "webhook": False}
+    assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"email": False, "webhook": False}
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("Alert not delivered to the webhook at http://127.0.0.1:" in m for m in errors)
     assert any("Alert email to oncall@hr.test through hr_alerts_smtp not sent" in m for m in errors)
@@ -322,8 +397,9 @@ def test_a_delivery_error_is_logged_never_raised(no_alert_connections, monkeypat
 def test_email_through_the_smtp_provider(no_alert_connections, monkeypatch):
     with SmtpSink() as smtp:
         set_connection(monkeypatch, "hr_alerts_smtp", smtp.connection(to="a@hr.test; b@hr.test"))
-        sent = send_alerts(task_context(conf={"table_name": "jobs"},
-                                        exception=RuntimeError("no backup of jobs")))
+        sent = send_alerts(
+            task_context(conf={"table_name": "jobs"}, exception=RuntimeError("no backup of jobs"))
+        )
     assert sent == {"email": True}
     assert smtp.recipients == [["a@hr.test", "b@hr.test"]]
     message = smtp.messages[0]
@@ -376,26 +452,38 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 
 
 def test_fresh_backups_pass():
-    store = ListingStore(["departments/departments-20260301T120000Z.avro",  # 24 h
-                          "departments/departments-20260302T020000Z.avro",  # 10 h
-                          "jobs/jobs-20260302T110000Z.avro",
-                          "hired_employees/hired_employees-20260301T110000Z.avro"])  # 25 h
+    store = ListingStore(
+        [
+            "departments/departments-20260301T120000Z.avro",  # 24 h
+            "departments/departments-20260302T020000Z.avro",  # 10 h
+            "jobs/jobs-20260302T110000Z.avro",
+            "hired_employees/hired_employees-20260301T110000Z.avro",
+        ]
+    )  # 25 h
     results = freshness.check_freshness(now=NOW, store=store, container="backups")
     assert [(r["table"], r["age_hours"], r["stale"]) for r in results] == [
-        ("departments", 10.0, False), ("jobs", 1.0, False), ("hired_employees", 25.0, False)]
+        ("departments", 10.0, False),
+        ("jobs", 1.0, False),
+        ("hired_employees", 25.0, False),
+    ]
     assert results[0]["newest"] == "departments/departments-20260302T020000Z.avro"
 
 
 def test_a_stale_or_missing_backup_fails_naming_the_tables_and_ages():
-    store = ListingStore(["departments/departments-20260302T020000Z.avro",
-                          "hired_employees/hired_employees-20260228T120000Z.avro",  # 48 h
-                          "hired_employees/not-a-backup.txt"])
+    store = ListingStore(
+        [
+            "departments/departments-20260302T020000Z.avro",
+            "hired_employees/hired_employees-20260228T120000Z.avro",  # 48 h
+            "hired_employees/not-a-backup.txt",
+        ]
+    )
     with pytest.raises(freshness.StaleBackups) as raised:
         freshness.check_freshness(now=NOW, store=store, container="backups")
     assert raised.value.tables == ("jobs", "hired_employees")
     assert str(raised.value) == (
         "Stale backups (newest older than 26.0 h): jobs: no backup; hired_employees: newest backup "
-        "hired_employees/hired_employees-20260228T120000Z.avro is 48.0 h (2.0 days) old")
+        "hired_employees/hired_employees-20260228T120000Z.avro is 48.0 h (2.0 days) old"
+    )
     from airflow.sdk.exceptions import AirflowFailException
 
     assert isinstance(raised.value, AirflowFailException)  # not retried
@@ -411,14 +499,21 @@ def test_the_limit_is_26_hours():
 
 def test_the_freshness_alert_names_the_stale_tables(no_alert_connections):
     stale = freshness.StaleBackups(
-        "Stale backups (newest older than 26.0 h): hired_employees: no backup", ["hired_employees"])
-    alert = build_alert(task_context(dag_id="check_backup_freshness", task_id="check_backups",
-                                     params={"tables": list(notifications_tables())},
-                                     exception=stale))
+        "Stale backups (newest older than 26.0 h): hired_employees: no backup", ["hired_employees"]
+    )
+    alert = build_alert(
+        task_context(
+            dag_id="check_backup_freshness",
+            task_id="check_backups",
+            params={"tables": list(notifications_tables())},
+            exception=stale,
+        )
+    )
     assert isinstance(alert, Alert)
     assert alert.title == "HR pipeline: check_backup_freshness failed for hired_employees"
-    assert alert.error == ("StaleBackups: Stale backups (newest older than 26.0 h): "
-                           "hired_employees: no backup")
+    assert alert.error == (
+        "StaleBackups: Stale backups (newest older than 26.0 h): hired_employees: no backup"
+    )
 
 
 def notifications_tables():
@@ -437,11 +532,17 @@ def test_every_task_of_every_dag_alerts_on_failure():
 
     bag = DagBag(dag_folder=Path(__file__).resolve().parents[2] / "dags")
     assert bag.import_errors == {}
-    assert {"ingest_table", "backup_tables", "restore_table", "publish_metrics",
-            "check_backup_freshness"} <= set(bag.dag_ids)
+    assert {
+        "ingest_table",
+        "backup_tables",
+        "restore_table",
+        "publish_metrics",
+        "check_backup_freshness",
+    } <= set(bag.dag_ids)
     for dag_id, dag in bag.dags.items():
         for task in dag.tasks:
             callbacks = task.on_failure_callback
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert any(isinstance(c, notifications.FailureAlerts) for c in callbacks), (
-                f"{dag_id}.{task.task_id} sends no failure alert")
+                f"{dag_id}.{task.task_id} sends no failure alert"
+            )

@@ -32,8 +32,7 @@ time.sleep(600)
 
 def start_listener(port: int) -> subprocess.Popen:
     """Another process listening on 127.0.0.1:<port> (a plain Python socket server)."""
-    process = subprocess.Popen([sys.executable, "-c", LISTENER, str(port)], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([sys.executable, "-c", LISTENER, str(port)], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "listening"
     return process
 
@@ -88,8 +87,10 @@ def test_an_explicit_busy_port_is_refused_naming_the_port_and_the_variable(forei
 
 def test_an_explicit_free_port_is_taken_as_is():
     port = ports.free_port()
-    assert ports.choose_port(10000, "AZURITE_BLOB_PORT", "Azurite",
-                             env={"AZURITE_BLOB_PORT": str(port)}) == (port, None)
+    assert ports.choose_port(10000, "AZURITE_BLOB_PORT", "Azurite", env={"AZURITE_BLOB_PORT": str(port)}) == (
+        port,
+        None,
+    )
 
 
 def test_a_busy_default_moves_to_a_free_port_and_says_so(foreign):
@@ -102,8 +103,7 @@ def test_a_busy_default_moves_to_a_free_port_and_says_so(foreign):
 def test_a_busy_default_prefers_the_previous_port_when_free(foreign):
     busy, _ = foreign
     previous = ports.free_port()
-    assert ports.choose_port(busy, "AZURITE_BLOB_PORT", "Azurite", env={},
-                             previous=previous)[0] == previous
+    assert ports.choose_port(busy, "AZURITE_BLOB_PORT", "Azurite", env={}, previous=previous)[0] == previous
 
 
 def test_a_variable_that_is_no_port_is_an_error():
@@ -153,11 +153,19 @@ def test_make_up_moves_off_busy_default_ports(stack_module, tmp_path, foreign, m
 
 
 def test_a_running_stack_keeps_the_ports_of_its_env_file(stack_module, tmp_path, monkeypatch):
-    local_env.write_stack_env(PROJECT_ROOT, tmp_path, api_port=18080, blob_port=10555,
-                              log_server_port=18793, trigger_log_server_port=18794)
+    local_env.write_stack_env(
+        PROJECT_ROOT,
+        tmp_path,
+        api_port=18080,
+        blob_port=10555,
+        log_server_port=18793,
+        trigger_log_server_port=18794,
+    )
     chosen, notes = stack_module.choose_ports(tmp_path, running=True)
-    assert (chosen, notes) == ({"api_port": 18080, "blob_port": 10555, "log_server_port": 18793,
-                                "trigger_log_server_port": 18794}, [])
+    assert (chosen, notes) == (
+        {"api_port": 18080, "blob_port": 10555, "log_server_port": 18793, "trigger_log_server_port": 18794},
+        [],
+    )
     monkeypatch.setenv("AIRFLOW_API_PORT", "18081")
     with pytest.raises(ports.PortBusy, match="make down"):
         stack_module.choose_ports(tmp_path, running=True)

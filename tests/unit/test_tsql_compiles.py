@@ -53,7 +53,7 @@ def sample_row(contract: TableContract, index: int) -> tuple:
         elif column.type is ColumnType.TIMESTAMP:
             values.append(datetime(2021, 11, 7, 2, 48, 42, 123456))
         else:
-            values.append(f"O'Brien, \"Ñandú\" ; -- {index}")  # quotes, comma, comment marker
+            values.append(f'O\'Brien, "Ñandú" ; -- {index}')  # quotes, comma, comment marker
     return tuple(values)
 
 
@@ -171,8 +171,16 @@ class RecordingConnection:
 def mssql_warehouse(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_WAREHOUSE",
-        json.dumps({"conn_type": "mssql", "host": "sqlserver.invalid", "login": "sa",
-                    "password": "x", "schema": "hr", "port": 1433}),
+        json.dumps(
+            {
+                "conn_type": "mssql",
+                "host": "sqlserver.invalid",
+                "login": "sa",
+                "password": "x",
+                "schema": "hr",
+                "port": 1433,
+            }
+        ),
     )
     connection = RecordingConnection()
     wh = warehouse.Warehouse()
@@ -209,8 +217,10 @@ def test_restore_statements_parse(contract):
     from hr_pipeline import restore
 
     plan = restore.replace_plan(contract, "mssql")
-    texts = [substitute(step.sql, sample_row(contract, 1)) if step.kind == "load" else step.sql
-             for step in plan.steps]
+    texts = [
+        substitute(step.sql, sample_row(contract, 1)) if step.kind == "load" else step.sql
+        for step in plan.steps
+    ]
     kinds = [type(parse_tsql(sql)[0]).__name__ for sql in texts]
     assert kinds[-2:] == ["Delete", "Insert"], kinds  # the swap: DELETE then INSERT ... SELECT
     assert [s.kind for s in plan.steps].index("load") == 2  # after DROP and CREATE of staging
@@ -261,8 +271,9 @@ def applocks(sent: list[str]) -> list[tuple[str, str, str, str]]:
         for statement in parse_tsql(sql):
             if isinstance(statement, exp.Execute):
                 args = {e.this.name: _text(e.expression) for e in statement.expressions}
-                calls.append((statement.this.name, args.get("Resource"), args.get("LockMode"),
-                              args.get("LockTimeout")))
+                calls.append(
+                    (statement.this.name, args.get("Resource"), args.get("LockMode"), args.get("LockTimeout"))
+                )
                 assert args["LockOwner"] == "Session"
     return calls
 
@@ -326,10 +337,16 @@ def test_existing_keys_binds_the_ids_as_one_json_parameter(mssql_warehouse):
     assert wh.existing_keys("departments", []) == set() and len(connection.sent) == 1
 
 
-@pytest.mark.parametrize("table, locks", [
-    ("departments", [("departments", "Exclusive")]),
-    ("hired_employees", [("departments", "Shared"), ("hired_employees", "Exclusive"), ("jobs", "Shared")]),
-])
+@pytest.mark.parametrize(
+    "table, locks",
+    [
+        ("departments", [("departments", "Exclusive")]),
+        (
+            "hired_employees",
+            [("departments", "Shared"), ("hired_employees", "Exclusive"), ("jobs", "Shared")],
+        ),
+    ],
+)
 def test_a_restore_holds_its_table_locks_around_the_whole_replace(mssql_warehouse, tmp_path, table, locks):
     import fastavro
 
@@ -340,10 +357,22 @@ def test_a_restore_holds_its_table_locks_around_the_whole_replace(mssql_warehous
     wh, connection = mssql_warehouse
     contract = CONTRACTS[table]
     path = tmp_path / "b.avro"
-    record = {c.name: (datetime(2021, 1, 1) if c.type is ColumnType.TIMESTAMP else
-                       1 if c.type is ColumnType.INTEGER else "x") for c in contract.columns}
-    metadata = {"hr.table": table, "hr.rows": "1", "hr.instant": "2026-01-01T00:00:00.000000Z",
-                "hr.contract_version": str(contract.version)}
+    record = {
+        c.name: (
+            datetime(2021, 1, 1)
+            if c.type is ColumnType.TIMESTAMP
+            else 1
+            if c.type is ColumnType.INTEGER
+            else "x"
+        )
+        for c in contract.columns
+    }
+    metadata = {
+        "hr.table": table,
+        "hr.rows": "1",
+        "hr.instant": "2026-01-01T00:00:00.000000Z",
+        "hr.contract_version": str(contract.version),
+    }
     with open(path, "wb") as handle:
         fastavro.writer(handle, fastavro.parse_schema(avro_schema(contract)), [record], metadata=metadata)
     with open(path, "rb") as handle:
@@ -351,7 +380,7 @@ def test_a_restore_holds_its_table_locks_around_the_whole_replace(mssql_warehous
     ref = BackupRef("c", f"{table}/{table}-20260101T000000Z.avro", table, datetime(2026, 1, 1), 1, {})
     restore._replace_rows(wh, contract, path, header, ref)
     calls = applocks(connection.sent)
-    assert [(r.split(":")[1], m) for _, r, m, _ in calls[:len(locks)]] == locks
+    assert [(r.split(":")[1], m) for _, r, m, _ in calls[: len(locks)]] == locks
     assert [c[0] for c in calls] == ["sp_getapplock"] * len(locks) + ["sp_releaseapplock"] * len(locks)
     first_release = next(i for i, sql in enumerate(connection.sent) if "sp_releaseapplock" in sql)
     last_get = max(i for i, sql in enumerate(connection.sent) if "sp_getapplock" in sql)

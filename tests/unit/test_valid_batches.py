@@ -8,18 +8,27 @@ import pytest
 
 from hr_pipeline.warehouse import csv_batches
 
-ROWS = [["1", "plain"], ["2", 'two\nlines "quoted"'], ["3", "x"], ["4", "a, b"], ["5", "\n\n"],
-        ["6", '""'], ["7", "Zoë, Ångström"]]
+ROWS = [
+    ["1", "plain"],
+    ["2", 'two\nlines "quoted"'],
+    ["3", "x"],
+    ["4", "a, b"],
+    ["5", "\n\n"],
+    ["6", '""'],
+    ["7", "Zoë, Ångström"],
+]
 
 
 def csv_bytes(rows, quote_all=False) -> bytes:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL).writerows(rows)
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL).writerows(
+        rows
+    )
     return out.getvalue().encode()
 
 
 def blocks_of(data: bytes, size: int):
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 3, 7, 64, 1 << 20])

@@ -21,5 +21,18 @@ def adapter_for(dialect: str | Adapter) -> Adapter:
     return dialect if isinstance(dialect, Adapter) else ADAPTERS[dialect]
 
 
-__all__ = ["ADAPTERS", "DIALECTS", "MSSQL", "POSTGRES", "SQLITE", "Adapter", "CsvBatch", "Dialect",
-           "ReferenceCheck", "ReplacePlan", "Step", "WarehouseError", "adapter_for"]
+__all__ = [
+    "ADAPTERS",
+    "DIALECTS",
+    "MSSQL",
+    "POSTGRES",
+    "SQLITE",
+    "Adapter",
+    "CsvBatch",
+    "Dialect",
+    "ReferenceCheck",
+    "ReplacePlan",
+    "Step",
+    "WarehouseError",
+    "adapter_for",
+]

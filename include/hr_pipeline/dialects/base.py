@@ -97,8 +97,10 @@ def format_stored_timestamp(value: datetime) -> str:
     on glibc, text that neither sorts nor reads back as an ISO date)."""
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
-            f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z")
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
+    )
 
 
 _UNPADDED_YEAR = re.compile(r"^(\d{1,3})-")
@@ -113,7 +115,7 @@ def parse_stored_timestamp(value: Any) -> datetime:
     if text.endswith("Z"):
         text = text[:-1]
     if (unpadded := _UNPADDED_YEAR.match(text)) is not None:
-        text = unpadded[1].zfill(4) + text[unpadded.end(1):]
+        text = unpadded[1].zfill(4) + text[unpadded.end(1) :]
     return datetime.fromisoformat(text)
 
 
@@ -167,8 +169,9 @@ class Adapter:
         return definitions
 
     def create_table(self, contract: TableContract, table_name: str | None = None) -> str:
-        return self.create_statement(f"CREATE TABLE {self.quote(table_name or contract.name)}",
-                            self.column_definitions(contract))
+        return self.create_statement(
+            f"CREATE TABLE {self.quote(table_name or contract.name)}", self.column_definitions(contract)
+        )
 
     def create_if_missing(self, table_name: str, definitions: Sequence[str]) -> str:
         """CREATE TABLE that does nothing when the table exists (contracts, ledger, metrics)."""
@@ -206,8 +209,9 @@ class Adapter:
     def upsert_from_staging(self, contract: TableContract, staging: str) -> str:
         """Insert-or-replace every row of ``staging`` (as statements name it) by key."""
         columns = self.column_list(contract)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in
-                            (self.quote(n) for n in contract.column_names if n != contract.key))
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in (self.quote(n) for n in contract.column_names if n != contract.key)
+        )
         # "WHERE true" lets SQLite's parser tell ON CONFLICT from a join constraint.
         return (
             f"INSERT INTO {self.quote(contract.name)} ({columns})\n"
@@ -304,8 +308,9 @@ class Adapter:
     def restore_staging_sql(self, contract: TableContract) -> list[str]:
         raise ValueError(f"{self.name} restores load the table itself inside the swap transaction")
 
-    def reference_checks(self, contract: TableContract, restored_rows_in: str | None = None
-                         ) -> list[ReferenceCheck]:
+    def reference_checks(
+        self, contract: TableContract, restored_rows_in: str | None = None
+    ) -> list[ReferenceCheck]:
         """Both directions: current rows pointing at the restored table, restored rows pointing out.
 
         ``restored_rows_in``: the table holding the restored rows (default: the staging table).
@@ -316,15 +321,27 @@ class Adapter:
             (self.qualified(child.name), child.name, column.name, staging, contract.name, contract.key)
             for child, column in referencing_columns(contract.name)
         ] + [
-            (staging, contract.name, column.name, self.qualified(column.references),
-             column.references, CONTRACTS[column.references].key)
+            (
+                staging,
+                contract.name,
+                column.name,
+                self.qualified(column.references),
+                column.references,
+                CONTRACTS[column.references].key,
+            )
             for column in contract.foreign_keys
         ]
         return [
-            ReferenceCheck(child_name, column, parent_name, (
-                f"SELECT c.{q(column)}, COUNT(*) FROM {child_sql} c "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {parent_sql} p WHERE p.{q(key)} = c.{q(column)}) "
-                f"GROUP BY c.{q(column)} ORDER BY c.{q(column)}"))
+            ReferenceCheck(
+                child_name,
+                column,
+                parent_name,
+                (
+                    f"SELECT c.{q(column)}, COUNT(*) FROM {child_sql} c "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {parent_sql} p WHERE p.{q(key)} = c.{q(column)}) "
+                    f"GROUP BY c.{q(column)} ORDER BY c.{q(column)}"
+                ),
+            )
             for child_sql, child_name, column, parent_sql, parent_name, key in pairs
         ]
 
@@ -361,15 +378,18 @@ class Adapter:
 
     def replace_plan(self, contract: TableContract) -> ReplacePlan:
         """Stage the backup's rows, lock, count, check references, swap: one transaction."""
-        return ReplacePlan(self.name, (
-            *[Step("execute", sql) for sql in self.restore_staging_sql(contract)],
-            Step("load", self.restore_insert_sql(contract)),
-            *[Step("execute", sql) for sql in self.after_staging_sql()],
-            *[Step("execute", sql) for sql in self.restore_lock_sql(contract)],
-            Step("count", f"SELECT COUNT(*) FROM {self.qualified(contract.name)}"),
-            *[Step("check", check.sql, check) for check in self.reference_checks(contract)],
-            *[Step("execute", sql) for sql in self.swap_sql(contract)],
-        ))
+        return ReplacePlan(
+            self.name,
+            (
+                *[Step("execute", sql) for sql in self.restore_staging_sql(contract)],
+                Step("load", self.restore_insert_sql(contract)),
+                *[Step("execute", sql) for sql in self.after_staging_sql()],
+                *[Step("execute", sql) for sql in self.restore_lock_sql(contract)],
+                Step("count", f"SELECT COUNT(*) FROM {self.qualified(contract.name)}"),
+                *[Step("check", check.sql, check) for check in self.reference_checks(contract)],
+                *[Step("execute", sql) for sql in self.swap_sql(contract)],
+            ),
+        )
 
     def after_staging_sql(self) -> list[str]:
         return []

@@ -31,8 +31,13 @@ LOAD_CHUNK_ROWS = 50_000
 class MssqlAdapter(Adapter):
     name = "mssql"
     sqlglot_dialect = "tsql"
-    types = {"integer": "INT", "text": "NVARCHAR({n})", "bigint": "BIGINT",
-             "timestamp": "DATETIME2(6)", "float": "FLOAT"}
+    types = {
+        "integer": "INT",
+        "text": "NVARCHAR({n})",
+        "bigint": "BIGINT",
+        "timestamp": "DATETIME2(6)",
+        "float": "FLOAT",
+    }
     publish_isolation = "SERIALIZABLE"
 
     def quote(self, identifier: str) -> str:
@@ -42,8 +47,9 @@ class MssqlAdapter(Adapter):
         return name if name.startswith("#") else f"dbo.{self.quote(name)}"
 
     def create_if_missing(self, table_name: str, definitions: Sequence[str]) -> str:
-        return (f"IF OBJECT_ID(N'dbo.{table_name}', N'U') IS NULL\n"
-                + self.create_statement(f"CREATE TABLE dbo.{self.quote(table_name)}", definitions))
+        return f"IF OBJECT_ID(N'dbo.{table_name}', N'U') IS NULL\n" + self.create_statement(
+            f"CREATE TABLE dbo.{self.quote(table_name)}", definitions
+        )
 
     # -- values ------------------------------------------------------------------------------
 
@@ -97,8 +103,10 @@ class MssqlAdapter(Adapter):
 
     def existing_keys_query(self, contract: TableContract, wanted: list[int]) -> tuple[str, tuple]:
         key = self.quote(contract.key)
-        sql = (f"SELECT {key} FROM {self.qualified(contract.name)} WHERE {key} IN "
-               "(SELECT [value] FROM OPENJSON(%s) WITH ([value] BIGINT '$'))")
+        sql = (
+            f"SELECT {key} FROM {self.qualified(contract.name)} WHERE {key} IN "
+            "(SELECT [value] FROM OPENJSON(%s) WITH ([value] BIGINT '$'))"
+        )
         return sql, (json.dumps(wanted),)
 
     # -- bulk load: #staging, multi-row INSERTs, MERGE ---------------------------------------
@@ -123,16 +131,19 @@ class MssqlAdapter(Adapter):
 
     def insert_sql(self, contract: TableContract, staging: str, row_count: int) -> str:
         row_marker = "(" + self.placeholders(len(contract.columns)) + ")"
-        return (f"INSERT INTO {staging} ({self.column_list(contract)}) VALUES "
-                + ", ".join([row_marker] * row_count))
+        return f"INSERT INTO {staging} ({self.column_list(contract)}) VALUES " + ", ".join(
+            [row_marker] * row_count
+        )
 
     def insert_chunks(self, contract: TableContract, staging: str, rows: Sequence[Sequence[Any]]):
         """Multi-row INSERTs that stay under SQL Server's 2,100 parameters (and 1,000 rows)."""
         rows_per_statement = min(1000, (MSSQL_MAX_PARAMETERS - 1) // len(contract.columns))
         for start in range(0, len(rows), rows_per_statement):
             chunk = rows[start : start + rows_per_statement]
-            yield (self.insert_sql(contract, staging, len(chunk)),
-                   tuple(self.parameter(value) for row in chunk for value in row))
+            yield (
+                self.insert_sql(contract, staging, len(chunk)),
+                tuple(self.parameter(value) for row in chunk for value in row),
+            )
 
     # -- snapshot reads ----------------------------------------------------------------------
 
@@ -196,10 +207,12 @@ def mssql_lock_resource(table: str) -> str:
 def mssql_getapplock_sql(timeout_ms: int) -> str:
     """``sp_getapplock`` owned by the session; returns its result (>= 0: granted, -1: timed out,
     -2: cancelled, -3: deadlock victim, -999: error). Parameters: resource, mode."""
-    return ("DECLARE @result INT;\n"
-            "EXEC @result = sp_getapplock @Resource = %s, @LockMode = %s, "
-            f"@LockOwner = 'Session', @LockTimeout = {int(timeout_ms)};\n"
-            "SELECT @result")
+    return (
+        "DECLARE @result INT;\n"
+        "EXEC @result = sp_getapplock @Resource = %s, @LockMode = %s, "
+        f"@LockOwner = 'Session', @LockTimeout = {int(timeout_ms)};\n"
+        "SELECT @result"
+    )
 
 
 MSSQL_RELEASEAPPLOCK_SQL = "EXEC sp_releaseapplock @Resource = %s, @LockOwner = 'Session'"

@@ -29,8 +29,13 @@ log = logging.getLogger(__name__)
 class PostgresAdapter(Adapter):
     name = "postgres"
     sqlglot_dialect = "postgres"
-    types = {"integer": "INTEGER", "text": "VARCHAR({n})", "bigint": "BIGINT",
-             "timestamp": "TIMESTAMP(6)", "float": "DOUBLE PRECISION"}
+    types = {
+        "integer": "INTEGER",
+        "text": "VARCHAR({n})",
+        "bigint": "BIGINT",
+        "timestamp": "TIMESTAMP(6)",
+        "float": "DOUBLE PRECISION",
+    }
     publish_isolation = "REPEATABLE READ"
     takes_aware_timestamps = True
 
@@ -65,8 +70,10 @@ class PostgresAdapter(Adapter):
             except UniqueViolation:
                 if state["direct"]:
                     state["direct"] = False
-                    log.info("%s already holds some of these keys: upserting through a "
-                             "staging table from here on", contract.name)
+                    log.info(
+                        "%s already holds some of these keys: upserting through a staging table from here on",
+                        contract.name,
+                    )
         with connection.transaction():
             self.upsert_batch(connection, contract, batch)
 
@@ -85,20 +92,24 @@ class PostgresAdapter(Adapter):
 
     def load_staging_sql(self, contract: TableContract) -> list[str]:
         staging = self.quote(f"staging_{contract.name}")
-        return [f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
-                f"(LIKE {self.quote(contract.name)} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"]
+        return [
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
+            f"(LIKE {self.quote(contract.name)} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ]
 
     def copy_sql(self, contract: TableContract, table_name: str, csv: bool = False) -> str:
         """The one COPY statement of every path (load, staging, restore)."""
-        return (f"COPY {self.quote(table_name)} ({self.column_list(contract)}) FROM STDIN"
-                + (" (FORMAT csv)" if csv else ""))
+        return f"COPY {self.quote(table_name)} ({self.column_list(contract)}) FROM STDIN" + (
+            " (FORMAT csv)" if csv else ""
+        )
 
     def copy_csv(self, connection, contract: TableContract, table_name: str, batch: CsvBatch) -> None:
         with connection.cursor().copy(self.copy_sql(contract, table_name, csv=True)) as copy:
             copy.write(batch.data)
 
-    def copy_rows(self, cursor, table_name: str, contract: TableContract,
-                  rows: Iterable[Sequence[Any]]) -> None:
+    def copy_rows(
+        self, cursor, table_name: str, contract: TableContract, rows: Iterable[Sequence[Any]]
+    ) -> None:
         with cursor.copy(self.copy_sql(contract, table_name)) as copy:
             for row in rows:
                 copy.write_row(row)
@@ -126,14 +137,19 @@ class PostgresAdapter(Adapter):
         # The price of loading the table itself: writers of the table (and of the tables it
         # references or that reference it) wait for the whole load instead of the swap alone;
         # readers never wait.
-        return ReplacePlan(self.name, (
-            *[Step("execute", sql) for sql in self.restore_lock_sql(contract)],
-            Step("count", self.count_rows(contract.name)),
-            Step("execute", f"DELETE FROM {self.quote(contract.name)}"),
-            Step("load", self.copy_sql(contract, contract.name)),
-            *[Step("check", check.sql, check)
-              for check in self.reference_checks(contract, restored_rows_in=contract.name)],
-        ))
+        return ReplacePlan(
+            self.name,
+            (
+                *[Step("execute", sql) for sql in self.restore_lock_sql(contract)],
+                Step("count", self.count_rows(contract.name)),
+                Step("execute", f"DELETE FROM {self.quote(contract.name)}"),
+                Step("load", self.copy_sql(contract, contract.name)),
+                *[
+                    Step("check", check.sql, check)
+                    for check in self.reference_checks(contract, restored_rows_in=contract.name)
+                ],
+            ),
+        )
 
     def load_restore_rows(self, cursor, contract: TableContract, sql: str, rows) -> None:
         with cursor.copy(sql) as copy:
@@ -172,8 +188,7 @@ class PostgresTableLocker:
 
     _FUNCTIONS = {  # (try, wait, release) per mode
         EXCLUSIVE_MODE: ("pg_try_advisory_lock", "pg_advisory_lock", "pg_advisory_unlock"),
-        SHARED_MODE: ("pg_try_advisory_lock_shared", "pg_advisory_lock_shared",
-                      "pg_advisory_unlock_shared"),
+        SHARED_MODE: ("pg_try_advisory_lock_shared", "pg_advisory_lock_shared", "pg_advisory_unlock_shared"),
     }
 
     def __init__(self, connection):
@@ -185,8 +200,9 @@ class PostgresTableLocker:
 
     def _call(self, function: str, table: str):
         cursor = self.connection.cursor()
-        cursor.execute(f"SELECT {function}(%s::integer, %s::integer)",
-                       (PG_LOCK_NAMESPACE, pg_lock_key(table)))
+        cursor.execute(
+            f"SELECT {function}(%s::integer, %s::integer)", (PG_LOCK_NAMESPACE, pg_lock_key(table))
+        )
         return cursor.fetchone()[0]
 
     def try_acquire(self, table: str, mode: str) -> bool:

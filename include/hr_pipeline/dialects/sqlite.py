@@ -29,8 +29,7 @@ class SqliteAdapter(Adapter):
     marker = "?"
     # No timestamp type: the column holds fixed-width ISO text that strftime() reads and that
     # sorts correctly.
-    types = {"integer": "INTEGER", "text": "TEXT", "bigint": "INTEGER", "timestamp": "TEXT",
-             "float": "REAL"}
+    types = {"integer": "INTEGER", "text": "TEXT", "bigint": "INTEGER", "timestamp": "TEXT", "float": "REAL"}
     timestamps_as_text = True
 
     def parameter(self, value):
@@ -95,8 +94,10 @@ class SqliteAdapter(Adapter):
         return []  # BEGIN IMMEDIATE already holds the database's only write lock
 
     def restore_insert_sql(self, contract: TableContract) -> str:
-        return (f"INSERT INTO temp.{self.quote(self.restore_staging(contract))} "
-                f"({self.column_list(contract)}) VALUES ({self.placeholders(len(contract.columns))})")
+        return (
+            f"INSERT INTO temp.{self.quote(self.restore_staging(contract))} "
+            f"({self.column_list(contract)}) VALUES ({self.placeholders(len(contract.columns))})"
+        )
 
     def load_restore_rows(self, cursor, contract: TableContract, sql: str, rows) -> None:
         batch: list = []
@@ -128,8 +129,9 @@ class SqliteTableLocker:
 
     def _fd(self, table: str) -> int:
         if table not in self.files:
-            self.files[table] = os.open(sqlite_lock_file(self.database_path, table),
-                                        os.O_RDWR | os.O_CREAT, 0o666)
+            self.files[table] = os.open(
+                sqlite_lock_file(self.database_path, table), os.O_RDWR | os.O_CREAT, 0o666
+            )
         return self.files[table]
 
     @staticmethod

@@ -115,8 +115,13 @@ METRIC_TABLES: tuple[MetricTable, ...] = (
     ),
     MetricTable(
         name="departments_above_mean",
-        columns=(("year", INTEGER), ("id", INTEGER), ("department", STRING), ("hired", INTEGER),
-                 ("mean", FLOAT)),
+        columns=(
+            ("year", INTEGER),
+            ("id", INTEGER),
+            ("department", STRING),
+            ("hired", INTEGER),
+            ("mean", FLOAT),
+        ),
         keys=("year", "id", "department"),
         counts=("hired",),
     ),
@@ -179,8 +184,9 @@ def _sqlite_date_part(node):
             column.replace(node.expression.copy())
     for cut in list(replacement.find_all(exp.Substring)):
         # SUBSTR, which every SQLite has (sqlglot writes SUBSTRING: SQLite 3.34 and later only)
-        cut.replace(exp.Anonymous(this="SUBSTR", expressions=[
-            cut.this, cut.args["start"], cut.args["length"]]))
+        cut.replace(
+            exp.Anonymous(this="SUBSTR", expressions=[cut.this, cut.args["start"], cut.args["length"]])
+        )
     return replacement
 
 
@@ -244,16 +250,16 @@ def _order_by_sql(metric: MetricTable) -> str:
 def reader_query(metric: MetricTable, dialect: Dialect | Adapter) -> str:
     """How to read a published table in its SPEC order."""
     columns = ", ".join(metric.column_names)
-    return render(
-        f"SELECT {columns} FROM {metric.name} ORDER BY {_order_by_sql(metric)}", dialect
-    )
+    return render(f"SELECT {columns} FROM {metric.name} ORDER BY {_order_by_sql(metric)}", dialect)
 
 
-def create_table(metric: MetricTable, dialect: Dialect | Adapter, table_name: str,
-                 if_missing: bool = False) -> str:
+def create_table(
+    metric: MetricTable, dialect: Dialect | Adapter, table_name: str, if_missing: bool = False
+) -> str:
     adapter = adapter_for(dialect)
-    columns = [f"{adapter.quote(name)} {adapter.sql_type(_ADAPTER_KINDS[kind])}"
-               for name, kind in metric.columns]
+    columns = [
+        f"{adapter.quote(name)} {adapter.sql_type(_ADAPTER_KINDS[kind])}" for name, kind in metric.columns
+    ]
     if if_missing:
         return adapter.create_if_missing(table_name, columns)
     return adapter.create_statement(f"CREATE TABLE {adapter.quote(table_name)}", columns)
@@ -298,7 +304,9 @@ def publish_plan(dialect: Dialect | Adapter) -> PublishPlan:
             f"DROP TABLE {quote(staging)}",
         ]
     checks = {
-        f"check_{name}": render((CHECKS_DIR / f"{name}.sql").read_text(encoding="utf-8"), adapter, staged=True)
+        f"check_{name}": render(
+            (CHECKS_DIR / f"{name}.sql").read_text(encoding="utf-8"), adapter, staged=True
+        )
         for name in CHECK_NAMES
     }
     return PublishPlan(adapter.name, tuple(build), checks, tuple(swap))
