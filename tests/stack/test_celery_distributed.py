@@ -236,7 +236,7 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
 
     def loading():
         for ti in api.task_instances("ingest_table", run_id):
-            if ti["task_id"] == "load_hired_employees" and ti["state"] == "running" and ti["hostname"]:
+            if ti["task_id"] == "load" and ti["state"] == "running" and ti["hostname"]:
                 return ti
         assert api.run("ingest_table", run_id)["state"] in ("queued", "running")
         return None
@@ -258,7 +258,7 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     print(
         f"\n[celery] killed {victim} (SIGKILL to its {len(killed)} processes: Celery parent, pool, "
         f"task supervisor, task runner) {killed_after:.1f} s into the run, while it ran "
-        f"load_hired_employees try {running['try_number']}: {rows_at_kill} of {GENERATED_ROWS} "
+        f"load (hired_employees) try {running['try_number']}: {rows_at_kill} of {GENERATED_ROWS} "
         f"rows committed at that moment"
     )
     import psutil
@@ -273,10 +273,10 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     assert run["state"] == "success", api.failure_report("ingest_table", run_id)
 
     tries = [
-        t for t in celery_stack.task_tries("ingest_table", run_id) if t["task_id"] == "load_hired_employees"
+        t for t in celery_stack.task_tries("ingest_table", run_id) if t["task_id"] == "load"
     ]
     print(
-        "[celery] load_hired_employees tries: "
+        "[celery] load (hired_employees) tries: "
         + "; ".join(f"#{t['try_number']} {t['state']} on {t['hostname']}" for t in tries)
         + f"; run succeeded {seconds:.1f} s after trigger"
     )
