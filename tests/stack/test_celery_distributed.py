@@ -272,9 +272,7 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     seconds = time.monotonic() - started
     assert run["state"] == "success", api.failure_report("ingest_table", run_id)
 
-    tries = [
-        t for t in celery_stack.task_tries("ingest_table", run_id) if t["task_id"] == "load"
-    ]
+    tries = [t for t in celery_stack.task_tries("ingest_table", run_id) if t["task_id"] == "load"]
     print(
         "[celery] load (hired_employees) tries: "
         + "; ".join(f"#{t['try_number']} {t['state']} on {t['hostname']}" for t in tries)
