@@ -527,7 +527,7 @@ def _without_vanished_references(batches, contract, vanished: dict, dropped: lis
     key = contract.column_names.index(contract.key)
     for batch in batches:
         kept = io.StringIO()
-        writer = csv.writer(kept, lineterminator="\n")
+        writer = csv.writer(kept, lineterminator="\n", quoting=csv.QUOTE_ALL)  # a lone CR stays in its field
         rows = 0
         for row in batch.parsed():
             reasons = [
