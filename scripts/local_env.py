@@ -101,6 +101,13 @@ def airflow_env(
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": api_url,  # the links in alerts point at this stack's UI
+        # Lineage: the OpenLineage events of every task, with the datasets it read and wrote
+        # (hr_pipeline.lineage), one JSON document a line in <AIRFLOW_HOME>/openlineage.jsonl.
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(airflow_home / "openlineage.jsonl"), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "hr_pipeline.lineage.HrAssetsExtractor",
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "hr-local",
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret or secrets.token_urlsafe(32),

@@ -43,6 +43,7 @@ from hr_pipeline.csv_reader import (
 from hr_pipeline.settings import (
     ingest_lock_timeout_seconds,
     raw_container,
+    reference_poll_seconds,
     reference_wait_seconds,
     validation_chunk_rows,
 )
@@ -119,6 +120,7 @@ def validate_incoming(
         table,
         [column.references for column in contract.foreign_keys],
         reference_wait_seconds(),
+        poll_seconds=reference_poll_seconds(),
         run_has_ended=run_has_ended,
     )
     lock = IngestLock(store, container, table, run_id, run_has_ended)

@@ -48,6 +48,11 @@ def reference_wait_seconds() -> int:
     return int(os.environ.get("HR_REFERENCE_WAIT_SECONDS", "900"))
 
 
+def reference_poll_seconds() -> float:
+    """How often that wait looks again (HR_REFERENCE_POLL_SECONDS, default 2)."""
+    return float(os.environ.get("HR_REFERENCE_POLL_SECONDS", "2"))
+
+
 def raw_container() -> str:
     return os.environ.get("AZURE_BLOB_CONTAINER_RAW_DATA", "raw-data")
 
