@@ -174,7 +174,7 @@ def main() -> bool:
                 validations = validate.result["validations"]
                 _checkpoint(database)
                 load = measure_in_child(_load_task, database, blob_env, validations, batch_size)
-                store.delete("raw-data", "incoming/hired_employees/bench.csv")
+                assert not store.exists("raw-data", "incoming/hired_employees/bench.csv")  # claimed, archived
                 assert sum(v["valid"] for v in validations) == rows, validations
                 assert load.result["loaded"] == rows, load.result
                 work = validate.result["seconds"] + load.result["seconds"]
