@@ -17,8 +17,9 @@ port) is reused and left running; otherwise the demo starts one on a port verifi
 (``AZURITE_BLOB_PORT``, else 10000 when free, else a free port) and stops it at the end.
 
 State is in ``.local/`` (``HR_LOCAL_DIR`` moves it; the tests use that): ``warehouse.db``, the
-Airflow home, the emulator's data, ``logs/`` and ``airflow.env`` for the CLI. Running it twice
-gives the same tables: every load is an upsert by id.
+Airflow home, the emulator's data, ``logs/`` and ``airflow.env`` for the CLI. Each run starts from
+empty tables (and no file left waiting by an earlier one), so the tables hold exactly what DATA
+holds; archives, rejects and the ingest ledger are kept.
 """
 
 from __future__ import annotations
@@ -172,6 +173,23 @@ def _start_azurite(console: Console, state: Path) -> azurite.Instance:
     return instance
 
 
+def _start_afresh(store, container: str) -> None:
+    """Empty tables and no file left waiting or half ingested by an earlier demo: the tables then
+    hold exactly what DATA holds. Archives, rejects and the ingest ledger are kept."""
+    from hr_pipeline.contracts import CONTRACTS
+    from hr_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    warehouse.ensure_tables()
+    with warehouse.transaction() as connection:
+        cursor = connection.cursor()
+        for table in reversed(list(CONTRACTS)):  # contract names only, never a user's string
+            cursor.execute(f'DELETE FROM "{table}"')
+    for prefix in ("incoming/", "processing/"):
+        for blob in store.list(container, prefix):
+            store.delete(container, blob.name)
+
+
 def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) -> int:
     warehouse_path = state / "warehouse.db"
     env_file = local_env.write_stack_env(
@@ -201,6 +219,8 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
     store = BlobStore()
     for container in (raw_container(), backups_container()):
         store.ensure_container(container)
+    with console.step("warehouse", f"starting from empty tables in {shown(warehouse_path)}"):
+        _start_afresh(store, raw_container())
     bag = DagBag(dag_folder=ROOT / "dags")
     if bag.import_errors:
         raise DemoFailure(
