@@ -70,6 +70,8 @@ def azure_env(monkeypatch):
     # Connections must come from Key Vault here, not from the test session's environment.
     monkeypatch.delenv("AIRFLOW_CONN_AZURE_BLOB", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_WAREHOUSE", raising=False)
+    # Nor the Fernet key the test session sets for itself (tests/conftest.py).
+    monkeypatch.delenv("AIRFLOW__CORE__FERNET_KEY", raising=False)
     from airflow.sdk import configuration as sdk_configuration
 
     sdk_configuration.clear_secrets_backends_cache()
