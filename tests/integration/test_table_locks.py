@@ -27,9 +27,9 @@ import pytest
 
 from hr_pipeline import backup as backup_logic
 from hr_pipeline import restore as restore_logic
-from hr_pipeline.contracts import get_contract
 from hr_pipeline.warehouse import WAITING_MESSAGE, WarehouseError, lock_plan
 from tests.conftest import PROJECT_ROOT
+from tests.integration.test_backup_restore_dags import fill, table_rows
 
 TIMEOUT = 120  # seconds: a bound on polling, never an expected duration
 WAITING = "waiting for the lock on"
@@ -275,20 +275,6 @@ def test_existing_keys_says_which_ids_exist_now(warehouse):
 
 
 # -- a restore waits for a load's lock -----------------------------------------------------------
-
-
-def fill(warehouse, table, rows):
-    with warehouse.transaction() as connection:
-        warehouse.upsert_batch(connection, get_contract(table), rows)
-
-
-def table_rows(warehouse, table):
-    contract = get_contract(table)
-    columns = ", ".join(f'"{c}"' for c in contract.column_names)
-    with warehouse.transaction() as connection:
-        cursor = connection.cursor()
-        cursor.execute(f'SELECT {columns} FROM "{table}" ORDER BY "id"')
-        return [warehouse.from_db_row(contract, row) for row in cursor.fetchall()]
 
 
 class MessageSeen(logging.Handler):
