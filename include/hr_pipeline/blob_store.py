@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from hr_pipeline.settings import BLOB_CONN_ID
-from hr_pipeline.streams import BlocksFile, read_ahead
+from hr_pipeline.streams import BlocksFile, InBackground, read_ahead
 
 log = logging.getLogger(__name__)
 
@@ -464,51 +464,42 @@ class StreamingUpload:
     Block List), which is when the blob appears, whole. At most two blocks wait, so memory stays
     a few blocks whatever the blob's size. If the upload fails, the next ``write`` or ``close``
     raises; an uncommitted blob is discarded by the service.
+
+    (The SDK's ``upload_blob`` of an iterable pulls its data; the writers here, fastavro and
+    Arrow's CSV writer, push theirs, so the staging runs beside them instead.)
     """
 
     def __init__(self, blob_client, block_bytes: int):
-        import queue
-        import threading
-
         self._client = blob_client
         self._block_bytes = block_bytes
         self._buffer = bytearray()
         self._block_ids: list[str] = []
-        self._pending: queue.Queue = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
+        self._staging = InBackground(self._stage_block, waiting=2, name="blob-upload")
+        self._closed = False
         self._aborted = False
         self.bytes_written = 0
-        self._thread = threading.Thread(target=self._stage_blocks, name="blob-upload", daemon=True)
-        self._thread.start()
 
-    def _stage_blocks(self) -> None:
-        while (item := self._pending.get()) is not None:
-            block_id, data = item
-            if self._error is None:
-                try:
-                    self._client.stage_block(block_id, data, length=len(data))
-                except BaseException as error:  # re-raised in the writer's thread
-                    self._error = error
-
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"Upload of {self._client.blob_name} failed: {self._error}") from self._error
+    def _stage_block(self, block: tuple[str, bytes]) -> None:
+        block_id, data = block
+        try:
+            self._client.stage_block(block_id, data, length=len(data))
+        except Exception as error:  # raised in the writer's thread, naming the blob
+            raise RuntimeError(f"Upload of {self._client.blob_name} failed: {error}") from error
 
     def _send(self, data: bytes) -> None:
         import base64
 
-        self._raise_if_failed()
         # Block ids must all have the same length: a zero-padded counter.
         block_id = base64.b64encode(f"{len(self._block_ids):08d}".encode()).decode()
         self._block_ids.append(block_id)
-        self._pending.put((block_id, data))
+        self._staging.put((block_id, data))
 
     def write(self, data) -> int:
         if self._aborted:
             # Discarded: a stream wrapping this one (compression) flushes on its way out, and
             # the error that stopped the upload is the one to report.
             return len(data)
-        if self.closed:
+        if self._closed:
             raise ValueError(f"write to {self._client.blob_name} after its upload was closed")
         self._buffer += data
         self.bytes_written += len(data)
@@ -522,20 +513,23 @@ class StreamingUpload:
 
     @property
     def closed(self) -> bool:
-        return not self._thread.is_alive()
+        return self._closed
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
-        if self.closed:
+        if self._closed:
             return
-        if self._buffer:
-            self._send(bytes(self._buffer))
-            self._buffer.clear()
-        self._pending.put(None)
-        self._thread.join()
-        self._raise_if_failed()
+        self._closed = True
+        try:
+            if self._buffer:
+                self._send(bytes(self._buffer))
+                self._buffer.clear()
+            self._staging.close()
+        except BaseException:
+            self._staging.cancel()
+            raise
         from azure.storage.blob import BlobBlock
 
         self._client.commit_block_list([BlobBlock(block_id=b) for b in self._block_ids])
@@ -550,10 +544,9 @@ class StreamingUpload:
     def abort(self) -> None:
         """Stop without committing: the staged blocks are never made into a blob."""
         self._aborted = True
-        if not self.closed:
-            self._error = self._error or RuntimeError("aborted")
-            self._pending.put(None)
-            self._thread.join()
+        if not self._closed:
+            self._closed = True
+            self._staging.cancel()
 
     def __enter__(self) -> StreamingUpload:
         return self

@@ -32,6 +32,7 @@ from hr_pipeline.blob_store import BlobStore
 from hr_pipeline.claims import Claim, IngestLock, claim_files, wait_for_referenced_ingests
 from hr_pipeline.contracts import get_contract
 from hr_pipeline.csv_reader import (
+    FileScan,
     UnreadableFileError,
     read_block_bytes,
     read_chunks,
@@ -47,7 +48,7 @@ from hr_pipeline.settings import (
     reference_wait_seconds,
     validation_chunk_rows,
 )
-from hr_pipeline.streams import WriteBehind, read_ahead
+from hr_pipeline.streams import InBackground, read_ahead
 from hr_pipeline.warehouse import Warehouse, csv_batches
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,6 @@ def validate_file(
     store: BlobStore,
     max_reject_ratio: float = 1.0,
 ) -> FileValidation:
-    import pyarrow.compute as pc
-
     from hr_pipeline.validation import ChunkValidator
 
     contract = get_contract(table)
@@ -198,30 +197,10 @@ def validate_file(
         rejects_destination=layout.rejects_name(table, day, run_id, source),
     )
     with tempfile.TemporaryDirectory(prefix="hr-ingest-") as work:
-        local = Path(work) / "extract.csv"
         try:
-            # The first pass runs on the blocks as they download, and keeps a copy for the second.
-            digest = hashlib.sha256()
-            with open(local, "wb") as copy:
-                file_scan = scan_blocks(
-                    _copied(store.prefetched_blocks(container, claim.blob), copy, digest), contract
-                )
-            if file_scan.plain_reader:
-                log.info(
-                    "%s has a record longer than the read block (%d bytes): read by the plain CSV reader",
-                    source,
-                    read_block_bytes(),
-                )
-                local = Path(work) / "extract-whole.csv"  # the first copy stopped with the scan
-                store.download_to_file(container, claim.blob, local)
-                file_scan = scan(local, contract)
-                digest = _sha256_of(local)
-            result.sha256, result.bytes = digest.hexdigest(), local.stat().st_size
+            local, file_scan = _scan_claimed(store, result, Path(work), contract)
         except UnreadableFileError as error:
-            whole = Path(work) / "unreadable"  # the scan stopped part way: hash the whole file
-            store.download_to_file(container, claim.blob, whole)
-            result.sha256, result.bytes = _sha256_of(whole).hexdigest(), whole.stat().st_size
-            return _reject_whole_file(store, result, day, run_id, str(error))
+            return _reject_whole_file(store, result, day, run_id, str(error), Path(work))
         log.info(
             "%s: %d records; %d id(s) occur more than once",
             source,
@@ -254,24 +233,14 @@ def validate_file(
             rejects_writer.writerow([*contract.column_names, "reason"])
             # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated,
             # and the valid rows of the last one are written (CSV, zstd) by another thread.
-            with WriteBehind(write_valid, 1, "write-valid-rows") as valid_rows:
+            with InBackground(write_valid, waiting=1, name="write-valid-rows") as valid_rows:
                 chunks = read_chunks(local, contract, chunk_rows, plain=file_scan.plain_reader)
                 for chunk in read_ahead(chunks, 1, "read-chunks"):
                     checked = validator.validate(chunk)
                     valid_rows.put(checked.valid)
                     result.header_skipped |= chunk.header_skipped
-                    for column in contract.foreign_keys:
-                        referenced[column.references].update(
-                            pc.unique(checked.valid[column.name]).to_pylist()
-                        )
-                    for rejected in checked.rejected:
-                        broken_rules.update(rejected.rules)
-                        rejects_writer.writerow(
-                            [
-                                *map(spreadsheet_safe, _fit(rejected.fields, len(contract.columns))),
-                                rejected.reason,
-                            ]
-                        )
+                    _add_referenced_ids(referenced, contract, checked.valid)
+                    _write_rejects(rejects_writer, checked.rejected, len(contract.columns), broken_rules)
                     result.rows += len(chunk)
                     result.valid += checked.valid_count
                     result.rejected += len(checked.rejected)
@@ -302,18 +271,70 @@ def validate_file(
         )
         store.upload_file(container, result.rejects_blob, rejects_path)
     result.referenced_ids = {table: sorted(ids) for table, ids in referenced.items()}
-    if result.rows and result.rejected / result.rows > max_reject_ratio:
+    _judge_reject_share(result, broken_rules, max_reject_ratio)
+    return result
+
+
+def _scan_claimed(store: BlobStore, result: FileValidation, work: Path, contract) -> tuple[Path, FileScan]:
+    """The first pass over the claimed file, on the blocks as they download, keeping a local copy
+    for the second: (the copy, the scan); the file's sha256 and size go into ``result``. A file
+    with a record longer than the read block is downloaded whole and scanned by the plain reader.
+    Raises ``UnreadableFileError``."""
+    container = raw_container()
+    local = work / "extract.csv"
+    digest = hashlib.sha256()
+    with open(local, "wb") as copy:
+        file_scan = scan_blocks(
+            _copied(store.prefetched_blocks(container, result.claimed_blob), copy, digest), contract
+        )
+    if file_scan.plain_reader:
+        log.info(
+            "%s has a record longer than the read block (%d bytes): read by the plain CSV reader",
+            result.source,
+            read_block_bytes(),
+        )
+        local = work / "extract-whole.csv"  # the first copy stopped with the scan
+        store.download_to_file(container, result.claimed_blob, local)
+        file_scan = scan(local, contract)
+        digest = _sha256_of(local)
+    result.sha256, result.bytes = digest.hexdigest(), local.stat().st_size
+    return local, file_scan
+
+
+def _add_referenced_ids(referenced: dict[str, set[int]], contract, valid) -> None:
+    """The ids the valid rows (an Arrow table) point at, added by referenced table."""
+    import pyarrow.compute as pc
+
+    for column in contract.foreign_keys:
+        referenced[column.references].update(pc.unique(valid[column.name]).to_pylist())
+
+
+def _write_rejects(writer, rejected: list, width: int, broken_rules: Counter) -> None:
+    """Each rejected row as the rejects file holds it: its fields in the table's columns, made
+    spreadsheet-safe, then its reason. Counts the rules it broke in ``broken_rules``."""
+    for row in rejected:
+        broken_rules.update(row.rules)
+        writer.writerow([*map(spreadsheet_safe, _fit(row.fields, width)), row.reason])
+
+
+def _judge_reject_share(result: FileValidation, broken_rules: Counter, max_reject_ratio: float) -> None:
+    """Sets ``over_limit_reason`` (the file is not loaded) when the rejected share is above
+    ``max_reject_ratio``, naming the rules broken most; warns when every row was rejected."""
+    if not result.rows:
+        return
+    if result.rejected / result.rows > max_reject_ratio:
         top = ", ".join(f"{rule} ({count})" for rule, count in broken_rules.most_common(5))
         result.over_limit_reason = (
             f"{result.rejected} of {result.rows} rows rejected ({result.rejected / result.rows:.1%}), "
             f"above the run's max_reject_ratio of {max_reject_ratio:.1%}; most frequent: {top}"
         )
-        log.error("%s is not loaded: %s", source, result.over_limit_reason)
-    if result.rows and result.valid == 0:
+        log.error("%s is not loaded: %s", result.source, result.over_limit_reason)
+    if result.valid == 0:
         log.warning(
-            "%s: every one of its %d rows was rejected; is it the right table's file?", source, result.rows
+            "%s: every one of its %d rows was rejected; is it the right table's file?",
+            result.source,
+            result.rows,
         )
-    return result
 
 
 def _copied(blocks, handle, digest):
@@ -385,9 +406,14 @@ def _fit(fields: list[str], width: int) -> list[str]:
 
 
 def _reject_whole_file(
-    store: BlobStore, result: FileValidation, day: str, run_id: str, reason: str
+    store: BlobStore, result: FileValidation, day: str, run_id: str, reason: str, work: Path
 ) -> FileValidation:
+    """An unreadable file: measured and hashed whole (the scan stopped part way), moved to
+    rejected/ with a ``.reason.txt``."""
     container = raw_container()
+    whole = work / "unreadable"
+    store.download_to_file(container, result.claimed_blob, whole)
+    result.sha256, result.bytes = _sha256_of(whole).hexdigest(), whole.stat().st_size
     destination = layout.unreadable_file_name(result.table, day, run_id, result.source)
     log.error("%s cannot be read: %s. Moving it whole to %s", result.source, reason, destination)
     store.move(container, result.claimed_blob, destination)
@@ -611,91 +637,9 @@ def archive_ingested(
     summary, ledger_rows = [], []
     run_ids = {run_id} if run_id else {v["run_id"] for v in validations}
     for item in map(lambda d: FileValidation(**d), validations):
-        if item.unreadable_reason:
-            summary.append(f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}")
-            ledger_rows.append(
-                _ledger_row(
-                    table,
-                    item,
-                    "unreadable",
-                    0,
-                    0,
-                    layout.unreadable_file_name(table, day, item.run_id, item.source),
-                    None,
-                    item.unreadable_reason,
-                )
-            )
-            continue
-        load = loads.get(item.source, {})
-        late_rejects = (
-            store.download_bytes(container, load_rejects_name(item))
-            if store.exists(container, load_rejects_name(item))
-            else b""
-        )
-        # Rejected at load: as the load said, or (a caller that kept no result) as its file says.
-        late = load.get("rejected") or _csv_records(late_rejects)
-        rejected, loaded = item.rejected + late, item.valid - late
-        set_aside = None
-        if item.over_limit_reason:
-            set_aside, status, loaded, rejected = (
-                item.over_limit_reason,
-                "over_reject_limit",
-                0,
-                item.rejected,
-            )
-        elif load.get("error"):
-            loaded = load.get("loaded", 0)
-            set_aside = (
-                f"the warehouse refused its rows: {load['error']}; {loaded} of its "
-                f"{item.valid} valid rows were loaded before that"
-            )
-            status = "refused_by_warehouse"
-        else:
-            status = "loaded"
-        destination = (
-            layout.unreadable_file_name(table, day, item.run_id, item.source)
-            if set_aside
-            else item.archive_blob
-        )
-        if store.exists(container, item.claimed_blob):
-            store.move(container, item.claimed_blob, destination)
-        if set_aside:
-            store.upload_bytes(
-                container, destination + ".reason.txt", f"{item.source}: {set_aside}\n".encode()
-            )
-        if late_rejects:
-            # The rejects of validation, then those of the load, as one file.
-            head = (
-                store.download_bytes(container, item.rejects_blob)
-                if store.exists(container, item.rejects_blob)
-                else b""
-            )
-            store.upload_bytes(container, item.rejects_destination, head + late_rejects)
-        elif item.rejected and store.exists(container, item.rejects_blob):
-            store.move(container, item.rejects_blob, item.rejects_destination)
-        for leftover in (item.valid_blob, item.rejects_blob, load_rejects_name(item)):
-            if store.exists(container, leftover):
-                store.delete(container, leftover)
-        if set_aside:
-            line = f"{item.source}: NOT LOADED ({set_aside}); set aside whole in {container}/{destination}"
-        else:
-            line = f"{item.source}: {item.rows} rows, {loaded} loaded, {rejected} rejected -> {destination}"
-        if rejected:
-            line += f", rejects in {item.rejects_destination}"
+        line, ledger_row = _archive_file(store, table, day, item, loads.get(item.source, {}))
         summary.append(line)
-        log.info(line)
-        ledger_rows.append(
-            _ledger_row(
-                table,
-                item,
-                status,
-                loaded,
-                rejected,
-                destination,
-                item.rejects_destination if rejected else None,
-                set_aside,
-            )
-        )
+        ledger_rows.append(ledger_row)
     ledger.record(warehouse, ledger_rows)
     for holder in run_ids:
         IngestLock(store, container, table, holder).release()
@@ -703,30 +647,106 @@ def archive_ingested(
     return summary
 
 
-def _ledger_row(
-    table: str,
-    item: FileValidation,
-    status: str,
-    loaded: int,
-    rejected: int,
-    archived_as: str,
-    rejects_file: str | None,
-    detail: str | None,
-) -> ledger.LedgerRow:
+@dataclass(frozen=True)
+class _Outcome:
+    """What became of one file, as the ingest ledger records it."""
+
+    status: str
+    loaded: int
+    rejected: int
+    set_aside: str | None  # why the file went whole to rejected/ instead of being loaded
+
+
+def _outcome(item: FileValidation, load: dict, rejected_at_load: int) -> _Outcome:
+    if item.over_limit_reason:
+        return _Outcome("over_reject_limit", 0, item.rejected, item.over_limit_reason)
+    rejected = item.rejected + rejected_at_load
+    if load.get("error"):
+        loaded = load.get("loaded", 0)
+        reason = (
+            f"the warehouse refused its rows: {load['error']}; {loaded} of its "
+            f"{item.valid} valid rows were loaded before that"
+        )
+        return _Outcome("refused_by_warehouse", loaded, rejected, reason)
+    return _Outcome("loaded", item.valid - rejected_at_load, rejected, None)
+
+
+def _archive_file(
+    store: BlobStore, table: str, day: str, item: FileValidation, load: dict
+) -> tuple[str, ledger.LedgerRow]:
+    """Archive one file as ``archive_ingested`` says: its summary line and ledger row."""
+    container = raw_container()
+    set_aside_name = layout.unreadable_file_name(table, day, item.run_id, item.source)
+    if item.unreadable_reason:  # validation moved it to rejected/ already
+        outcome = _Outcome("unreadable", 0, 0, item.unreadable_reason)
+        line = f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}"
+        return line, _ledger_row(table, item, outcome, set_aside_name)
+    late_rejects = _bytes_if_any(store, load_rejects_name(item))
+    # Rejected at load: as the load said, or (a caller that kept no result) as its file says.
+    outcome = _outcome(item, load, load.get("rejected") or _csv_records(late_rejects))
+    destination = set_aside_name if outcome.set_aside else item.archive_blob
+    if store.exists(container, item.claimed_blob):  # not moved yet by an earlier try
+        store.move(container, item.claimed_blob, destination)
+    if outcome.set_aside:
+        store.upload_bytes(
+            container, destination + ".reason.txt", f"{item.source}: {outcome.set_aside}\n".encode()
+        )
+    _move_rejects(store, item, late_rejects)
+    for leftover in (item.valid_blob, item.rejects_blob, load_rejects_name(item)):
+        if store.exists(container, leftover):
+            store.delete(container, leftover)
+    line = _summary_line(item, outcome, destination)
+    log.info(line)
+    return line, _ledger_row(table, item, outcome, destination)
+
+
+def _bytes_if_any(store: BlobStore, name: str) -> bytes:
+    """The blob's bytes; none when it does not exist."""
+    container = raw_container()
+    return store.download_bytes(container, name) if store.exists(container, name) else b""
+
+
+def _move_rejects(store: BlobStore, item: FileValidation, late_rejects: bytes) -> None:
+    """The file's rejects to rejected/: those of validation, then those of the load, as one file."""
+    container = raw_container()
+    if late_rejects:
+        head = _bytes_if_any(store, item.rejects_blob)
+        store.upload_bytes(container, item.rejects_destination, head + late_rejects)
+    elif item.rejected and store.exists(container, item.rejects_blob):
+        store.move(container, item.rejects_blob, item.rejects_destination)
+
+
+def _summary_line(item: FileValidation, outcome: _Outcome, destination: str) -> str:
+    if outcome.set_aside:
+        line = (
+            f"{item.source}: NOT LOADED ({outcome.set_aside}); set aside whole in "
+            f"{raw_container()}/{destination}"
+        )
+    else:
+        line = (
+            f"{item.source}: {item.rows} rows, {outcome.loaded} loaded, {outcome.rejected} rejected"
+            f" -> {destination}"
+        )
+    if outcome.rejected:
+        line += f", rejects in {item.rejects_destination}"
+    return line
+
+
+def _ledger_row(table: str, item: FileValidation, outcome: _Outcome, archived_as: str) -> ledger.LedgerRow:
     return ledger.LedgerRow(
         run_id=item.run_id,
         file=item.source,
         table_name=table,
-        status=status,
+        status=outcome.status,
         sha256=item.sha256,
         bytes=item.bytes,
         rows=item.rows,
-        loaded=loaded,
-        rejected=rejected,
+        loaded=outcome.loaded,
+        rejected=outcome.rejected,
         archived_as=archived_as,
-        rejects_file=rejects_file,
+        rejects_file=item.rejects_destination if outcome.rejected else None,
         same_as_run=item.same_as_run,
-        detail=(detail or "")[:1024] or None,
+        detail=(outcome.set_aside or "")[:1024] or None,
     )
 
 

@@ -1,51 +1,106 @@
-"""Small stream helpers shared by the blob and CSV code: producing ahead in a thread, and
-blocks of bytes read as a file."""
+"""Running work beside the caller, and blocks of bytes read as a file.
+
+Two shapes of overlap, both on ``concurrent.futures``:
+
+- ``read_ahead``: a producer (a download, Arrow parsing a CSV, both outside the GIL) runs ahead of
+  its consumer;
+- ``InBackground``: items handed to worker threads (a CSV writer, a block upload, a warehouse
+  connection each) while the caller produces the next.
+
+Both keep memory bounded (a fixed number of items ahead or waiting), and neither loses an error:
+the first one raised in a thread is raised in the caller.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
+_END = object()
 
 
 def read_ahead(items: Iterable[Item], depth: int, name: str) -> Iterator[Item]:
-    """``items``, produced by a background thread up to ``depth`` items ahead of the consumer,
-    so that producing (a download, Arrow parsing a CSV, both outside the GIL) overlaps with
-    consuming. An error in the producer is raised in the consumer; a consumer that stops early
-    stops the producer at its next item."""
-    import queue
-    import threading
-
-    produced: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        produced.put(item, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            produced.put(end)
-        except BaseException as error:  # handed to the consumer, raised there
-            produced.put(error)
-
-    thread = threading.Thread(target=produce, name=name, daemon=True)
-    thread.start()
+    """``items`` in order, each produced in a background thread up to ``depth`` items before the
+    consumer asks for it. An error in the producer is raised in the consumer at that item; a
+    consumer that stops early stops the producer at its next item (and closes ``items``)."""
+    iterator = iter(items)
+    producer = ThreadPoolExecutor(1, thread_name_prefix=name)
+    # One thread runs the next() calls in submission order: the iterator is never entered twice.
+    ahead: deque[Future] = deque(producer.submit(next, iterator, _END) for _ in range(depth + 1))
     try:
-        while (item := produced.get()) is not end:
-            if isinstance(item, BaseException):
-                raise item
+        while (item := ahead.popleft().result()) is not _END:
+            ahead.append(producer.submit(next, iterator, _END))
             yield item
     finally:
-        stop.set()
+        producer.shutdown(wait=True, cancel_futures=True)
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()  # a download or file the producer held open
+
+
+class InBackground(Generic[Item]):
+    """Hands each item ``put`` to ``work`` on one of ``threads`` background threads, with at most
+    ``waiting`` items queued beyond those being worked on, so that the work overlaps with the
+    caller producing the next item and memory stays bounded.
+
+    With one thread, items are worked on in the order put. Used as a context manager: leaving it
+    waits for the work. The first error in ``work`` is raised in the caller, at its next ``put``
+    or on leaving; once an error happened, or once the block is left by an error, the items still
+    queued are dropped, not worked on.
+    """
+
+    def __init__(self, work: Callable[[Item], object], *, waiting: int, name: str, threads: int = 1):
+        self._work = work
+        self._slots = threading.Semaphore(waiting + threads)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._failure = threading.Lock()
+        self._error: BaseException | None = None
+        self._dropping = False
+
+    def _run(self, item: Item) -> None:
+        if not self._dropping:
+            self._work(item)
+
+    def _done(self, future: Future) -> None:
+        self._slots.release()
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            with self._failure:
+                self._dropping = True
+                self._error = self._error or error
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: Item) -> None:
+        self._raise_if_failed()
+        self._slots.acquire()
+        self._pool.submit(self._run, item).add_done_callback(self._done)
+
+    def close(self) -> None:
+        """Wait for the work of every item put; raise the first error."""
+        self._pool.shutdown(wait=True)
+        self._raise_if_failed()
+
+    def cancel(self) -> None:
+        """Drop the items still queued and wait for those being worked on."""
+        self._dropping = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> InBackground[Item]:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.cancel()
 
 
 class BlocksFile(io.RawIOBase):
@@ -69,50 +124,3 @@ class BlocksFile(io.RawIOBase):
         buffer[:count] = self._rest[:count]
         self._rest = self._rest[count:]
         return count
-
-
-class WriteBehind:
-    """Hands items to ``write`` in a background thread, up to ``depth`` waiting, so that writing
-    (Arrow's CSV writer and compressor, outside the GIL) overlaps with producing the next item.
-    Used as a context manager: leaving it waits for the writes; an error in ``write`` is raised
-    in the producer (at its next ``put`` or on leaving), and after an error, or when the block is
-    left by an error, the items still waiting are dropped, not written."""
-
-    def __init__(self, write, depth: int, name: str):
-        import queue
-        import threading
-
-        self._write = write
-        self._pending: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._discard = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        end = WriteBehind
-        while (item := self._pending.get()) is not end:
-            if self._error is not None or self._discard:
-                continue
-            try:
-                self._write(item)
-            except BaseException as error:  # raised in the producer
-                self._error = error
-
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def put(self, item) -> None:
-        self._raise_if_failed()
-        self._pending.put(item)
-
-    def __enter__(self) -> WriteBehind:
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        self._discard = kind is not None
-        self._pending.put(WriteBehind)
-        self._thread.join()
-        if kind is None:
-            self._raise_if_failed()

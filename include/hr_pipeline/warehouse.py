@@ -18,17 +18,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract, get_contract
+from hr_pipeline.contracts import CONTRACTS, TableContract, get_contract
 from hr_pipeline.dialects import POSTGRES, Adapter, Dialect, adapter_for
-from hr_pipeline.dialects.base import (  # noqa: F401  (CsvBatch and the timestamps: public here)
+from hr_pipeline.dialects.base import (  # noqa: F401  (CsvBatch: public here)
     EXCLUSIVE_MODE,
     SHARED_MODE,
     CsvBatch,
     WarehouseError,
-    format_stored_timestamp,
-    parse_stored_timestamp,
 )
+from hr_pipeline.instants import parse_stored_timestamp  # noqa: F401  (two tests import it from here)
 from hr_pipeline.settings import WAREHOUSE_CONN_ID
+from hr_pipeline.streams import InBackground
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +158,6 @@ class Warehouse:
     def to_db_row(self, contract: TableContract, row: Sequence[Any]) -> tuple:
         """A typed row (int, str, naive-UTC datetime) as this dialect's driver wants it."""
         return self.adapter.to_db_row(contract, row)
-
-    def from_db_row(self, contract: TableContract, row: Sequence[Any]) -> tuple:
-        """A row as read from this dialect, back to typed values (naive-UTC datetimes)."""
-        return tuple(
-            parse_stored_timestamp(value)
-            if column.type is ColumnType.TIMESTAMP and value is not None
-            else value
-            for column, value in zip(contract.columns, row)
-        )
 
     # -- per-table locks across processes -----------------------------------------------------
 
@@ -383,63 +374,42 @@ class Warehouse:
         return self.adapter.open_load_connection(self)
 
     def _load_in_parallel(self, write, batches, connections: int, report) -> int:
-        """``write`` each batch on one of ``connections`` connections, one writer thread per
-        connection, fed through a queue. The queue holds batches up to ``IN_FLIGHT_BYTES`` (at
-        least two per writer), so that the writers keep busy while the next block of the file is
-        fetched, and memory stays bounded whatever the file. The first error stops the feeding
-        and is raised once the writers have stopped (batches in flight are rolled back by
-        ``write``; those already committed stay, as in a single-connection load)."""
-        import queue
-        import threading
-
-        done = object()
+        """``write`` each batch on one of ``connections`` connections, one per writer thread.
+        Batches wait up to ``IN_FLIGHT_BYTES`` (at least two per writer), so that the writers
+        keep busy while the next block of the file is fetched, and memory stays bounded whatever
+        the file. The first error stops the feeding and is raised once the writers have stopped
+        (batches in flight are rolled back by ``write``; those already committed stay, as in a
+        single-connection load)."""
         first = next(iter_batches := iter(batches), None)
         if first is None:
             return 0
-        depth = max(2 * connections, IN_FLIGHT_BYTES // max(1, _size(first)))
-        pending: queue.Queue = queue.Queue(maxsize=depth)
+        own = threading.local()
+        opened = []
         progress = threading.Lock()
-        errors: list[BaseException] = []
         written = 0
-        opened = [self._load_connection() for _ in range(connections)]
 
-        def writer(connection) -> None:
+        def write_on_own_connection(batch) -> None:
             nonlocal written
-            while (batch := pending.get()) is not done:
-                if errors:
-                    continue  # drain without writing once something failed
-                try:
-                    write(connection, batch)
-                except BaseException as error:  # noqa: BLE001 - re-raised by the feeding thread
-                    errors.append(error)
-                    continue
+            if not hasattr(own, "connection"):
+                own.connection = self._load_connection()
                 with progress:
-                    written += len(batch)
-                    report(written)
+                    opened.append(own.connection)
+            write(own.connection, batch)
+            with progress:
+                written += len(batch)
+                report(written)
 
-        threads = [
-            threading.Thread(target=writer, args=(c,), name=f"load-{i}", daemon=True)
-            for i, c in enumerate(opened)
-        ]
+        waiting = max(2 * connections, IN_FLIGHT_BYTES // max(1, _size(first)))
         try:
-            for thread in threads:
-                thread.start()
-            try:
-                pending.put(first)
+            with InBackground(
+                write_on_own_connection, waiting=waiting, name="load", threads=connections
+            ) as writers:
+                writers.put(first)
                 for batch in iter_batches:
-                    if errors:
-                        break
-                    pending.put(batch)
-            finally:
-                for _ in threads:
-                    pending.put(done)
-                for thread in threads:
-                    thread.join()
+                    writers.put(batch)
         finally:
             for connection in opened:
                 connection.close()
-        if errors:
-            raise errors[0]
         return written
 
     def upsert_batch(self, connection, contract: TableContract, rows: Sequence[Sequence[Any]]) -> None:
