@@ -136,6 +136,12 @@ def start(
     elif not ports.is_free(port):
         raise ports.PortBusy(ports.busy_message(port, "Azurite", source))
 
+    process = _launch(data_dir, port)
+    return _wait_until_serving(process, data_dir, port, source, note, timeout)
+
+
+def _launch(data_dir: Path, port: int) -> subprocess.Popen:
+    """Azurite started on ``port`` with its data in ``data_dir`` (its pid and port recorded)."""
     if not EXECUTABLE.exists():
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -167,6 +173,14 @@ def start(
     _pid_file(data_dir).write_text(f"{process.pid}\n")
     _port_file(data_dir).write_text(f"{port}\n")
 
+    return process
+
+
+def _wait_until_serving(
+    process: subprocess.Popen, data_dir: Path, port: int, source: str | None, note: str | None, timeout: float
+) -> Instance:
+    """The started Azurite once it answers on ``port`` and holds it itself; else an error (the
+    process stopped) naming the port, or what Azurite logged."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

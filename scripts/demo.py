@@ -192,6 +192,43 @@ def _start_afresh(store, container: str) -> None:
 
 def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) -> int:
     warehouse_path = state / "warehouse.db"
+    env_file = _prepare_airflow(console, state, instance, warehouse_path)
+
+    from hr_pipeline.blob_store import BlobStore
+    from hr_pipeline.settings import backups_container, raw_container
+
+    store = BlobStore()
+    for container in (raw_container(), backups_container()):
+        store.ensure_container(container)
+    with console.step("warehouse", f"starting from empty tables in {shown(warehouse_path)}"):
+        _start_afresh(store, raw_container())
+    bag = _dag_bag()
+    failures: dict[str, list[str]] = {}
+    results, failed = _ingest_every_table(
+        console, data, store, _for_demo(bag.dags["ingest_table"], failures), failures
+    )
+    if not failed:
+        with console.step("metrics", "publishing the 2021 metric tables") as step:
+            run = _for_demo(bag.dags["publish_metrics"], failures).test()
+            if _state(run) != "success":
+                step.failed = True
+                failed.append(("metrics", _reason(run, [], failures)))
+
+    console.say()
+    _print_counts(console, results)
+    if failed:
+        _print_failures(console, failed)
+        return 1
+
+    from hr_pipeline.warehouse import Warehouse
+
+    _print_metrics(console, Warehouse(), warehouse_path)
+    _print_next_steps(console, warehouse_path, env_file, instance)
+    return 0
+
+
+def _prepare_airflow(console: Console, state: Path, instance: azurite.Instance, warehouse_path: Path) -> Path:
+    """This checkout's Airflow environment, in this process, with its metadata database migrated."""
     env_file = local_env.write_stack_env(
         ROOT,
         state,
@@ -210,17 +247,12 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
         migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], stdin=subprocess.DEVNULL)
         if migrate.returncode:
             raise DemoFailure(f"airflow db migrate exited with {migrate.returncode}")
+    return env_file
 
+
+def _dag_bag():
     from airflow.dag_processing.dagbag import DagBag
 
-    from hr_pipeline.blob_store import BlobStore
-    from hr_pipeline.settings import backups_container, raw_container
-
-    store = BlobStore()
-    for container in (raw_container(), backups_container()):
-        store.ensure_container(container)
-    with console.step("warehouse", f"starting from empty tables in {shown(warehouse_path)}"):
-        _start_afresh(store, raw_container())
     bag = DagBag(dag_folder=ROOT / "dags")
     if bag.import_errors:
         raise DemoFailure(
@@ -229,12 +261,15 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
                 f"{file}: {error.strip().splitlines()[-1]}" for file, error in bag.import_errors.items()
             )
         )
-    failures: dict[str, list[str]] = {}
-    ingest = _for_demo(bag.dags["ingest_table"], failures)
-    publish = _for_demo(bag.dags["publish_metrics"], failures)
+    return bag
 
-    results = []  # (table, state, files)
-    failed = []  # (table, reason)
+
+def _ingest_every_table(console: Console, data: Path, store, ingest, failures: dict[str, list[str]]):
+    """Upload and ingest each extract; returns (table, state, files, run) and (table, reason) lists."""
+    from hr_pipeline.settings import raw_container
+
+    results = []
+    failed = []
     for table in TABLES:
         source = data / f"{table}.csv"
         with console.step(table, f"uploading {source.name} ({source.stat().st_size:,} bytes)"):
@@ -255,29 +290,22 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
         results.append((table, outcome, files, run))
         if outcome != "success":
             failed.append((table, _reason(run, files, failures)))
+    return results, failed
 
-    if not failed:
-        with console.step("metrics", "publishing the 2021 metric tables") as step:
-            run = publish.test()
-            if _state(run) != "success":
-                step.failed = True
-                failed.append(("metrics", _reason(run, [], failures)))
 
+def _print_failures(console: Console, failed: list[tuple[str, str]]) -> None:
     console.say()
-    _print_counts(console, results)
-    if failed:
-        console.say()
-        for table, reason in failed:
-            dag_id = "publish_metrics" if table == "metrics" else f"ingest_table for {table}"
-            console.say(f"FAILED: {dag_id}: {reason}", error=True)
-        if not any(t == "metrics" for t, _ in failed):
-            console.say("The metric tables were not published (an ingest failed).", error=True)
-        console.say(f"Details in {shown(state_dir() / 'logs' / 'demo.log')}", error=True)
-        return 1
+    for table, reason in failed:
+        dag_id = "publish_metrics" if table == "metrics" else f"ingest_table for {table}"
+        console.say(f"FAILED: {dag_id}: {reason}", error=True)
+    if not any(t == "metrics" for t, _ in failed):
+        console.say("The metric tables were not published (an ingest failed).", error=True)
+    console.say(f"Details in {shown(state_dir() / 'logs' / 'demo.log')}", error=True)
 
-    from hr_pipeline.warehouse import Warehouse
 
-    _print_metrics(console, Warehouse(), warehouse_path)
+def _print_next_steps(
+    console: Console, warehouse_path: Path, env_file: Path, instance: azurite.Instance
+) -> None:
     console.say()
     console.say("Next")
     console.say(
@@ -293,7 +321,6 @@ def _run(console: Console, data: Path, state: Path, instance: azurite.Instance) 
             "`make azurite-start` serves them again"
         )
     console.say("  the UI, REST API and scheduler on this state: make up (make down to stop)")
-    return 0
 
 
 def _for_demo(dag, failures: dict[str, list[str]]):

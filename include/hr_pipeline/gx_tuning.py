@@ -1,6 +1,6 @@
 """Great Expectations as this pipeline runs it: the one module that relies on how GX works inside.
 
-Everything here was measured against ``GX_VERSION`` and is checked against the installed version
+Everything here was written for ``GX_VERSION`` and is checked against the installed version
 when validation starts (``check_gx_version``): on another version it fails loudly, naming this
 module, rather than run with assumptions nobody checked. GX's own code is never changed; this
 module configures it and adds expectation classes of its own (subclasses, registered by GX like
@@ -11,7 +11,7 @@ any custom expectation).
 - The expectations the suite uses are subclasses whose ``configuration`` is built once per object
   instead of on each read: GX builds the expectation objects of a suite afresh for every
   validation run and reads that property about 135 times per expectation and run, which made up a
-  third of GX's fixed cost per run (18 ms of ~50 ms). The objects are not changed during a run;
+  third of GX's fixed cost per run. The objects are not changed during a run;
   ``test_gx_tuning`` holds the results equal to GX's own expectations.
 - Its INFO logging is silenced: nine lines in ten of a task's log.
 """
