@@ -3,7 +3,6 @@ statements a restore really sends, recorded on a fake Azure SQL connection (the 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 import fastavro
@@ -123,20 +122,7 @@ class RecordingConnection:
 
 
 @pytest.fixture
-def mssql_warehouse(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_WAREHOUSE",
-        json.dumps(
-            {
-                "conn_type": "mssql",
-                "host": "sqlserver.invalid",
-                "login": "sa",
-                "password": "x",
-                "schema": "hr",
-                "port": 1433,
-            }
-        ),
-    )
+def mssql_warehouse(azure_sql_connection):
     return warehouse.Warehouse()
 
 

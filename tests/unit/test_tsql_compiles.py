@@ -15,7 +15,6 @@ a value that pymssql would render lossily. What it cannot catch: semantic errors
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import pytest
@@ -168,20 +167,7 @@ class RecordingConnection:
 
 
 @pytest.fixture
-def mssql_warehouse(monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_WAREHOUSE",
-        json.dumps(
-            {
-                "conn_type": "mssql",
-                "host": "sqlserver.invalid",
-                "login": "sa",
-                "password": "x",
-                "schema": "hr",
-                "port": 1433,
-            }
-        ),
-    )
+def mssql_warehouse(azure_sql_connection, monkeypatch):
     connection = RecordingConnection()
     wh = warehouse.Warehouse()
     assert wh.dialect == "mssql"
