@@ -1,8 +1,9 @@
 """backup_tables: one AVRO backup per table, daily, to the backups container.
 
 Each mapped task reads its table as of one instant and uploads
-``<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro``, verified after the upload; then the retention
-(``HR_BACKUP_RETENTION_DAYS``, default 30) deletes older backups, never a table's newest.
+``<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>.avro`` (that instant, UTC), verified after the upload;
+then the retention (``HR_BACKUP_RETENTION_DAYS``, default 30) deletes older backups, never a
+table's newest.
 The logic is in ``include/hr_pipeline/backup.py``.
 
 Each new backup is an asset event of ``backups.<table>`` (through the alias ``hr.backed_up_table``)

@@ -47,7 +47,7 @@ from hr_pipeline.notifications import FAILURE_ALERTS
             type="string",
             minLength=1,
             title="Backup",
-            description="'latest', or a backup's blob name (<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro).",
+            description="'latest', or a backup's blob name (<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>.avro).",
         ),
         "as_of": Param(
             None,

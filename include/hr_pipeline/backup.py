@@ -1,7 +1,9 @@
 """AVRO backups of the warehouse tables on Blob Storage.
 
 One backup is one table read as of one instant, written to
-``<backups container>/<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro``:
+``<backups container>/<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>.avro``, that instant in UTC to the
+microsecond (names to the second, which older versions wrote, are still listed). A backup never
+replaces another: one whose name is taken is refused.
 
 - The table is read inside one snapshot: PostgreSQL ``REPEATABLE READ, READ ONLY`` with a
   server-side (named) cursor, SQLite one read transaction (WAL: writers go on, the reader keeps its
@@ -32,6 +34,14 @@ from typing import Any
 
 from hr_pipeline import settings
 from hr_pipeline.contracts import ColumnType, TableContract, avro_schema, get_contract
+from hr_pipeline.instants import (
+    NAME_STAMP_PATTERN,
+    format_instant,
+    format_name_stamp,
+    parse_instant,
+    parse_name_stamp,
+    parse_stored_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +59,7 @@ BLOB_META_KEYS = {
     META_CONTRACT_VERSION: "contract_version",
 }
 BLOB_META_SHA256 = "sha256"
-NAME_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
-_NAME_PATTERN = re.compile(r"^(?P<table>[a-z_]+)/(?P=table)-(?P<stamp>\d{8}T\d{6}Z)\.avro$")
+_NAME_PATTERN = re.compile(rf"^(?P<table>[a-z_]+)/(?P=table)-(?P<stamp>{NAME_STAMP_PATTERN})\.avro$")
 
 
 class BackupError(RuntimeError):
@@ -65,23 +74,7 @@ def backup_prefix(table_name: str) -> str:
 
 
 def backup_blob_name(table_name: str, instant: datetime) -> str:
-    return f"{table_name}/{table_name}-{instant.astimezone(timezone.utc):{NAME_TIME_FORMAT}}.avro"
-
-
-def format_instant(instant: datetime) -> str:
-    """ISO 8601 UTC with microseconds and a ``Z``: ``2026-01-02T03:04:05.123456Z`` (the year
-    always 4 digits, unlike ``strftime('%Y')`` before the year 1000)."""
-    from hr_pipeline.warehouse import format_stored_timestamp
-
-    return format_stored_timestamp(instant.astimezone(timezone.utc))
-
-
-def parse_instant(text: str) -> datetime:
-    """An ISO 8601 instant as an aware UTC datetime; a naive one is taken as UTC."""
-    value = datetime.fromisoformat(text.strip())
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    return f"{table_name}/{table_name}-{format_name_stamp(instant)}.avro"
 
 
 @dataclass(frozen=True)
@@ -102,9 +95,9 @@ def backup_ref(container: str, name: str, size: int, metadata: dict[str, str] | 
     if not match:
         return None
     metadata = dict(metadata or {})
-    instant = datetime.strptime(match["stamp"], NAME_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    instant = parse_name_stamp(match["stamp"])
     if metadata.get("instant"):
-        try:  # the exact instant (microseconds); the name only has seconds
+        try:  # the instant as written; an older backup's name only has its seconds
             instant = parse_instant(metadata["instant"])
         except ValueError:
             pass
@@ -230,8 +223,6 @@ def _records(
     contract: TableContract, adapter, chunks: Iterator[list[tuple]], progress: dict
 ) -> Iterator[dict]:
     """Typed AVRO records from the cursor's chunks, counting rows as they pass."""
-    from hr_pipeline.dialects.base import parse_stored_timestamp
-
     names = contract.column_names
     timestamp_positions = [
         position for position, column in enumerate(contract.columns) if column.type is ColumnType.TIMESTAMP
@@ -334,6 +325,12 @@ def backup_table(
         size = path.stat().st_size
         digest = sha256_of(path)
         name = backup_blob_name(table_name, instant)
+        if store.exists(container, name):
+            # Never replace a backup: the read-back below would delete it if this one failed.
+            raise BackupError(
+                f"Backup {container}/{name} already exists (a backup of {table_name} taken at the same "
+                "instant); refusing to overwrite it"
+            )
         blob_metadata = {
             "table": contract.name,
             "rows": str(rows),

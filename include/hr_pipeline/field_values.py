@@ -1,6 +1,7 @@
-"""What a field of an extract means: the one definition of an integer, an instant and of the
-whitespace around a field, used by every pass over a file (the first pass that counts ids, the
-validation, the valid rows written for the load), so that they can never disagree.
+"""What a field of an extract means: the one definition of an integer, an instant (its shape is
+``instants.INSTANT_PATTERN``) and of the whitespace around a field, used by every pass over a file
+(the first pass that counts ids, the validation, the valid rows written for the load), so that
+they can never disagree.
 
 Column-wise, on Arrow string arrays (C++): per-value Python work here would cost more than the
 whole validation.
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import functools
 
+from hr_pipeline.instants import INSTANT_PATTERN
+
 # An integer field, once trimmed: an optional sign and ASCII digits, leading zeros allowed
 # ("1", "+1" and "0000000000000000001" are one value).
 INTEGER_PATTERN = r"^[+-]?[0-9]+$"
-# An ISO 8601 UTC instant as the contract writes it: date, 'T', time, optional fraction, 'Z'.
-INSTANT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z$"
 # Whitespace around a field: exactly the characters Python's str.strip() removes (str.isspace():
 # the Unicode White_Space characters and the ASCII separators U+001C-U+001F).
 WHITESPACE = (

@@ -44,9 +44,7 @@ from hr_pipeline.backup import (
     _blob_store,
     _warehouse,
     backup_prefix,
-    format_instant,
     list_backups,
-    parse_instant,
     read_header,
     sha256_of,
 )
@@ -59,6 +57,7 @@ from hr_pipeline.contracts import (
 )
 from hr_pipeline.dialects import ReferenceCheck, ReplacePlan, adapter_for
 from hr_pipeline.dialects.base import related_tables  # noqa: F401  (part of this module's API)
+from hr_pipeline.instants import as_utc, format_instant, parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +137,11 @@ def choose_backup(
         )
     if as_of:
         try:
-            instant = as_of if isinstance(as_of, datetime) else parse_instant(as_of)
+            instant = as_utc(as_of) if isinstance(as_of, datetime) else parse_instant(as_of)
         except ValueError:
             raise BackupNotFoundError(
                 f"as_of={as_of!r} is not an ISO 8601 instant (e.g. 2026-01-31T23:59:59Z)"
             ) from None
-        if instant.tzinfo is None:
-            instant = parse_instant(instant.isoformat())
         candidates = [ref for ref in backups if ref.instant <= instant]
         if not candidates:
             raise BackupNotFoundError(

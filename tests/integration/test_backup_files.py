@@ -10,6 +10,7 @@ import pytest
 
 from hr_pipeline import backup, restore
 from hr_pipeline.contracts import CONTRACTS, get_contract
+from hr_pipeline.instants import format_instant, parse_instant
 
 HIRES = [
     (i, f"Person {i}", datetime(2021, 3, 31, 23, 59, 59, 999999) + timedelta(days=i), 1 + i % 3, 1 + i % 4)
@@ -25,21 +26,31 @@ def fill(warehouse, table, rows):
 def test_blob_names_follow_the_spec():
     instant = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
     name = backup.backup_blob_name("jobs", instant)
-    assert name == "jobs/jobs-20260102T030405Z.avro"
+    assert name == "jobs/jobs-20260102T030405.678901Z.avro"
     ref = backup.backup_ref("backups", name, 10, {})
-    assert ref.table == "jobs" and ref.instant == instant.replace(microsecond=0)
-    exact = backup.backup_ref("backups", name, 10, {"instant": backup.format_instant(instant)})
-    assert exact.instant == instant  # the metadata's instant keeps the microseconds
-    for foreign in ("jobs/notes.txt", "jobs/departments-20260102T030405Z.avro", "jobs-20260102T030405Z.avro"):
+    assert ref.table == "jobs" and ref.instant == instant
+    on_the_second = instant.replace(microsecond=0)
+    assert backup.backup_blob_name("jobs", on_the_second) == "jobs/jobs-20260102T030405.000000Z.avro"
+    for foreign in (
+        "jobs/notes.txt",
+        "jobs/departments-20260102T030405.678901Z.avro",
+        "jobs-20260102T030405.678901Z.avro",
+        "jobs/jobs-20260102T030405.6789Z.avro",
+        "jobs/jobs-20260102T030405678901Z.avro",
+    ):
         assert backup.backup_ref("backups", foreign, 1, {}) is None
 
 
-def test_instants_are_parsed_as_utc():
-    assert backup.parse_instant("2026-01-02T03:04:05Z") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    assert backup.parse_instant("2026-01-02T05:04:05+02:00") == datetime(
-        2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc
-    )
-    assert backup.parse_instant("2026-01-02 03:04:05") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+def test_backups_named_to_the_second_are_still_listed():
+    """Older versions named backups with whole seconds; the metadata has the exact instant."""
+    instant = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    name = "jobs/jobs-20260102T030405Z.avro"
+    ref = backup.backup_ref("backups", name, 10, {})
+    assert ref.table == "jobs" and ref.instant == instant.replace(microsecond=0)
+    exact = backup.backup_ref("backups", name, 10, {"instant": format_instant(instant)})
+    assert exact.instant == instant
+    for foreign in ("jobs/departments-20260102T030405Z.avro", "jobs-20260102T030405Z.avro"):
+        assert backup.backup_ref("backups", foreign, 1, {}) is None
 
 
 def test_backup_file_has_typed_schema_header_and_every_row(warehouse, tmp_path):
@@ -55,7 +66,7 @@ def test_backup_file_has_typed_schema_header_and_every_row(warehouse, tmp_path):
         assert reader.metadata["hr.table"] == "hired_employees"
         assert reader.metadata["hr.rows"] == str(len(HIRES))
         assert reader.metadata["hr.contract_version"] == "1"
-        assert backup.parse_instant(reader.metadata["hr.instant"]) == instant
+        assert parse_instant(reader.metadata["hr.instant"]) == instant
         records = sorted(reader, key=lambda r: r["id"])
     assert [tuple(r.values()) for r in records] == [
         (i, n, t.replace(tzinfo=timezone.utc), d, j) for i, n, t, d, j in HIRES

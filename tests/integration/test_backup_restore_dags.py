@@ -16,7 +16,8 @@ import pytest
 
 from hr_pipeline import backup as backup_logic
 from hr_pipeline import restore as restore_logic
-from hr_pipeline.contracts import CONTRACTS, get_contract
+from hr_pipeline.contracts import CONTRACTS, ColumnType, get_contract
+from hr_pipeline.instants import parse_instant, parse_stored_timestamp
 from hr_pipeline.restore import (
     BackupCorruptError,
     BackupNotFoundError,
@@ -46,13 +47,21 @@ def delete_ids(warehouse, table, ids):
             cursor.execute(f'DELETE FROM "{table}" WHERE "id" = {marker}', (row_id,))
 
 
+def typed_row(contract, row):
+    """A row as the warehouse returned it, its timestamps as naive UTC datetimes (SQLite: text)."""
+    return tuple(
+        parse_stored_timestamp(value) if column.type is ColumnType.TIMESTAMP and value is not None else value
+        for column, value in zip(contract.columns, row)
+    )
+
+
 def table_rows(warehouse, table):
     contract = get_contract(table)
     columns = ", ".join(f'"{c}"' for c in contract.column_names)
     with warehouse.transaction() as connection:
         cursor = connection.cursor()
         cursor.execute(f'SELECT {columns} FROM "{table}" ORDER BY "id"')
-        return [warehouse.from_db_row(contract, row) for row in cursor.fetchall()]
+        return [typed_row(contract, row) for row in cursor.fetchall()]
 
 
 def backups_container():
@@ -83,13 +92,11 @@ def test_backup_then_restore_latest_gives_the_backup_row_for_row(filled, blob_st
 
 
 def three_backups(warehouse, blob_store):
-    """Backups of jobs holding 3, 5 and 7 rows, taken at three different seconds."""
+    """Backups of jobs holding 3, 5 and 7 rows, one right after the other."""
     refs = []
     for count in (3, 5, 7):
         fill(warehouse, "jobs", JOBS[:count])
-        result = backup_logic.backup_table("jobs", warehouse, blob_store)
-        refs.append(result)
-        time.sleep(1.05)  # backup names have a resolution of one second
+        refs.append(backup_logic.backup_table("jobs", warehouse, blob_store))
     return refs
 
 
@@ -102,7 +109,9 @@ def test_as_of_picks_the_newest_backup_taken_at_or_before_it(warehouse, blob_sto
 
     assert restore_as_of(second.instant).blob_name == second.blob_name
     assert table_rows(warehouse, "jobs") == JOBS[:5]
-    between = backup_logic.parse_instant(second.instant) + timedelta(milliseconds=500)
+    second_instant, third_instant = parse_instant(second.instant), parse_instant(third.instant)
+    between = second_instant + (third_instant - second_instant) / 2
+    assert second_instant < between < third_instant
     assert restore_as_of(between.isoformat()).blob_name == second.blob_name
     assert restore_as_of(first.instant).blob_name == first.blob_name
     assert table_rows(warehouse, "jobs") == JOBS[:3]
@@ -118,6 +127,44 @@ def test_as_of_picks_the_newest_backup_taken_at_or_before_it(warehouse, blob_sto
     assert "No backup of jobs was taken at or before 2000-01-01T00:00:00" in message
     assert all(ref.blob_name in message for ref in (first, second, third))
     assert table_rows(warehouse, "jobs") == JOBS[:3]
+
+
+def test_a_backup_named_to_the_second_is_restored(warehouse, blob_store):
+    """Older versions named backups with whole seconds: such a backup is listed and restored."""
+    fill(warehouse, "jobs", JOBS[:3])
+    made = backup_logic.backup_table("jobs", warehouse, blob_store)
+    container = backups_container()
+    metadata = blob_store.properties(container, made.blob_name).metadata
+    old_name = f"jobs/jobs-{parse_instant(made.instant):%Y%m%dT%H%M%SZ}.avro"
+    _replace_blob(blob_store, old_name, blob_store.download_bytes(container, made.blob_name), metadata)
+    blob_store.delete(container, made.blob_name)
+    fill(warehouse, "jobs", JOBS)
+
+    restored = restore_logic.restore_table("jobs", "latest", None, warehouse, blob_store)
+    assert restored.blob_name == old_name and table_rows(warehouse, "jobs") == JOBS[:3]
+    fill(warehouse, "jobs", JOBS)
+    restored = restore_logic.restore_table("jobs", None, made.instant, warehouse, blob_store)
+    assert restored.blob_name == old_name and table_rows(warehouse, "jobs") == JOBS[:3]
+    fill(warehouse, "jobs", JOBS)
+    restored = restore_logic.restore_table("jobs", old_name.split("/")[1], None, warehouse, blob_store)
+    assert restored.blob_name == old_name and table_rows(warehouse, "jobs") == JOBS[:3]
+
+
+def test_a_second_backup_under_the_same_name_is_refused(warehouse, blob_store, monkeypatch):
+    """Two backups of a table taken at the same instant: the second never replaces the first."""
+    monkeypatch.setattr(
+        backup_logic,
+        "backup_blob_name",
+        lambda table, instant: f"{table}/{table}-20260102T030405.000000Z.avro",
+    )
+    fill(warehouse, "jobs", JOBS[:3])
+    first = backup_logic.backup_table("jobs", warehouse, blob_store)
+    fill(warehouse, "jobs", JOBS)
+    with pytest.raises(backup_logic.BackupError, match=r"already exists .*refusing to overwrite it"):
+        backup_logic.backup_table("jobs", warehouse, blob_store)
+    [kept] = blob_store.list(backups_container())
+    assert kept.name == first.blob_name and kept.metadata["sha256"] == first.sha256
+    assert kept.metadata["rows"] == "3"
 
 
 def test_no_backup_at_all_is_a_clear_error(warehouse, blob_store):
@@ -228,7 +275,7 @@ def test_retention_keeps_the_newest(warehouse, blob_store):
     first, second, third = three_backups(warehouse, blob_store)
     names = lambda: [ref.name for ref in backup_logic.list_backups("jobs", blob_store)]  # noqa: E731
     assert names() == [first.blob_name, second.blob_name, third.blob_name]
-    second_instant = backup_logic.parse_instant(second.instant)
+    second_instant = parse_instant(second.instant)
     # cut-off at the second backup's instant: only the first is older
     deleted = backup_logic.prune_backups(
         "jobs", blob_store, now=second_instant + timedelta(days=30), retention_days=30
@@ -356,7 +403,6 @@ def test_backup_dag_applies_the_retention(airflow_db, sqlite_warehouse, blob_sto
     dag = load_dag("backup_tables")
     assert dag.test(run_conf={"tables": ["jobs"]}).state == "success"
     first = [blob.name for blob in blob_store.list(backups_container())]
-    time.sleep(1.05)
     assert dag.test(run_conf={"tables": ["jobs"]}).state == "success"
     second = [blob.name for blob in blob_store.list(backups_container())]
     assert len(first) == 1 and len(second) == 1 and first != second

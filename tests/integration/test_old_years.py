@@ -18,7 +18,9 @@ from hr_pipeline import backup as backup_logic
 from hr_pipeline import metrics
 from hr_pipeline import restore as restore_logic
 from hr_pipeline.contracts import get_contract
-from hr_pipeline.warehouse import CsvBatch, format_stored_timestamp, parse_stored_timestamp
+from hr_pipeline.instants import format_instant, parse_stored_timestamp
+from hr_pipeline.warehouse import CsvBatch
+from tests.integration.test_backup_restore_dags import table_rows
 
 INSTANTS = {
     1: datetime(1, 1, 1, 0, 0, 0),
@@ -54,17 +56,8 @@ def stored_values(warehouse):
         return dict(cursor.fetchall())
 
 
-def read_hires(warehouse):
-    contract = get_contract("hired_employees")
-    columns = ", ".join(f'"{c}"' for c in contract.column_names)
-    with warehouse.transaction() as connection:
-        cursor = connection.cursor()
-        cursor.execute(f'SELECT {columns} FROM "hired_employees" ORDER BY "id"')
-        return [warehouse.from_db_row(contract, row) for row in cursor.fetchall()]
-
-
 def assert_exact(warehouse):
-    assert read_hires(warehouse) == HIRES
+    assert table_rows(warehouse, "hired_employees") == HIRES
     expected = STORED if warehouse.dialect == "sqlite" else INSTANTS
     assert stored_values(warehouse) == expected
 
@@ -127,7 +120,6 @@ def test_a_table_holding_unpadded_years_is_repaired_by_a_backup_and_restore(sqli
 
 @pytest.mark.parametrize("i", sorted(INSTANTS))
 def test_the_stored_form_is_fixed_width_and_reads_back(i):
-    assert format_stored_timestamp(INSTANTS[i]) == STORED[i]
-    assert format_stored_timestamp(INSTANTS[i].replace(tzinfo=timezone.utc)) == STORED[i]
+    assert format_instant(INSTANTS[i]) == STORED[i]
+    assert format_instant(INSTANTS[i].replace(tzinfo=timezone.utc)) == STORED[i]
     assert parse_stored_timestamp(STORED[i]) == INSTANTS[i]
-    assert backup_logic.format_instant(INSTANTS[i].replace(tzinfo=timezone.utc)) == STORED[i]
