@@ -107,7 +107,7 @@ def backup_ref(container: str, name: str, size: int, metadata: dict[str, str] | 
 def list_backups(table_name: str, store=None, container: str | None = None) -> list[BackupRef]:
     """The table's backups, oldest first."""
     get_contract(table_name)
-    store = store or _blob_store()
+    store = store or default_blob_store()
     container = container or settings.backups_container()
     refs = []
     for blob in store.list(container, backup_prefix(table_name)):
@@ -262,13 +262,15 @@ class BackupResult:
         return asdict(self)
 
 
-def _blob_store():
+def default_blob_store():
+    """The pipeline's Blob Storage (imported when first needed: DAG files import this module)."""
     from hr_pipeline.blob_store import BlobStore
 
     return BlobStore()
 
 
-def _warehouse():
+def default_warehouse():
+    """The pipeline's warehouse (imported when first needed)."""
     from hr_pipeline.warehouse import Warehouse
 
     return Warehouse()
@@ -281,7 +283,7 @@ def write_backup_file(
     import fastavro
 
     contract = get_contract(table_name)
-    warehouse = warehouse or _warehouse()
+    warehouse = warehouse or default_warehouse()
     schema = fastavro.parse_schema(avro_schema(contract))
     with _Snapshot(warehouse, contract, chunk_rows) as snapshot:
         metadata = {
@@ -316,7 +318,7 @@ def backup_table(
 ) -> BackupResult:
     """Back ``table_name`` up to the backups container, then verify the uploaded blob."""
     contract = get_contract(table_name)
-    store = store or _blob_store()
+    store = store or default_blob_store()
     container = settings.backups_container()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"backup-{table_name}-", dir=work_dir) as tmp:
@@ -325,12 +327,6 @@ def backup_table(
         size = path.stat().st_size
         digest = sha256_of(path)
         name = backup_blob_name(table_name, instant)
-        if store.exists(container, name):
-            # Never replace a backup: the read-back below would delete it if this one failed.
-            raise BackupError(
-                f"Backup {container}/{name} already exists (a backup of {table_name} taken at the same "
-                "instant); refusing to overwrite it"
-            )
         blob_metadata = {
             "table": contract.name,
             "rows": str(rows),
@@ -346,7 +342,16 @@ def backup_table(
             container,
             name,
         )
-        store.upload_file(container, name, path, metadata=blob_metadata)
+        from hr_pipeline.blob_store import BlobExistsError
+
+        try:
+            # Never replace a backup: the read-back below would delete it if this one failed.
+            store.upload_file(container, name, path, metadata=blob_metadata, overwrite=False)
+        except BlobExistsError as error:
+            raise BackupError(
+                f"Backup {container}/{name} already exists (a backup of {table_name} taken at the same "
+                "instant); refusing to overwrite it"
+            ) from error
         os.unlink(path)
         try:
             verify_backup(
@@ -412,7 +417,7 @@ def prune_backups(
     table_name: str, store=None, now: datetime | None = None, retention_days: int | None = None
 ) -> list[str]:
     """Delete the table's backups older than the retention, never its newest; returns their names."""
-    store = store or _blob_store()
+    store = store or default_blob_store()
     retention_days = settings.backup_retention_days() if retention_days is None else retention_days
     now = now or datetime.now(timezone.utc)
     cutoff = now - timedelta(days=retention_days)

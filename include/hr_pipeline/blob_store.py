@@ -46,6 +46,10 @@ class BlobNotFoundError(BlobAccessError):
     pass
 
 
+class BlobExistsError(BlobAccessError):
+    """A blob that must not be replaced already has that name."""
+
+
 @contextmanager
 def naming_the_blob(container: str, name: str, action: str):
     """Errors of the storage service re-raised with the container and blob they concern (the
@@ -297,13 +301,25 @@ class BlobStore:
             return self.container(container).get_blob_client(name).download_blob().readall()
 
     def upload_file(
-        self, container: str, name: str, path: Path, metadata: dict[str, str] | None = None
+        self,
+        container: str,
+        name: str,
+        path: Path,
+        metadata: dict[str, str] | None = None,
+        overwrite: bool = True,
     ) -> None:
+        """Upload a local file as blob ``name``. With ``overwrite=False`` the service refuses if
+        the name is taken (If-None-Match: *, checked when the blob is committed): BlobExistsError."""
+        from azure.core.exceptions import ResourceExistsError
+
         self.ensure_container(container)
-        with open(path, "rb") as handle:
-            self.container(container).upload_blob(
-                name, handle, overwrite=True, metadata=metadata, max_concurrency=2
-            )
+        try:
+            with open(path, "rb") as handle:
+                self.container(container).upload_blob(
+                    name, handle, overwrite=overwrite, metadata=metadata, max_concurrency=2
+                )
+        except ResourceExistsError as error:
+            raise BlobExistsError(f"Cannot upload {container}/{name}: a blob of that name exists") from error
         log.info("Uploaded %s/%s: %d bytes", container, name, Path(path).stat().st_size)
 
     def streaming_upload(self, container: str, name: str, block_bytes: int = 2 << 20) -> StreamingUpload:

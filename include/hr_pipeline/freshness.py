@@ -22,6 +22,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from hr_pipeline.contracts import TABLE_NAMES
+from hr_pipeline.instants import format_instant
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Freshness:
         return {
             "table": self.table,
             "newest": self.newest,
-            "instant": self.instant.isoformat() if self.instant else None,
+            "instant": format_instant(self.instant) if self.instant else None,
             "age_hours": round(self.age.total_seconds() / 3600, 2) if self.age is not None else None,
             "stale": self.stale,
         }
@@ -84,7 +85,7 @@ def table_freshness(
     from hr_pipeline import backup
 
     now = now or datetime.now(timezone.utc)
-    store = store or backup._blob_store()
+    store = store or backup.default_blob_store()
     results = []
     for table in tables:
         refs = backup.list_backups(table, store=store, container=container)

@@ -41,9 +41,9 @@ from hr_pipeline.backup import (
     BackupError,
     BackupHeader,
     BackupRef,
-    _blob_store,
-    _warehouse,
     backup_prefix,
+    default_blob_store,
+    default_warehouse,
     list_backups,
     read_header,
     sha256_of,
@@ -106,7 +106,7 @@ def choose_backup(
 ) -> BackupRef:
     """The backup to restore: ``latest``, a blob name, or the newest at or before ``as_of``."""
     contract = get_contract(table_name)
-    store = store or _blob_store()
+    store = store or default_blob_store()
     container = settings.backups_container()
     backup = (backup or LATEST).strip()
     backups = list_backups(contract.name, store, container)
@@ -314,8 +314,8 @@ def restore_table(
 ) -> RestoreResult:
     """Replace the table's rows with a backup's, in one transaction (see the module's doc)."""
     contract = get_contract(table_name)
-    store = store or _blob_store()
-    warehouse = warehouse or _warehouse()
+    store = store or default_blob_store()
+    warehouse = warehouse or default_warehouse()
     started = time.perf_counter()
     ref = choose_backup(contract.name, backup, as_of, store)
     log.info(

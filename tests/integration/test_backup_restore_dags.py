@@ -432,10 +432,10 @@ def test_a_backup_that_fails_its_read_back_is_deleted(sqlite_warehouse, blob_sto
     upload = blob_store.upload_file
 
     # Fault injection around the real upload to Azurite (not a mock): the blob loses its last bytes.
-    def damaged_upload(container, name, path, metadata=None):
+    def damaged_upload(container, name, path, metadata=None, overwrite=True):
         data = path.read_bytes()
         path.write_bytes(data[:-10])
-        upload(container, name, path, metadata)
+        upload(container, name, path, metadata, overwrite)
 
     monkeypatch.setattr(blob_store, "upload_file", damaged_upload)
     with pytest.raises(backup_logic.BackupError, match=r"failed verification: sha256 of the uploaded blob"):

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from stack_support import LocalStack
 
+from hr_pipeline.instants import parse_name_stamp
 from tests.unit.test_notifications import SmtpSink, WebhookSink, card_facts, html_body
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.postgres, pytest.mark.azurite]
@@ -142,9 +143,7 @@ def test_a_stale_backup_raises_the_freshness_alert_until_a_backup_is_taken(local
     def newest_age(table: str) -> timedelta | None:
         names = [b.name for b in backups.list_blobs(name_starts_with=f"{table}/")]
         stamps = [
-            datetime.strptime(n.rsplit("-", 1)[1][:-5], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-            for n in names
-            if n.endswith(".avro")
+            parse_name_stamp(n.rsplit("-", 1)[1][: -len(".avro")]) for n in names if n.endswith(".avro")
         ]
         return now - max(stamps) if stamps else None
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from hr_pipeline.contracts import (
@@ -88,35 +86,6 @@ class ReplacePlan:
     @property
     def statements(self) -> tuple[str, ...]:
         return tuple(step.sql for step in self.steps)
-
-
-def format_stored_timestamp(value: datetime) -> str:
-    """A datetime (naive UTC, or aware) as SQLite stores it: fixed-width UTC text
-    ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, the year zero-padded to 4 digits, which sorts as the instants
-    do and which SQLite's date functions read (``strftime('%Y')`` leaves years before 1000 unpadded
-    on glibc, text that neither sorts nor reads back as an ISO date)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
-        f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
-    )
-
-
-_UNPADDED_YEAR = re.compile(r"^(\d{1,3})-")
-
-
-def parse_stored_timestamp(value: Any) -> datetime:
-    """A stored timestamp back to a naive UTC datetime: a driver's datetime, or SQLite's text
-    (also the unpadded years ``1-01-01T...`` that older versions wrote for years before 1000)."""
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-    text = str(value)
-    if text.endswith("Z"):
-        text = text[:-1]
-    if (unpadded := _UNPADDED_YEAR.match(text)) is not None:
-        text = unpadded[1].zfill(4) + text[unpadded.end(1) :]
-    return datetime.fromisoformat(text)
 
 
 class Adapter:

@@ -21,8 +21,8 @@ from hr_pipeline.dialects.base import (
     SHARED_MODE,
     Adapter,
     WarehouseError,
-    parse_stored_timestamp,
 )
+from hr_pipeline.instants import parse_stored_timestamp
 
 MSSQL_MAX_PARAMETERS = 2100
 LOAD_CHUNK_ROWS = 50_000

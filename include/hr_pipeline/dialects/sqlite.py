@@ -14,11 +14,8 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from hr_pipeline.contracts import TableContract
-from hr_pipeline.dialects.base import (
-    EXCLUSIVE_MODE,
-    Adapter,
-    format_stored_timestamp,
-)
+from hr_pipeline.dialects.base import EXCLUSIVE_MODE, Adapter
+from hr_pipeline.instants import format_instant
 
 LOAD_CHUNK_ROWS = 50_000
 
@@ -33,10 +30,10 @@ class SqliteAdapter(Adapter):
     timestamps_as_text = True
 
     def parameter(self, value):
-        return format_stored_timestamp(value) if isinstance(value, datetime) else value
+        return format_instant(value) if isinstance(value, datetime) else value
 
     def to_db_row(self, contract: TableContract, row) -> tuple:
-        return tuple(format_stored_timestamp(v) if isinstance(v, datetime) else v for v in row)
+        return tuple(format_instant(v) if isinstance(v, datetime) else v for v in row)
 
     def existing_keys_query(self, contract: TableContract, wanted: list[int]) -> tuple[str, tuple]:
         key, table = self.quote(contract.key), self.quote(contract.name)
