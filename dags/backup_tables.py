@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from hr_pipeline.assets import BACKED_UP_TABLE, BACKUP_ASSETS
-from hr_pipeline.contracts import TABLE_NAMES
-from hr_pipeline.notifications import FAILURE_ALERTS
+from hr_pipeline.contracts import tables_param
+from hr_pipeline.notifications import task_defaults
 
 
 @dag(
@@ -29,17 +29,9 @@ from hr_pipeline.notifications import FAILURE_ALERTS
     catchup=False,
     max_active_runs=1,
     tags=["hr", "backup"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "on_failure_callback": FAILURE_ALERTS},
+    default_args=task_defaults(retry_delay=timedelta(minutes=2)),
     params={
-        "tables": Param(
-            list(TABLE_NAMES),
-            type="array",
-            items={"type": "string", "enum": list(TABLE_NAMES)},
-            uniqueItems=True,
-            minItems=1,
-            title="Tables",
-            description="The tables to back up (each gets its own AVRO file).",
-        ),
+        "tables": tables_param("The tables to back up (each gets its own AVRO file)."),
     },
     doc_md=__doc__,
 )

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from hr_pipeline.contracts import TABLE_NAMES
-from hr_pipeline.notifications import FAILURE_ALERTS
+from hr_pipeline.contracts import tables_param
+from hr_pipeline.notifications import task_defaults
 
 
 @dag(
@@ -28,17 +28,9 @@ from hr_pipeline.notifications import FAILURE_ALERTS
     catchup=False,
     max_active_runs=1,
     tags=["hr", "backup", "alerts"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "on_failure_callback": FAILURE_ALERTS},
+    default_args=task_defaults(retry_delay=timedelta(minutes=2)),
     params={
-        "tables": Param(
-            list(TABLE_NAMES),
-            type="array",
-            items={"type": "string", "enum": list(TABLE_NAMES)},
-            uniqueItems=True,
-            minItems=1,
-            title="Tables",
-            description="The tables whose newest backup is checked.",
-        ),
+        "tables": tables_param("The tables whose newest backup is checked."),
         "max_age_hours": Param(
             26,
             type="number",

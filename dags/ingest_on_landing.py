@@ -15,7 +15,7 @@ from airflow.sdk import dag, task
 
 from hr_pipeline.assets import LANDED_FILES
 from hr_pipeline.contracts import TABLE_NAMES
-from hr_pipeline.notifications import FAILURE_ALERTS
+from hr_pipeline.notifications import task_defaults
 
 
 @dag(
@@ -25,7 +25,7 @@ from hr_pipeline.notifications import FAILURE_ALERTS
     max_active_runs=16,
     tags=["hr", "ingest"],
     doc_md=__doc__,
-    default_args={"on_failure_callback": FAILURE_ALERTS},
+    default_args=task_defaults(),
 )
 def ingest_on_landing():
     @task

@@ -12,8 +12,8 @@ from datetime import timedelta
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
 from hr_pipeline.assets import INGESTED_TABLE, LANDED_FILES, TABLE_ASSETS
-from hr_pipeline.contracts import TABLE_NAMES
-from hr_pipeline.notifications import FAILURE_ALERTS
+from hr_pipeline.contracts import table_param
+from hr_pipeline.notifications import task_defaults
 from hr_pipeline.sensors import IncomingFilesSensor
 from hr_pipeline.settings import (
     BLOB_CONN_ID,
@@ -48,15 +48,10 @@ def _run_day() -> str:
     max_active_runs=16,
     tags=["hr", "ingest"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": FAILURE_ALERTS},
+    default_args=task_defaults(retry_delay=timedelta(seconds=30)),
     user_defined_macros={"raw_container": raw_container},
     params={
-        "table_name": Param(
-            "departments",
-            enum=list(TABLE_NAMES),
-            title="Table",
-            description="Which table's extracts to ingest (files under incoming/<table>/).",
-        ),
+        "table_name": table_param("Which table's extracts to ingest (files under incoming/<table>/)."),
         "batch_size": Param(
             DEFAULT_BATCH_SIZE,
             type="integer",

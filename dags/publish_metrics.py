@@ -25,7 +25,7 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from hr_pipeline.assets import METRIC_ASSETS, TABLE_ASSETS
 from hr_pipeline.metrics import CHECK_TASK_IDS, data_quality_checks
-from hr_pipeline.notifications import FAILURE_ALERTS
+from hr_pipeline.notifications import task_defaults
 from hr_pipeline.settings import WAREHOUSE_CONN_ID
 
 departments, jobs, hired_employees = (
@@ -45,7 +45,7 @@ departments, jobs, hired_employees = (
     catchup=False,
     max_active_runs=1,  # one run at a time owns the __next tables
     tags=["hr", "metrics"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": FAILURE_ALERTS},
+    default_args=task_defaults(retry_delay=timedelta(minutes=1)),
     doc_md=__doc__,
 )
 def publish_metrics():

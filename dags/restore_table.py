@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag, task
 
 from hr_pipeline.assets import RESTORED_TABLE, TABLE_ASSETS
-from hr_pipeline.contracts import TABLE_NAMES
-from hr_pipeline.notifications import FAILURE_ALERTS
+from hr_pipeline.contracts import table_param
+from hr_pipeline.notifications import task_defaults
 
 
 @dag(
@@ -33,15 +33,9 @@ from hr_pipeline.notifications import FAILURE_ALERTS
     tags=["hr", "backup", "restore"],
     # Retries are for passing faults (network, a lock timeout); a refusal (no such backup, a
     # corrupted file, broken references) fails at once: it would fail the same way again.
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": FAILURE_ALERTS},
+    default_args=task_defaults(retry_delay=timedelta(minutes=1)),
     params={
-        "table_name": Param(
-            TABLE_NAMES[0],
-            type="string",
-            enum=list(TABLE_NAMES),
-            title="Table",
-            description="The table whose rows are replaced.",
-        ),
+        "table_name": table_param("The table whose rows are replaced."),
         "backup": Param(
             "latest",
             type="string",

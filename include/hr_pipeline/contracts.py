@@ -127,3 +127,30 @@ def avro_schema(contract: TableContract) -> dict:
         "doc": f"Backup of table {contract.name}, contract version {contract.version}",
         "fields": [{"name": column.name, "type": avro_types[column.type]} for column in contract.columns],
     }
+
+
+# -- the DAGs' table params, from the contracts ------------------------------------------------------
+
+
+def table_param(description: str):
+    """A DAG param naming one contract table (the first by default)."""
+    from airflow.sdk import Param
+
+    return Param(
+        TABLE_NAMES[0], type="string", enum=list(TABLE_NAMES), title="Table", description=description
+    )
+
+
+def tables_param(description: str):
+    """A DAG param naming some of the contract tables (all by default), each once."""
+    from airflow.sdk import Param
+
+    return Param(
+        list(TABLE_NAMES),
+        type="array",
+        items={"type": "string", "enum": list(TABLE_NAMES)},
+        uniqueItems=True,
+        minItems=1,
+        title="Tables",
+        description=description,
+    )

@@ -35,6 +35,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -513,3 +514,11 @@ def send_alerts(
 
 # The callback the DAGs put in their default_args (one instance: it keeps no state per alert).
 FAILURE_ALERTS = FailureAlerts()
+
+
+def task_defaults(retry_delay: timedelta | None = None, retries: int = 2) -> dict:
+    """The ``default_args`` of every DAG: failure alerts, and retries for passing faults (none
+    when ``retry_delay`` is None)."""
+    if retry_delay is None:
+        return {"on_failure_callback": FAILURE_ALERTS}
+    return {"retries": retries, "retry_delay": retry_delay, "on_failure_callback": FAILURE_ALERTS}
