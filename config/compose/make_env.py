@@ -89,51 +89,81 @@ def _base64_bytes(value: str, altchars: bytes | None = None) -> bytes | None:
         return None
 
 
+def _common_problems(name: str, value: str) -> list[str]:
+    if not value:
+        return [f"{name} is empty"]
+    found = []
+    if sha256(value) in KNOWN_DEFAULT_SHA256:
+        found.append(f"{name} is a publicly known default value: set a new random one")
+    if any(c in value for c in "'\"\\$` #"):
+        found.append(
+            f"{name} contains a quote, backslash, $, backtick, # or space "
+            f"(it is written into .env, JSON, URLs and shell commands)"
+        )
+    return found
+
+
+def _long_secret(name: str):
+    def check(value: str) -> str | None:
+        return f"{name} is shorter than 32 characters" if len(value) < 32 else None
+
+    return check
+
+
+def _fernet_problem(value: str) -> str | None:
+    key = _base64_bytes(value, altchars=b"-_")
+    if key is None or len(key) != 32:
+        return "AIRFLOW_FERNET_KEY is not a Fernet key (url-safe base64 of 32 bytes)"
+    return None
+
+
+def _postgres_problem(value: str) -> str | None:
+    if len(value) < 16 or not _URL_SAFE.match(value):
+        return (
+            "POSTGRES_PASSWORD needs 16+ characters from letters, digits, - and _ (it is written into a URL)"
+        )
+    return None
+
+
+def _sql_server_problem(value: str) -> str | None:
+    classes = sum(
+        any(test(c) for c in value)
+        for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
+    )
+    if len(value) < 8 or classes < 3:
+        return (
+            "MSSQL_SA_PASSWORD: SQL Server wants 8+ characters from 3 of upper case, "
+            "lower case, digits, symbols"
+        )
+    return None
+
+
+def _azurite_key_problem(value: str) -> str | None:
+    key = _base64_bytes(value)
+    if key is None or len(key) < 32 or ":" in value or ";" in value:
+        return "AZURITE_ACCOUNT_KEY is not the base64 of 32+ random bytes"
+    return None
+
+
+# The form each secret must have, beyond being set, new and safe to write anywhere.
+_FORM_PROBLEMS = {
+    "AIRFLOW_JWT_SECRET": _long_secret("AIRFLOW_JWT_SECRET"),
+    "AIRFLOW_API_SECRET_KEY": _long_secret("AIRFLOW_API_SECRET_KEY"),
+    "AIRFLOW_FERNET_KEY": _fernet_problem,
+    "POSTGRES_PASSWORD": _postgres_problem,
+    "MSSQL_SA_PASSWORD": _sql_server_problem,
+    "AZURITE_ACCOUNT_KEY": _azurite_key_problem,
+}
+
+
 def problems(values: dict[str, str]) -> list[str]:
     """What is wrong with the secrets in ``values`` (all of SECRET_NAMES expected set)."""
     found = []
     for name in SECRET_NAMES:
-        value = values.get(name, "")
-        if not value:
-            found.append(f"{name} is empty")
-            continue
-        if sha256(value) in KNOWN_DEFAULT_SHA256:
-            found.append(f"{name} is a publicly known default value: set a new random one")
-        if any(c in value for c in "'\"\\$` #"):
-            found.append(
-                f"{name} contains a quote, backslash, $, backtick, # or space "
-                f"(it is written into .env, JSON, URLs and shell commands)"
-            )
-    if values.get("AIRFLOW_JWT_SECRET") and len(values["AIRFLOW_JWT_SECRET"]) < 32:
-        found.append("AIRFLOW_JWT_SECRET is shorter than 32 characters")
-    if values.get("AIRFLOW_API_SECRET_KEY") and len(values["AIRFLOW_API_SECRET_KEY"]) < 32:
-        found.append("AIRFLOW_API_SECRET_KEY is shorter than 32 characters")
-    fernet = values.get("AIRFLOW_FERNET_KEY")
-    if fernet:
-        key = _base64_bytes(fernet, altchars=b"-_")
-        if key is None or len(key) != 32:
-            found.append("AIRFLOW_FERNET_KEY is not a Fernet key (url-safe base64 of 32 bytes)")
-    postgres = values.get("POSTGRES_PASSWORD")
-    if postgres and (len(postgres) < 16 or not _URL_SAFE.match(postgres)):
-        found.append(
-            "POSTGRES_PASSWORD needs 16+ characters from letters, digits, - and _ (it is written into a URL)"
-        )
-    sa = values.get("MSSQL_SA_PASSWORD")
-    if sa:
-        classes = sum(
-            any(test(c) for c in sa)
-            for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
-        )
-        if len(sa) < 8 or classes < 3:
-            found.append(
-                "MSSQL_SA_PASSWORD: SQL Server wants 8+ characters from 3 of upper case, "
-                "lower case, digits, symbols"
-            )
-    account_key = values.get("AZURITE_ACCOUNT_KEY")
-    if account_key:
-        key = _base64_bytes(account_key)
-        if key is None or len(key) < 32 or ":" in account_key or ";" in account_key:
-            found.append("AZURITE_ACCOUNT_KEY is not the base64 of 32+ random bytes")
+        found += _common_problems(name, values.get(name, ""))
+    for name, form_problem in _FORM_PROBLEMS.items():
+        if values.get(name) and (problem := form_problem(values[name])) is not None:
+            found.append(problem)
     return found
 
 
