@@ -31,8 +31,9 @@ class UnreadableFileError(ValueError):
 
 @dataclass(slots=True)
 class RawRow:
-    row_number: int  # 1-based record number in the file (blank lines not counted, a header is)
-    line_number: int  # the number the rejects file reports the record by (the same, for now)
+    # 1-based number of the record in the file (blank lines not counted, a header is): not a line
+    # number, as a quoted field may span lines
+    record_number: int
     fields: list[str]
 
 
@@ -57,19 +58,12 @@ class Chunk:
     in contract column order), the misshapen ones (wrong number of fields) as ``RawRow``."""
 
     columns: list  # list[pyarrow.Array] of strings, one per contract column
-    row_numbers: object  # numpy int64 array: record number of each well-formed row
+    record_numbers: object  # numpy int64 array: the record number of each well-formed row
     misshapen: list[RawRow]
     header_skipped: bool = False
 
     def __len__(self) -> int:
-        return len(self.row_numbers) + len(self.misshapen)
-
-    def fields(self, position: int) -> list[str]:
-        return [column[position].as_py() or "" for column in self.columns]
-
-    def __iter__(self) -> Iterator[RawRow]:
-        rows = [RawRow(int(n), int(n), self.fields(i)) for i, n in enumerate(self.row_numbers)]
-        return iter(sorted(rows + self.misshapen, key=lambda row: row.row_number))
+        return len(self.record_numbers) + len(self.misshapen)
 
     @classmethod
     def of(cls, rows: list[RawRow], width: int) -> Chunk:
@@ -81,7 +75,7 @@ class Chunk:
         columns = [pa.array([row.fields[i] for row in good], type=pa.string()) for i in range(width)]
         return cls(
             columns,
-            np.array([row.row_number for row in good], dtype=np.int64),
+            np.array([row.record_number for row in good], dtype=np.int64),
             [row for row in rows if len(row.fields) != width],
         )
 
@@ -178,7 +172,7 @@ def read_chunks(path: Path, contract: TableContract, chunk_rows: int, plain: boo
 
     Parsed by Arrow's CSV reader (C++): quoting, CRLF, a byte-order mark and UTF-8 checking are
     handled there. Records with the wrong number of fields come out in ``Chunk.misshapen``;
-    nothing is skipped silently. Row numbers count the file's non-blank records from 1, the
+    nothing is skipped silently. Record numbers count the file's non-blank records from 1, the
     header row included. ``plain`` reads with Python's csv module instead, record by record: the
     way for a file with a record longer than Arrow's block (``FileScan.plain_reader``).
     """
@@ -222,7 +216,7 @@ def _merge(parts: list[Chunk]) -> Chunk:
     columns = [pa.concat_arrays([part.columns[i] for part in parts]) for i in range(len(parts[0].columns))]
     return Chunk(
         columns,
-        np.concatenate([part.row_numbers for part in parts]),
+        np.concatenate([part.record_numbers for part in parts]),
         [row for part in parts for row in part.misshapen],
         header_skipped=any(part.header_skipped for part in parts),
     )
@@ -289,7 +283,7 @@ def _read_batches(path: Path, contract: TableContract) -> Iterator[Chunk]:
             reported, misshapen[:] = list(misshapen), []
             numbers, placed = numbering.place(batch.num_rows, reported)
             columns = [pa.array(c) if isinstance(c, pa.ChunkedArray) else c for c in batch.columns]
-            odd = [RawRow(int(row.number), int(row.number), _split(row.text)) for row in placed]
+            odd = [RawRow(int(row.number), _split(row.text)) for row in placed]
             header = bool(
                 len(numbers) and numbers[0] == 1 and _is_header([c[0].as_py() for c in columns], contract)
             )
@@ -303,7 +297,7 @@ def _read_batches(path: Path, contract: TableContract) -> Iterator[Chunk]:
             yield Chunk(
                 [pa.array([], type=pa.string()) for _ in contract.columns],
                 np.array([], dtype=np.int64),
-                [RawRow(int(row.number), int(row.number), _split(row.text)) for row in rest],
+                [RawRow(int(row.number), _split(row.text)) for row in rest],
             )
     except pa.ArrowInvalid as error:
         message = str(error)
@@ -347,7 +341,7 @@ def _plain_batches(path: Path, contract: TableContract, batch_rows: int) -> Iter
                         for column, value in zip(columns, fields):
                             column.append(value)
                     else:
-                        odd.append(RawRow(number, number, fields))
+                        odd.append(RawRow(number, fields))
                     if len(numbers) + len(odd) >= batch_rows:
                         yield Chunk(
                             [pa.array(c, type=pa.string()) for c in columns],
@@ -375,12 +369,6 @@ def _split(text: str) -> list[str]:
         return next(csv.reader([text]), [])
     except csv.Error:
         return text.split(",")
-
-
-def read_rows(path: Path, contract: TableContract, plain: bool = False) -> Iterator[RawRow]:
-    """Every data row of the file in order, the header row (if present) skipped."""
-    for chunk in read_chunks(path, contract, 10_000, plain=plain):
-        yield from chunk
 
 
 def scan(path: Path, contract: TableContract) -> FileScan:

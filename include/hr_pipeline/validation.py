@@ -6,8 +6,8 @@ keys that exist in the warehouse), then run on each chunk of the file as a panda
 columns are the raw text of the fields plus a few derived columns (the integer a field holds,
 whether an instant is a real calendar instant, how often an id occurs in the whole file).
 
-GX reports the failing rows of every expectation (``result_format=COMPLETE`` with the row number as
-index column), so a row gets one reason per rule it breaks, not only the first.
+GX reports the failing rows of every expectation (``result_format=COMPLETE`` with the record number
+as index column), so a row gets one reason per rule it breaks, not only the first.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from hr_pipeline.field_values import (
 
 log = logging.getLogger(__name__)
 
-ROW = "row"  # the DataFrame's index, named: the data row number GX reports failing rows by
+ROW = "row"  # the DataFrame's index, named: the record number GX reports failing rows by
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,14 @@ class Rule:
 
 @dataclass
 class RejectedRow:
-    row_number: int
-    line_number: int
+    record_number: int  # of the record in the file, as ``RawRow``: the "row N" of its reason
     fields: list[str]
     reasons: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)  # "<column>: <rule>" per reason, for counting
 
     @property
     def reason(self) -> str:
-        return f"row {self.line_number}: " + "; ".join(self.reasons)
+        return f"row {self.record_number}: " + "; ".join(self.reasons)
 
 
 @dataclass
@@ -248,7 +247,7 @@ class ChunkValidator:
 
         as_text = {pa.string(): pd.StringDtype(storage="pyarrow", na_value=np.nan)}.get
         as_boolean = {pa.bool_(): pd.BooleanDtype()}.get
-        frame = pd.DataFrame(index=pd.Index(np.asarray(chunk.row_numbers, dtype=np.int64), name=ROW))
+        frame = pd.DataFrame(index=pd.Index(np.asarray(chunk.record_numbers, dtype=np.int64), name=ROW))
         texts = {}
         for name, column in zip(self.contract.column_names, chunk.columns):
             texts[name] = column = normalized_text(column)
@@ -295,13 +294,13 @@ class ChunkValidator:
             other = header_of_other_table(row.fields, self.contract)
             if other:
                 reason += f"; this looks like the header row of table {other}: wrong folder?"
-            rejected[row.row_number] = RejectedRow(
-                row.row_number, row.line_number, row.fields, [reason], ["wrong number of fields"]
+            rejected[row.record_number] = RejectedRow(
+                row.record_number, row.fields, [reason], ["wrong number of fields"]
             )
         well_formed = chunk
-        if not len(chunk.row_numbers):
+        if not len(chunk.record_numbers):
             return ChunkResult(
-                self._canonical(None, {}, []), sorted(rejected.values(), key=lambda r: r.row_number)
+                self._canonical(None, {}, []), sorted(rejected.values(), key=lambda r: r.record_number)
             )
 
         frame, instants = self.frame(well_formed)
@@ -346,7 +345,7 @@ class ChunkValidator:
             first.reasons.append(f"this looks like the header row of table {other}: wrong folder?")
         return ChunkResult(
             self._canonical(frame, instants, list(rejected)),
-            sorted(rejected.values(), key=lambda r: r.row_number),
+            sorted(rejected.values(), key=lambda r: r.record_number),
         )
 
     def _suite_of(self, rules: tuple[int, ...]):
@@ -383,8 +382,8 @@ class ChunkValidator:
         # The failing rows' fields, fetched column-wise in one go (a file where every row fails,
         # say hires loaded before their departments, must not cost a lookup per field).
         numbers = np.unique(np.array([n for _, found in failures for n in found], dtype=np.int64))
-        order = np.argsort(chunk.row_numbers, kind="stable")
-        positions = order[np.searchsorted(chunk.row_numbers, numbers, sorter=order)]
+        order = np.argsort(chunk.record_numbers, kind="stable")
+        positions = order[np.searchsorted(chunk.record_numbers, numbers, sorter=order)]
         columns = [column.take(positions).to_pylist() for column in chunk.columns]
         fields_of = {
             number: [value or "" for value in values]
@@ -396,7 +395,7 @@ class ChunkValidator:
             for number in found:
                 entry = rejected.get(number)
                 if entry is None:
-                    entry = rejected[number] = RejectedRow(number, number, fields_of[number], [])
+                    entry = rejected[number] = RejectedRow(number, fields_of[number], [])
                 entry.reasons.append(rule.explain(entry.fields[index].strip(), self.duplicate_ids))
                 entry.rules.append(f"{rule.column}: {rule.name}")
 

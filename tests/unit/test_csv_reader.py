@@ -8,7 +8,7 @@ import random
 import pytest
 
 from hr_pipeline.contracts import CONTRACTS
-from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, read_rows, scan
+from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, scan
 
 JOBS = CONTRACTS["jobs"]
 HIRES = CONTRACTS["hired_employees"]
@@ -20,8 +20,19 @@ def write(tmp_path, data: bytes | str, name="f.csv"):
     return path
 
 
+def records_of(path, contract=JOBS, chunk_rows=10_000, plain=False):
+    """The file's data records as (record number, fields), in file order, from its chunks."""
+    records = []
+    for chunk in read_chunks(path, contract, chunk_rows, plain=plain):
+        columns = [column.to_pylist() for column in chunk.columns]
+        well_formed = [(int(n), [c[i] for c in columns]) for i, n in enumerate(chunk.record_numbers)]
+        misshapen = [(row.record_number, row.fields) for row in chunk.misshapen]
+        records += sorted(well_formed + misshapen)
+    return records
+
+
 def fields(path, contract=JOBS):
-    return [row.fields for row in read_rows(path, contract)]
+    return [values for _, values in records_of(path, contract)]
 
 
 def test_plain_lf(tmp_path):
@@ -42,9 +53,11 @@ def test_header_is_only_skipped_on_the_first_row(tmp_path):
 
 def test_quoted_fields_with_commas_quotes_and_newlines(tmp_path):
     path = write(tmp_path, '1,"Doe, Jane ""JD"""\n2,"Two\nlines"\n3,x\n')
-    rows = list(read_rows(path, JOBS))
-    assert [r.fields for r in rows] == [["1", 'Doe, Jane "JD"'], ["2", "Two\nlines"], ["3", "x"]]
-    assert [r.row_number for r in rows] == [1, 2, 3]  # records, not physical lines
+    assert records_of(path) == [  # numbered by record, not by physical line
+        (1, ["1", 'Doe, Jane "JD"']),
+        (2, ["2", "Two\nlines"]),
+        (3, ["3", "x"]),
+    ]
 
 
 def test_non_ascii(tmp_path):
@@ -102,13 +115,12 @@ def test_chunks_cover_every_row_once(tmp_path):
     path = write(tmp_path, "".join(f"{i},job {i}\n" for i in range(1, 26)))
     chunks = list(read_chunks(path, JOBS, 10))
     assert sum(len(c) for c in chunks) == 25
-    assert [int(n) for c in chunks for n in c.row_numbers] == list(range(1, 26))
+    assert [int(n) for c in chunks for n in c.record_numbers] == list(range(1, 26))
 
 
 def test_misshapen_rows_keep_their_position_and_text(tmp_path):
     path = write(tmp_path, 'id,job\n1,a\n2\n\n3,"x, y",z\n4,b\n')
-    rows = list(read_rows(path, JOBS))
-    assert [(r.row_number, r.fields) for r in rows] == [
+    assert records_of(path) == [
         (2, ["1", "a"]),
         (3, ["2"]),
         (4, ["3", "x, y", "z"]),
@@ -129,14 +141,6 @@ def expected_records(data: str, width: int):
     lines skipped): an oracle for the placement of misshapen records."""
     records = [r for r in csv.reader(io.StringIO(data, newline="")) if r]
     return [(n, r) for n, r in enumerate(records, start=1)]
-
-
-def records_of(path, contract, chunk_rows, plain=False):
-    return [
-        (row.row_number, row.fields)
-        for chunk in read_chunks(path, contract, chunk_rows, plain=plain)
-        for row in chunk
-    ]
 
 
 @pytest.mark.parametrize("position", [1, 2, 50, 4_999, 6_700, 9_999, 10_000, 10_001])

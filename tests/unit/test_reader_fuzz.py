@@ -112,7 +112,7 @@ def run_functions(table: str, data: bytes, path: Path, chunk_rows: int, block: i
             observed.loaded += [typed(table, row) for row in checked.valid.to_pylist()]
             for rejected in checked.rejected:
                 number, found = parse_reason_text(rejected.reason, table)
-                assert number == rejected.row_number, rejected.reason
+                assert number == rejected.record_number, rejected.reason
                 assert number not in observed.rejected, f"record {number} rejected twice"
                 observed.rejected[number] = found
                 observed.fields[number] = list(rejected.fields)

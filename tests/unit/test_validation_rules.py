@@ -11,7 +11,7 @@ KEYS = {"departments": {1, 2}, "jobs": {10, 11}}
 
 
 def rows(*records):
-    return [RawRow(i, i, list(r)) for i, r in enumerate(records, start=1)]
+    return [RawRow(i, list(r)) for i, r in enumerate(records, start=1)]
 
 
 def validate(*records, duplicates=None, contract=HIRES, keys=KEYS):
@@ -19,7 +19,7 @@ def validate(*records, duplicates=None, contract=HIRES, keys=KEYS):
 
 
 def reasons_of(result):
-    return {r.row_number: r.reasons for r in result.rejected}
+    return {r.record_number: r.reasons for r in result.rejected}
 
 
 GOOD = ("1", "Ann", "2021-01-01T00:00:00Z", "1", "10")
@@ -107,10 +107,8 @@ def test_duplicate_ids_reject_every_row_with_them():
     assert all("id: 1 appears 2 times" in r.reasons[0] for r in result.rejected)
 
 
-def test_reason_names_the_line():
-    result = ChunkValidator(HIRES, KEYS).validate(
-        [RawRow(9, 9, ["1", "", "2021-01-01T00:00:00Z", "1", "10"])]
-    )
+def test_reason_names_the_record_number():
+    result = ChunkValidator(HIRES, KEYS).validate([RawRow(9, ["1", "", "2021-01-01T00:00:00Z", "1", "10"])])
     assert result.rejected[0].reason == "row 9: name: required field is empty"
 
 
