@@ -33,13 +33,13 @@ from tests.reference.contract import (
     TABLES,
     Observed,
     differences,
-    parse_reason_text,
     read_rejects_csv,
     reference_file,
     reference_metrics,
     reference_pipeline,
 )
 from tests.reference.extracts import Mess, messy_extract, random_mess
+from tests.reference.observing import note_rejected
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -99,15 +99,7 @@ def observed_file(store, table: str, validation: dict, new_rejected: list[str]) 
         if len(row) != width + 1:
             observed.problems.append(f"a rejects record of {len(row)} fields: {row!r}"[:300])
             continue
-        try:
-            number, found = parse_reason_text(row[width], table)
-        except AssertionError as error:
-            observed.problems.append(str(error)[:300])
-            continue
-        if number in observed.rejected:
-            observed.problems.append(f"record {number} is rejected twice")
-        observed.rejected[number] = found
-        observed.fields[number] = row[:width]
+        note_rejected(observed, table, row[width], row[:width])
     return observed
 
 

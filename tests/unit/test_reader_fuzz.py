@@ -36,10 +36,10 @@ from tests.reference.contract import (
     TABLES,
     Observed,
     differences,
-    parse_reason_text,
     reference_file,
 )
 from tests.reference.extracts import Mess, extract_bytes, messy_extract, random_mess
+from tests.reference.observing import note_rejected
 
 # The ids the referenced tables hold "in the warehouse" while the files are validated.
 KNOWN = {"departments": {1, 2, 3, 5, 8, -4}, "jobs": {1, 2, 3, 40}}
@@ -111,11 +111,8 @@ def run_functions(table: str, data: bytes, path: Path, chunk_rows: int, block: i
             observed.valid += checked.valid_count
             observed.loaded += [typed(table, row) for row in checked.valid.to_pylist()]
             for rejected in checked.rejected:
-                number, found = parse_reason_text(rejected.reason, table)
+                number = note_rejected(observed, table, rejected.reason, list(rejected.fields))
                 assert number == rejected.record_number, rejected.reason
-                assert number not in observed.rejected, f"record {number} rejected twice"
-                observed.rejected[number] = found
-                observed.fields[number] = list(rejected.fields)
     assert file_scan.records == observed.data_rows + observed.header_skipped, (
         f"the scan counted {file_scan.records} records, the chunks {observed.data_rows} rows"
         f" + header {observed.header_skipped}"
