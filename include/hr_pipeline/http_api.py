@@ -9,6 +9,9 @@
 ``GET /hr/api/metrics/departments-above-mean-2021``    reads ``departments_above_mean_2021``
 =========================================  ==========================================================
 
+Each metric of ``SERVED_METRICS`` is served at ``GET /hr/api/metrics/<its name, dashed>``, with the
+columns, types and order of its definition in ``hr_pipeline.metrics``.
+
 The POSTs answer 202 with the new run's id (follow it with ``GET /api/v2/dags/{dag_id}/dagRuns/
 {dag_run_id}``); the GETs read the published tables from the warehouse. An unknown table is refused
 with 422 before anything runs.
@@ -41,9 +44,9 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from hr_pipeline import ddl
+from hr_pipeline import metrics
 from hr_pipeline.contracts import TABLE_NAMES
 
 URL_PREFIX = "/hr"
@@ -209,21 +212,6 @@ class RestoreRequest(BaseModel):
     )
 
 
-class QuarterlyHires(BaseModel):
-    department: str
-    job: str
-    q1: int
-    q2: int
-    q3: int
-    q4: int
-
-
-class DepartmentAboveMean(BaseModel):
-    id: int
-    department: str
-    hired: int
-
-
 # -- triggering -------------------------------------------------------------------------------
 def trigger(dag_id: str, conf: dict[str, Any], user) -> TriggeredRun:
     """Queue a manual run of ``dag_id`` with ``conf`` (validated against the DAG's Params)."""
@@ -257,20 +245,27 @@ def trigger(dag_id: str, conf: dict[str, Any], user) -> TriggeredRun:
 
 
 # -- reading the published metrics ----------------------------------------------------------------
-def read_metric_table(table: str, columns: list[str], order_by: list[tuple[str, str]]) -> list[dict]:
-    """Rows of a published metric table as dicts. Identifiers come from this module only."""
+# The metric tables the API serves: name -> (the response model's name in the OpenAPI document,
+# the operation's summary).
+SERVED_METRICS: dict[str, tuple[str, str]] = {
+    "quarterly_hires_2021": ("QuarterlyHires", "Hires of 2021 per department and job, by quarter"),
+    "departments_above_mean_2021": ("DepartmentAboveMean", "Departments that hired more than the 2021 mean"),
+}
+_FIELD_TYPES = {metrics.INTEGER: int, metrics.STRING: str, metrics.FLOAT: float}
+
+
+def metric_model(metric: metrics.MetricTable, model_name: str) -> type[BaseModel]:
+    """One row of a metric table: its columns, in order, with their types."""
+    return create_model(model_name, **{name: (_FIELD_TYPES[kind], ...) for name, kind in metric.columns})
+
+
+def read_metric_table(table: str) -> list[dict]:
+    """Rows of a published metric table as dicts, in the metric's order."""
     from hr_pipeline.warehouse import Warehouse
 
     try:
-        warehouse = Warehouse()  # inside: a missing or broken connection is the same 503
-        dialect = warehouse.dialect
-        select = ", ".join(ddl.quote(column, dialect) for column in columns)
-        order = ", ".join(f"{ddl.quote(column, dialect)} {direction}" for column, direction in order_by)
-        sql = f"SELECT {select} FROM {ddl.quote(table, dialect)} ORDER BY {order}"
-        with warehouse.transaction() as conn:
-            cursor = conn.cursor()
-            cursor.execute(sql)
-            rows = cursor.fetchall()
+        # Inside: a missing or broken connection is the same 503.
+        rows = metrics.read_metric(Warehouse(), table)
     except Exception:  # the table is missing until publish_metrics first ran, or no warehouse
         # The driver's message names the warehouse's host and port (and more): the log has it,
         # the client gets a reference to it.
@@ -283,7 +278,16 @@ def read_metric_table(table: str, columns: list[str], order_by: list[tuple[str, 
             f"{table} cannot be read from the warehouse; has {METRICS_DAG} run yet? The cause is "
             f"in the api-server's log under reference {reference}.",
         ) from None
-    return [dict(zip(columns, row)) for row in rows]
+    return [dict(zip(metrics.METRICS[table].column_names, row)) for row in rows]
+
+
+def _metric_reader(table: str):
+    # No docstring: FastAPI would publish it as the operation's description.
+    def read(user: UserDep) -> list[dict]:
+        _authorize(user, "GET", METRICS_DAG, run_access=False)
+        return read_metric_table(table)
+
+    return read
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -382,32 +386,15 @@ def create_app(max_body: int | None = None) -> FastAPI:
         }
         return trigger(RESTORE_DAG, conf, user)
 
-    @app.get(
-        "/api/metrics/quarterly-hires-2021",
-        response_model=list[QuarterlyHires],
-        tags=["metrics"],
-        summary="Hires of 2021 per department and job, by quarter",
-    )
-    def quarterly_hires_2021(user: UserDep) -> list[dict]:
-        _authorize(user, "GET", METRICS_DAG, run_access=False)
-        return read_metric_table(
-            "quarterly_hires_2021",
-            ["department", "job", "q1", "q2", "q3", "q4"],
-            [("department", "ASC"), ("job", "ASC")],
-        )
-
-    @app.get(
-        "/api/metrics/departments-above-mean-2021",
-        response_model=list[DepartmentAboveMean],
-        tags=["metrics"],
-        summary="Departments that hired more than the 2021 mean",
-    )
-    def departments_above_mean_2021(user: UserDep) -> list[dict]:
-        _authorize(user, "GET", METRICS_DAG, run_access=False)
-        return read_metric_table(
-            "departments_above_mean_2021",
-            ["id", "department", "hired"],
-            [("hired", "DESC"), ("department", "ASC")],
+    for table, (model_name, summary) in SERVED_METRICS.items():
+        app.add_api_route(
+            f"/api/metrics/{table.replace('_', '-')}",
+            _metric_reader(table),
+            methods=["GET"],
+            response_model=list[metric_model(metrics.METRICS[table], model_name)],
+            tags=["metrics"],
+            summary=summary,
+            name=table,  # FastAPI builds the operation id from it: quarterly_hires_2021_api_metrics_...
         )
 
     return app
