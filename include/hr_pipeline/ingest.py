@@ -178,6 +178,9 @@ def validate_file(
     store: BlobStore,
     max_reject_ratio: float = 1.0,
 ) -> FileValidation:
+    """Validate one claimed file, chunk by chunk: its valid rows (canonical CSV, zstd) and its
+    rejects go to ``processing/`` for the load and archive steps. An unreadable file is moved
+    whole to ``rejected/``."""
     from hr_pipeline.validation import ChunkValidator
 
     contract = get_contract(table)
@@ -220,7 +223,7 @@ def validate_file(
             store.streaming_upload(container, result.valid_blob) as valid_upload,
             open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file,
         ):
-            valid_file = _compressed(valid_upload)
+            valid_file = compressed_stream(valid_upload)
             valid_writer = None
 
             def write_valid(table) -> None:
@@ -372,7 +375,9 @@ def _note_earlier_ingest(warehouse: Warehouse, result: FileValidation) -> None:
 VALID_ROWS_COMPRESSION = "zstd"
 
 
-def _compressed(upload):
+def compressed_stream(upload):
+    """The stream the valid rows are written through: compressed (``VALID_ROWS_COMPRESSION``)
+    into ``upload``, as ``BlobStore.decompressed_blocks`` reads them back for the load."""
     import pyarrow as pa
 
     return pa.CompressedOutputStream(pa.PythonFile(upload, mode="w"), VALID_ROWS_COMPRESSION)

@@ -71,13 +71,13 @@ def test_a_write_after_the_upload_is_closed_is_refused(blob_store):
 
 @pytest.mark.parametrize("size", [0, 1, 3_000_001])
 def test_the_compressed_hand_over_reads_back_as_the_bytes_written(blob_store, size):
-    """The valid rows travel zstd-compressed: written through ``_compressed``, read back
+    """The valid rows travel zstd-compressed: written through ``compressed_stream``, read back
     decompressed block by block, whatever the sizes of writes and blocks."""
-    from hr_pipeline.ingest import VALID_ROWS_COMPRESSION, _compressed
+    from hr_pipeline.ingest import VALID_ROWS_COMPRESSION, compressed_stream
 
     data = os.urandom(size // 2) + b'1,"Ann"\n' * (size // 16)
     with blob_store.streaming_upload(raw_container(), "rows.csv.zst", block_bytes=64 * 1024) as upload:
-        compressed = _compressed(upload)
+        compressed = compressed_stream(upload)
         for start in range(0, len(data), 100_003):
             compressed.write(data[start : start + 100_003])
         compressed.close()
@@ -96,11 +96,11 @@ def test_a_compressed_upload_stopped_by_an_error_leaves_no_blob(blob_store):
     compressed stream left behind cannot commit it later either."""
     import gc
 
-    from hr_pipeline.ingest import _compressed
+    from hr_pipeline.ingest import compressed_stream
 
     with pytest.raises(ValueError, match="invariant"):
         with blob_store.streaming_upload(raw_container(), "refused.csv.zst", block_bytes=1024) as upload:
-            compressed = _compressed(upload)
+            compressed = compressed_stream(upload)
             compressed.write(os.urandom(50_000))
             raise ValueError("invariant broken")
     del compressed
