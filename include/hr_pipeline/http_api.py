@@ -205,7 +205,7 @@ class RestoreRequest(BaseModel):
     backup: str = Field(
         "latest",
         min_length=1,
-        description="'latest', or a backup's blob name (<table>/<table>-<YYYYMMDDTHHMMSSZ>.avro).",
+        description="'latest', or a backup's blob name (<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>.avro).",
     )
     as_of: datetime | None = Field(
         None, description="Restore the newest backup taken at or before this instant (ISO 8601)."

@@ -26,7 +26,6 @@ from hr_pipeline.dialects.base import (  # noqa: F401  (CsvBatch: public here)
     CsvBatch,
     WarehouseError,
 )
-from hr_pipeline.instants import parse_stored_timestamp  # noqa: F401  (two tests import it from here)
 from hr_pipeline.settings import WAREHOUSE_CONN_ID
 from hr_pipeline.streams import InBackground
 

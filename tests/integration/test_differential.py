@@ -24,7 +24,7 @@ import random
 
 import pytest
 
-from hr_pipeline.warehouse import parse_stored_timestamp
+from hr_pipeline.instants import parse_stored_timestamp
 from tests.integration.ingest_helpers import blob_names, drop_file, load_dag, raw_container
 from tests.reference.contract import (
     LOAD_ORDER,

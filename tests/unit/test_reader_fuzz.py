@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from hr_pipeline.contracts import CONTRACTS
 from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, scan_blocks, scan_plain
-from hr_pipeline.warehouse import parse_stored_timestamp
+from hr_pipeline.instants import parse_stored_timestamp
 from tests.reference.contract import (
     TABLES,
     Observed,

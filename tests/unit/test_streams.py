@@ -110,7 +110,9 @@ def test_one_background_thread_works_as_the_plain_loop(count, waiting, fail_at):
 
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(count=st.integers(0, 60), waiting=st.integers(0, 4), threads=st.integers(2, 4), fail_at=FAILURE)
-def test_several_background_threads_work_on_each_item_once_and_raise_the_error(count, waiting, threads, fail_at):
+def test_several_background_threads_work_on_each_item_once_and_raise_the_error(
+    count, waiting, threads, fail_at
+):
     done, error = run_in_background(count, fail_at, waiting, threads)
     expected_done, expected_error = plain_work(count, fail_at)
     assert error == expected_error

@@ -160,7 +160,7 @@ def _parse(sql: str):
 
 def _sqlite_date_part(node):
     """EXTRACT(YEAR|QUARTER FROM ts) -> integers cut from SQLite's fixed-width ISO text
-    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, see ``warehouse.format_stored_timestamp``).
+    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, see ``instants.format_instant``).
 
     Not ``strftime()``: SQLite's date functions round the fraction to milliseconds, so the last
     half millisecond of 9999-12-31 (a year the contract accepts) overflows and reads as NULL.
