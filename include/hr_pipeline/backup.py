@@ -52,12 +52,6 @@ META_TABLE = "hr.table"
 META_ROWS = "hr.rows"
 META_INSTANT = "hr.instant"
 META_CONTRACT_VERSION = "hr.contract_version"
-BLOB_META_KEYS = {
-    META_TABLE: "table",
-    META_ROWS: "rows",
-    META_INSTANT: "instant",
-    META_CONTRACT_VERSION: "contract_version",
-}
 BLOB_META_SHA256 = "sha256"
 _NAME_PATTERN = re.compile(rf"^(?P<table>[a-z_]+)/(?P=table)-(?P<stamp>{NAME_STAMP_PATTERN})\.avro$")
 

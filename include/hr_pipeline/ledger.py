@@ -86,11 +86,6 @@ def earlier_ingest_sql(dialect) -> str:
     )
 
 
-def ensure_table(warehouse) -> None:
-    with warehouse.transaction() as connection:
-        connection.cursor().execute(create_table_if_missing(warehouse.adapter))
-
-
 def record(warehouse, rows: list[LedgerRow]) -> None:
     """Write ``rows`` (one transaction)."""
     if not rows:
