@@ -162,6 +162,12 @@ def blob_endpoint(conn) -> str:
 # -- services ---------------------------------------------------------------------------------
 
 
+def sql_server_accepts(password: str) -> bool:
+    """SQL Server's sa password policy: 8+ characters from 3 of upper, lower, digits, symbols."""
+    classes = (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
+    return len(password) >= 8 and sum(any(test(c) for c in password) for test in classes) >= 3
+
+
 def test_every_service_of_the_topology_is_there(compose):
     assert ALL_SERVICES <= set(compose["services"])
     assert "x-airflow-common" in compose
@@ -290,15 +296,7 @@ def test_connections_point_at_the_compose_services(request, variables):
     assert warehouse.password == sqlserver["MSSQL_SA_PASSWORD"]
     assert warehouse.schema == service_env(compose, "sqlserver-init")["MSSQL_DATABASE"]
     # SQL Server refuses an sa password that is not complex; compose would start a dead server.
-    password = sqlserver["MSSQL_SA_PASSWORD"]
-    assert (
-        len(password) >= 8
-        and sum(
-            any(test(c) for c in password)
-            for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
-        )
-        >= 3
-    )
+    assert sql_server_accepts(sqlserver["MSSQL_SA_PASSWORD"])
 
 
 def test_blob_containers_are_the_spec_names(compose, defaults_only, example_env, monkeypatch):
@@ -512,15 +510,7 @@ def test_make_env_generates_secrets_each_service_accepts(make_env, generated_env
     assert len(generated_env["AIRFLOW_API_SECRET_KEY"]) >= 32
     assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", generated_env["POSTGRES_PASSWORD"])
     assert len(base64.b64decode(generated_env["AZURITE_ACCOUNT_KEY"], validate=True)) == 64
-    password = generated_env["MSSQL_SA_PASSWORD"]
-    assert (
-        len(password) >= 8
-        and sum(
-            any(test(c) for c in password)
-            for test in (str.isupper, str.islower, str.isdigit, lambda c: not c.isalnum())
-        )
-        >= 3
-    )
+    assert sql_server_accepts(generated_env["MSSQL_SA_PASSWORD"])
     # Every other line of the example is kept as it is.
     example = read_env_file(ENV_EXAMPLE)
     for name, value in example.items():
