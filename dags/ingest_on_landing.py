@@ -30,9 +30,9 @@ from hr_pipeline.notifications import task_defaults
 def ingest_on_landing():
     @task
     def tables_that_landed(triggering_asset_events=None) -> list[dict]:
-        from hr_pipeline.landing import tables_of_events
+        from hr_pipeline.landing import ingest_confs
 
-        return [{"table_name": table} for table in tables_of_events(triggering_asset_events, TABLE_NAMES)]
+        return ingest_confs(triggering_asset_events, TABLE_NAMES)
 
     TriggerDagRunOperator.partial(
         task_id="start_ingest",

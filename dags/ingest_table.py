@@ -2,7 +2,9 @@
 
 Trigger it from the UI (pick the table in the form) or the REST API with
 ``{"table_name": "jobs"}``. Every file waiting under ``incoming/<table>/`` is processed, in name
-order; bad rows end up in ``rejected/<table>/<day>/<file>.rejects.csv`` with their reasons.
+order; bad rows end up in ``rejected/<table>/<day>/<file>.rejects.csv`` with their reasons. With
+nothing waiting, the run waits ``wait_minutes`` for a file; if another run of the table is
+already waiting, this one ends (skipped) and leaves the files to it.
 """
 
 from __future__ import annotations
@@ -19,19 +21,9 @@ from hr_pipeline.settings import (
     BLOB_CONN_ID,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_REJECT_RATIO,
-    ingest_wait_timeout_seconds,
+    DEFAULT_WAIT_MINUTES,
     raw_container,
 )
-
-
-def _run_has_ended(run_id: str) -> bool:
-    """Whether another run of this DAG has ended (or no longer exists)."""
-    context = get_current_context()
-    try:
-        state = context["ti"].get_dagrun_state(context["dag"].dag_id, run_id)
-    except Exception:  # noqa: BLE001 - a run Airflow no longer knows has ended
-        return True
-    return str(state) in ("success", "failed", "DagRunState.SUCCESS", "DagRunState.FAILED")
 
 
 def _run_day() -> str:
@@ -60,6 +52,16 @@ def _run_day() -> str:
             title="Load batch size",
             description="Rows per load transaction.",
         ),
+        "wait_minutes": Param(
+            DEFAULT_WAIT_MINUTES,
+            type="integer",
+            minimum=0,
+            maximum=1440,
+            title="Wait for a file (minutes)",
+            description="With no file waiting, how long this run waits for one to land; 0 ends "
+            "it at once. A run while another run of the table already waits ends and leaves the "
+            "files to that one.",
+        ),
         "max_reject_ratio": Param(
             DEFAULT_MAX_REJECT_RATIO,
             type="number",
@@ -75,11 +77,11 @@ def ingest_table():
     wait_for_files = IncomingFilesSensor(
         task_id="wait_for_files",
         container_name="{{ raw_container() }}",
-        prefix="incoming/{{ params.table_name }}/",
+        table_name="{{ params.table_name }}",
+        wait_minutes="{{ params.wait_minutes }}",
         wasb_conn_id=BLOB_CONN_ID,
         deferrable=True,
         poke_interval=15,
-        timeout=ingest_wait_timeout_seconds(),
         # The DAG's retries apply: a failed listing of the folder (the trigger reports any error
         # once and gives up) is retried; running out of time is not (AirflowSensorTimeout).
     )
@@ -87,17 +89,18 @@ def ingest_table():
     @task(inlets=list(LANDED_FILES.values()))
     def validate(params: dict, run_id: str) -> list[dict]:
         from hr_pipeline.ingest import validate_incoming
+        from hr_pipeline.run_states import ended_runs_of_this_dag
 
         return validate_incoming(
             params["table_name"],
             run_id=run_id,
             day=_run_day(),
-            run_has_ended=_run_has_ended,
+            run_has_ended=ended_runs_of_this_dag(get_current_context()),
             max_reject_ratio=params["max_reject_ratio"],
         )
 
     @task(inlets=list(LANDED_FILES.values()), outlets=[INGESTED_TABLE])
-    def load(validations: list[dict], params: dict, outlet_events=None) -> dict:
+    def load(validations: list[dict], params: dict, outlet_events=None) -> list[dict]:
         from hr_pipeline.ingest import load_validated, what_changed
 
         table = params["table_name"]
@@ -109,8 +112,9 @@ def ingest_table():
             outlet_events[INGESTED_TABLE].add(TABLE_ASSETS[table], extra=changed)
         return loads
 
-    @task(trigger_rule="none_failed")
-    def archive(validations: list[dict], loads: dict | None, params: dict) -> list[str]:
+    # Not after a skipped sensor (nothing was claimed); after a load of nothing, yes.
+    @task(trigger_rule="none_failed_min_one_success")
+    def archive(validations: list[dict], loads: list[dict] | None, params: dict) -> list[str]:
         from airflow.sdk.exceptions import AirflowFailException
 
         from hr_pipeline.ingest import archive_ingested, failed_files_message

@@ -8,18 +8,30 @@ own rejects file.
 | what | name |
 | --- | --- |
 | waiting | ``incoming/<table>/<path>`` |
+| claimed by a run | ``processing/<table>/<run>/claimed/<path>`` |
 | hand-over between the run's tasks | ``processing/<table>/<run>/<path>.valid.csv.zst`` and ``.rejects.csv`` |
+| what the run's archive step is finishing | ``processing/<table>/<run>/archive-manifest.json`` |
+| the table's ingest lock | ``processing/locks/<table>.lock`` |
+| the run waiting for the table's next files | ``processing/waiting/<table>`` |
 | archived after the ingest | ``archive/<table>/<YYYY-MM-DD>/<run>/<path>`` |
 | its rejected rows | ``rejected/<table>/<YYYY-MM-DD>/<run>/<path without .csv>.rejects.csv`` |
 | a file that could not be read | ``rejected/<table>/<YYYY-MM-DD>/<run>/<path>`` and ``<path>.reason.txt`` |
 
 ``<run>`` is the Airflow run id with every character outside ``A-Za-z0-9._-`` replaced by ``_``;
 a retried task of the same run reuses the same names, so a retry never duplicates a file.
+
+Azure takes blob names of up to 1,024 characters. A derived name that would be longer keeps the
+end of ``<path>`` and puts a digest of the whole path before it (``~<digest>~<tail>``): still one
+name per file, and the file's full name stays in the ledger and the claim's metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+
+MAX_BLOB_NAME = 1024  # Azure Blob Storage's limit, in characters
+_DIGEST_CHARS = 24
 
 
 def incoming_prefix(table: str) -> str:
@@ -39,28 +51,79 @@ def relative_path(table: str, source: str) -> str:
     return source[len(prefix) :]
 
 
+def fitted(prefix: str, path: str, suffix: str = "") -> str:
+    """``prefix + path + suffix``, or, when that is longer than Azure allows, the same with the
+    path replaced by a digest of it and as much of its end as fits."""
+    name = prefix + path + suffix
+    if len(name) <= MAX_BLOB_NAME:
+        return name
+    digest = hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    room = MAX_BLOB_NAME - len(prefix) - len(suffix) - _DIGEST_CHARS - 2
+    if room < 0:
+        raise ValueError(f"{prefix!r} and {suffix!r} leave no room for a file name")
+    tail = path[len(path) - room :] if room else ""
+    return f"{prefix}~{digest}~{tail}{suffix}"
+
+
+def lock_name(table: str) -> str:
+    """The table's ingest lock (see ``hr_pipeline.claims``)."""
+    return f"processing/locks/{table}.lock"
+
+
+def waiting_marker_name(table: str) -> str:
+    """Names the one run waiting for the table's next files (see ``hr_pipeline.sensors``)."""
+    return f"processing/waiting/{table}"
+
+
+def processing_root(table: str) -> str:
+    """Every run's folder of the table is below this."""
+    return f"processing/{table}/"
+
+
 def processing_prefix(table: str, run_id: str) -> str:
-    return f"processing/{table}/{run_folder(run_id)}/"
+    return f"{processing_root(table)}{run_folder(run_id)}/"
+
+
+def claimed_prefix(table: str, run_id: str) -> str:
+    return f"{processing_prefix(table, run_id)}claimed/"
+
+
+def claimed_name(table: str, run_id: str, source: str) -> str:
+    return fitted(claimed_prefix(table, run_id), relative_path(table, source))
+
+
+def archive_manifest_name(table: str, run_id: str) -> str:
+    return f"{processing_prefix(table, run_id)}archive-manifest.json"
 
 
 def valid_rows_name(table: str, run_id: str, source: str) -> str:
-    return f"{processing_prefix(table, run_id)}{relative_path(table, source)}.valid.csv.zst"
+    return fitted(processing_prefix(table, run_id), relative_path(table, source), ".valid.csv.zst")
 
 
 def pending_rejects_name(table: str, run_id: str, source: str) -> str:
-    return f"{processing_prefix(table, run_id)}{relative_path(table, source)}.rejects.csv"
+    return fitted(processing_prefix(table, run_id), relative_path(table, source), ".rejects.csv")
+
+
+def load_rejects_name(table: str, run_id: str, source: str) -> str:
+    """Rows the load rejected (their reference was removed after validation), until archived."""
+    return fitted(processing_prefix(table, run_id), relative_path(table, source), ".load-rejects.csv")
 
 
 def archive_name(table: str, day: str, run_id: str, source: str) -> str:
-    return f"archive/{table}/{day}/{run_folder(run_id)}/{relative_path(table, source)}"
+    return fitted(f"archive/{table}/{day}/{run_folder(run_id)}/", relative_path(table, source))
 
 
 def rejects_name(table: str, day: str, run_id: str, source: str) -> str:
     path = relative_path(table, source)
     stem = path[:-4] if path.lower().endswith(".csv") else path
-    return f"rejected/{table}/{day}/{run_folder(run_id)}/{stem}.rejects.csv"
+    return fitted(f"rejected/{table}/{day}/{run_folder(run_id)}/", stem, ".rejects.csv")
 
 
 def unreadable_file_name(table: str, day: str, run_id: str, source: str) -> str:
     """Where a file that cannot be read goes, whole, beside the rejects files."""
-    return f"rejected/{table}/{day}/{run_folder(run_id)}/{relative_path(table, source)}"
+    return fitted(f"rejected/{table}/{day}/{run_folder(run_id)}/", relative_path(table, source))
+
+
+def set_aside_reason_name(table: str, day: str, run_id: str, source: str) -> str:
+    """The reason a file set aside whole was not loaded, beside it."""
+    return fitted(f"rejected/{table}/{day}/{run_folder(run_id)}/", relative_path(table, source), ".reason.txt")

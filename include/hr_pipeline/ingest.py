@@ -9,7 +9,13 @@ different worker. They hand over through Blob Storage, never through a worker's 
   and the rejected rows with their reasons. An unreadable file (not UTF-8 text, binary) is
   moved whole to ``rejected/``. Names are in ``blob_layout``.
 - ``load_validated`` upserts the valid rows, in transactions of ``batch_size`` rows, in file order.
-- ``archive_ingested`` moves each extract to ``archive/`` and its rejects to ``rejected/``.
+- ``archive_ingested`` moves each extract to ``archive/`` and its rejects to ``rejected/``, and
+  writes the ledger. It first records what it is about to finish (the run's validations and
+  loads) in an archive manifest: a run that dies part way is finished by the next run of the
+  table (``claims.adopt_leftovers``), so no rejects file and no ledger row is ever lost.
+
+The load and the archive commit only while the run holds the table's ingest lock, checked inside
+the warehouse's writer lock of the table (``claims``: fencing).
 
 Every file satisfies: rows loaded + rows rejected = data rows in the file.
 """
@@ -19,17 +25,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hr_pipeline import blob_layout as layout
 from hr_pipeline import ledger
 from hr_pipeline.blob_store import BlobStore
-from hr_pipeline.claims import Claim, IngestLock, claim_files, wait_for_referenced_ingests
+from hr_pipeline.claims import (
+    Claim,
+    IngestLock,
+    RunHasEnded,
+    adopt_leftovers,
+    claim_files,
+    wait_for_referenced_ingests,
+)
 from hr_pipeline.contracts import get_contract
 from hr_pipeline.csv_reader import (
     FileScan,
@@ -98,7 +111,7 @@ def validate_incoming(
     chunk_rows: int | None = None,
     store: BlobStore | None = None,
     warehouse: Warehouse | None = None,
-    run_has_ended: Callable[[str], bool] | None = None,
+    run_has_ended: RunHasEnded | None = None,
     max_reject_ratio: float = 1.0,
 ) -> list[dict]:
     """Claim and validate every file waiting for ``table``; returns one ``FileValidation`` dict
@@ -106,7 +119,8 @@ def validate_incoming(
 
     Takes the table's ingest lock (see ``claims``) and keeps it until ``archive_ingested``
     releases it, unless there is nothing to ingest. ``run_has_ended`` tells whether another run
-    holding the lock has ended (then its files are taken over). A file whose rejected share is
+    holding the lock has ended (then it takes the lock over, and adopts what that run left). A
+    file whose rejected share is
     above ``max_reject_ratio`` (the DAG's param; here no limit by default) is not loaded.
     """
     contract = get_contract(table)
@@ -124,9 +138,16 @@ def validate_incoming(
         poll_seconds=reference_poll_seconds(),
         run_has_ended=run_has_ended,
     )
-    lock = IngestLock(store, container, table, run_id, run_has_ended)
-    taken_over_from = lock.acquire(ingest_lock_timeout_seconds())
-    claims = claim_files(store, container, table, run_id, taken_over_from)
+    lock = ingest_lock(table, run_id, store, warehouse, run_has_ended)
+    lock.acquire(ingest_lock_timeout_seconds())
+    adopt_leftovers(
+        store,
+        container,
+        table,
+        run_id,
+        finish_archive=lambda manifest: _finish_archive(manifest, store, warehouse, lock),
+    )
+    claims = claim_files(store, container, table, run_id)
     log.info(
         "%d file(s) to ingest for %s: %s",
         len(claims),
@@ -413,18 +434,16 @@ def _fit(fields: list[str], width: int) -> list[str]:
 def _reject_whole_file(
     store: BlobStore, result: FileValidation, day: str, run_id: str, reason: str, work: Path
 ) -> FileValidation:
-    """An unreadable file: measured and hashed whole (the scan stopped part way), moved to
-    rejected/ with a ``.reason.txt``."""
+    """An unreadable file: measured and hashed whole (the scan stopped part way); the archive step
+    sets it aside whole in rejected/ with a ``.reason.txt``."""
     container = raw_container()
     whole = work / "unreadable"
     store.download_to_file(container, result.claimed_blob, whole)
     result.sha256, result.bytes = _sha256_of(whole).hexdigest(), whole.stat().st_size
     destination = layout.unreadable_file_name(result.table, day, run_id, result.source)
-    log.error("%s cannot be read: %s. Moving it whole to %s", result.source, reason, destination)
-    store.move(container, result.claimed_blob, destination)
-    store.upload_bytes(container, destination + ".reason.txt", f"{result.source}: {reason}\n".encode())
+    log.error("%s cannot be read: %s. It is set aside whole in %s", result.source, reason, destination)
     result.unreadable_reason = (
-        f"{result.source} cannot be read ({reason}); moved to {container}/{destination}"
+        f"{result.source} cannot be read ({reason}); set aside whole in {container}/{destination}"
     )
     return result
 
@@ -446,14 +465,16 @@ def load_validated(
     batch_size: int,
     store: BlobStore | None = None,
     warehouse: Warehouse | None = None,
-) -> dict[str, dict]:
-    """Upsert the valid rows of each file, in claim order; returns, per file, the rows loaded,
-    the rows rejected at load, and the error that stopped its load, if any.
+) -> list[dict]:
+    """Upsert the valid rows of each file, in claim order; returns, per file in that order, its
+    ``source``, the rows ``loaded``, the rows ``rejected`` at load, and the ``error`` that stopped
+    its load, if any (a list: file names are data, never keys Airflow turns into XComs or URLs).
 
-    Holds the warehouse's lock on the table and on the tables it references for the whole load
-    (shared: a restore of any of them waits, and none runs meanwhile), and within it checks again
-    that the ids the rows reference exist: a row whose reference was removed since validation (a
-    restore of departments, say) is rejected, with its reason, not loaded.
+    Holds the table's writer lock, and its content and the referenced tables' shared (a restore
+    of any of them waits, and none runs meanwhile), for the whole load. Within it, it checks that
+    the run still holds the table's ingest lock (``LockLostError`` if another run took over) and
+    again that the ids the rows reference exist: a row whose reference was removed since
+    validation (a restore of departments, say) is rejected, with its reason, not loaded.
 
     A file whose load the database refuses for something in its data (a constraint, a value it
     cannot store) does not stop the others: the error is recorded against that file, which the
@@ -467,27 +488,54 @@ def load_validated(
     warehouse = warehouse or Warehouse()
     warehouse.ensure_tables()
     referenced = [column.references for column in contract.foreign_keys]
-    loads: dict[str, dict] = {}
-    # Shared on the loaded table too: loads of one table already take turns (the ingest lock),
-    # and an upsert removes no id, so a load of departments need not wait for a load of hires.
-    with warehouse.table_locks(shared=[table, *referenced]):
+    loads: list[dict] = []
+    if not validations:
+        return loads
+    lock = ingest_lock(table, validations[0]["run_id"], store, warehouse)
+    # The content shared: an upsert removes no id, so a load of departments need not wait for a
+    # load of hires; the writer lock keeps two loads of one table apart.
+    with warehouse.table_locks(writers=[table], shared=[table, *referenced]):
+        lock.ensure_held()
         for item in map(lambda d: FileValidation(**d), validations):
-            loads[item.source] = {"loaded": 0, "rejected": 0, "error": None}
-            if item.unreadable_reason or item.over_limit_reason or item.valid == 0:
-                continue
-            loads[item.source] = _load_file(contract, item, batch_size, store, warehouse)
+            load = {"source": item.source, "loaded": 0, "rejected": 0, "error": None}
+            if not (item.unreadable_reason or item.over_limit_reason or item.valid == 0):
+                load.update(_load_file(contract, item, batch_size, store, warehouse))
+            loads.append(load)
     log.info(
         "Loaded %s:\n%s",
         table,
         "\n".join(
-            f"  {source}: {load['loaded']} rows"
+            f"  {load['source']}: {load['loaded']} rows"
             + (f", {load['rejected']} rejected at load" if load["rejected"] else "")
             + (f", REFUSED: {load['error']}" if load["error"] else "")
-            for source, load in loads.items()
+            for load in loads
         )
         or "  nothing to load",
     )
     return loads
+
+
+def ingest_lock(
+    table: str,
+    run_id: str,
+    store: BlobStore,
+    warehouse: Warehouse,
+    run_has_ended: RunHasEnded | None = None,
+) -> IngestLock:
+    """The table's ingest lock for ``run_id``, fenced by the warehouse's writer lock of the table."""
+    return IngestLock(
+        store,
+        raw_container(),
+        table,
+        run_id,
+        run_has_ended,
+        fence=lambda: warehouse.table_locks(writers=[table]),
+    )
+
+
+def loads_by_source(loads: list[dict] | None) -> dict[str, dict]:
+    """The load step's result, by file."""
+    return {load["source"]: load for load in loads or []}
 
 
 def _load_file(
@@ -548,7 +596,7 @@ def _load_file(
 
 
 def load_rejects_name(item: FileValidation) -> str:
-    return item.rejects_blob[: -len(".rejects.csv")] + ".load-rejects.csv"
+    return layout.load_rejects_name(item.table, item.run_id, item.source)
 
 
 def _without_vanished_references(batches, contract, vanished: dict, dropped: list):
@@ -601,8 +649,9 @@ def is_data_error(error: BaseException) -> bool:
     return False
 
 
-def what_changed(validations: list[dict], loads: dict[str, dict]) -> dict:
+def what_changed(validations: list[dict], loads: list[dict]) -> dict:
     """What a run changed in its table, for the table's asset event."""
+    loads = loads_by_source(loads)
     files = [
         {
             "file": v["source"],
@@ -625,31 +674,65 @@ def archive_ingested(
     day: str,
     store: BlobStore | None = None,
     run_id: str | None = None,
-    loads: dict[str, dict] | None = None,
+    loads: list[dict] | None = None,
     warehouse: Warehouse | None = None,
 ) -> list[str]:
     """Move each file to archive/ and its rejects to rejected/, record it in the ingest ledger,
     then release the table's ingest lock; returns one summary line per file.
 
-    A file that was not loaded (its rejected share above the run's limit, or its rows refused by
-    the warehouse) goes whole to rejected/ with a ``.reason.txt``, beside its rejects file.
-    Safe to retry: a file already moved by an earlier try is not moved again.
+    A file that was not loaded (unreadable, its rejected share above the run's limit, or its
+    rows refused by the warehouse) goes whole to rejected/ with a ``.reason.txt``, beside its
+    rejects file. Fenced (only while the run holds the ingest lock) and safe to repeat from any
+    point: a retry, or the run that takes the lock over, finishes it from its manifest.
     """
+    if not validations:
+        return []
     store = store or BlobStore()
     warehouse = warehouse or Warehouse()
+    lock = ingest_lock(table, run_id or validations[0]["run_id"], store, warehouse)
+    manifest = {
+        "table": table,
+        "run_id": validations[0]["run_id"],
+        "day": day,
+        "validations": validations,
+        "loads": loads or [],
+    }
+    with warehouse.table_locks(writers=[table]):
+        lock.ensure_held()
+        summary = _archive_run(store, warehouse, manifest)
+        lock.release()
+    log.info("Ingest of %s, per file:\n%s", table, "\n".join(f"  {line}" for line in summary))
+    return summary
+
+
+def _archive_run(store: BlobStore, warehouse: Warehouse, manifest: dict) -> list[str]:
+    """Archive one run's files as the manifest says: the manifest first (what a take-over
+    finishes), then each file and its rejects, the ledger rows, and the manifest removed."""
+    table, run_id = manifest["table"], manifest["run_id"]
     container = raw_container()
-    loads = loads or {}
+    manifest_name = layout.archive_manifest_name(table, run_id)
+    if not store.exists(container, manifest_name):
+        store.upload_bytes(container, manifest_name, json.dumps(manifest).encode())
+        log.info("%s: archive manifest of run %s written (%s)", table, run_id, manifest_name)
+    loads = loads_by_source(manifest["loads"])
     summary, ledger_rows = [], []
-    run_ids = {run_id} if run_id else {v["run_id"] for v in validations}
-    for item in map(lambda d: FileValidation(**d), validations):
-        line, ledger_row = _archive_file(store, table, day, item, loads.get(item.source, {}))
+    for item in map(lambda d: FileValidation(**d), manifest["validations"]):
+        line, ledger_row = _archive_file(store, table, manifest["day"], item, loads.get(item.source, {}))
         summary.append(line)
         ledger_rows.append(ledger_row)
     ledger.record(warehouse, ledger_rows)
-    for holder in run_ids:
-        IngestLock(store, container, table, holder).release()
-    log.info("Ingest of %s, per file:\n%s", table, "\n".join(f"  {line}" for line in summary) or "  no file")
+    log.info("%s: %d ledger row(s) of run %s written", table, len(ledger_rows), run_id)
+    store.delete(container, manifest_name)
+    log.info("%s: archive of run %s complete", table, run_id)
     return summary
+
+
+def _finish_archive(manifest: dict, store: BlobStore, warehouse: Warehouse, lock: IngestLock) -> None:
+    """An ended run's archive, finished by the run that took the ingest lock over (fenced)."""
+    with warehouse.table_locks(writers=[manifest["table"]]):
+        lock.ensure_held()
+        for line in _archive_run(store, warehouse, manifest):
+            log.warning("Archived for run %s, which ended part way: %s", manifest["run_id"], line)
 
 
 @dataclass(frozen=True)
@@ -663,6 +746,8 @@ class _Outcome:
 
 
 def _outcome(item: FileValidation, load: dict, rejected_at_load: int) -> _Outcome:
+    if item.unreadable_reason:
+        return _Outcome("unreadable", 0, 0, item.unreadable_reason)
     if item.over_limit_reason:
         return _Outcome("over_reject_limit", 0, item.rejected, item.over_limit_reason)
     rejected = item.rejected + rejected_at_load
@@ -679,27 +764,29 @@ def _outcome(item: FileValidation, load: dict, rejected_at_load: int) -> _Outcom
 def _archive_file(
     store: BlobStore, table: str, day: str, item: FileValidation, load: dict
 ) -> tuple[str, ledger.LedgerRow]:
-    """Archive one file as ``archive_ingested`` says: its summary line and ledger row."""
+    """Archive one file as ``archive_ingested`` says: its summary line and ledger row. Each step
+    is done once: a repeat finds it done (moved, written) and goes on."""
     container = raw_container()
-    set_aside_name = layout.unreadable_file_name(table, day, item.run_id, item.source)
-    if item.unreadable_reason:  # validation moved it to rejected/ already
-        outcome = _Outcome("unreadable", 0, 0, item.unreadable_reason)
-        line = f"{item.source}: REJECTED WHOLE: {item.unreadable_reason}"
-        return line, _ledger_row(table, item, outcome, set_aside_name)
     late_rejects = _bytes_if_any(store, load_rejects_name(item))
     # Rejected at load: as the load said, or (a caller that kept no result) as its file says.
     outcome = _outcome(item, load, load.get("rejected") or _csv_records(late_rejects))
-    destination = set_aside_name if outcome.set_aside else item.archive_blob
+    if outcome.set_aside:
+        destination = layout.unreadable_file_name(table, day, item.run_id, item.source)
+    else:
+        destination = item.archive_blob
     if store.exists(container, item.claimed_blob):  # not moved yet by an earlier try
         store.move(container, item.claimed_blob, destination)
+        log.info("%s: moved to %s", item.source, destination)
     if outcome.set_aside:
-        store.upload_bytes(
-            container, destination + ".reason.txt", f"{item.source}: {outcome.set_aside}\n".encode()
-        )
+        reason_name = layout.set_aside_reason_name(table, day, item.run_id, item.source)
+        store.upload_bytes(container, reason_name, f"{item.source}: {outcome.set_aside}\n".encode())
+        log.info("%s: why it was set aside written to %s", item.source, reason_name)
     _move_rejects(store, item, late_rejects)
-    for leftover in (item.valid_blob, item.rejects_blob, load_rejects_name(item)):
+    # The load's rejects first: while they exist, a repeat rebuilds the whole rejects file.
+    for leftover in (load_rejects_name(item), item.rejects_blob, item.valid_blob):
         if store.exists(container, leftover):
             store.delete(container, leftover)
+    log.info("%s: hand-over files removed", item.source)
     line = _summary_line(item, outcome, destination)
     log.info(line)
     return line, _ledger_row(table, item, outcome, destination)
@@ -712,13 +799,24 @@ def _bytes_if_any(store: BlobStore, name: str) -> bytes:
 
 
 def _move_rejects(store: BlobStore, item: FileValidation, late_rejects: bytes) -> None:
-    """The file's rejects to rejected/: those of validation, then those of the load, as one file."""
+    """The file's rejects to rejected/: those of validation, then those of the load, as one file,
+    written whole once (a repeat finds it there and leaves it)."""
     container = raw_container()
-    if late_rejects:
-        head = _bytes_if_any(store, item.rejects_blob)
-        store.upload_bytes(container, item.rejects_destination, head + late_rejects)
-    elif item.rejected and store.exists(container, item.rejects_blob):
+    if not (item.rejected or late_rejects) or store.exists(container, item.rejects_destination):
+        return
+    if not late_rejects and store.exists(container, item.rejects_blob):
         store.move(container, item.rejects_blob, item.rejects_destination)
+    elif late_rejects:
+        head = _bytes_if_any(store, item.rejects_blob)
+        if item.rejected and not head:
+            raise IngestError(f"{item.source}: its rejects file {item.rejects_blob} is missing")
+        store.upload_bytes(container, item.rejects_destination, head + late_rejects)
+    else:
+        raise IngestError(
+            f"{item.source}: {item.rejected} rows were rejected, but neither {item.rejects_blob} "
+            f"nor {item.rejects_destination} exists"
+        )
+    log.info("%s: rejects moved to %s", item.source, item.rejects_destination)
 
 
 def _summary_line(item: FileValidation, outcome: _Outcome, destination: str) -> str:
@@ -759,10 +857,10 @@ def _csv_records(data: bytes) -> int:
     return sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8"), newline=""))) if data else 0
 
 
-def failed_files_message(validations: list[dict], loads: dict[str, dict] | None = None) -> str | None:
+def failed_files_message(validations: list[dict], loads: list[dict] | None = None) -> str | None:
     """Why the run must fail once every file is archived: files that could not be read, and
     files whose load the warehouse refused."""
-    loads = loads or {}
+    loads = loads_by_source(loads)
     reasons = [v["unreadable_reason"] for v in validations if v.get("unreadable_reason")]
     reasons += [
         f"{v['source']}: not loaded: {v['over_limit_reason']}"

@@ -119,3 +119,25 @@ def tables_of_events(triggering_asset_events, table_names) -> list[str]:
         for asset in (triggering_asset_events or {})
     }
     return [table for table in table_names if table in landed]
+
+
+def _landed_files(events) -> list[str]:
+    files = []
+    for event in events or []:
+        extra = getattr(event, "extra", None) or {}
+        files += (extra.get("payload") or extra).get("files") or []
+    return files
+
+
+def ingest_confs(triggering_asset_events, table_names) -> list[dict]:
+    """One ``ingest_table`` conf per table whose landing asset fired, in the contract's order: the
+    run does not wait (its files landed: if they are gone, another run took them) and knows which
+    files started it."""
+    events = {
+        getattr(asset, "name", str(asset)).removeprefix("incoming."): found
+        for asset, found in (triggering_asset_events or {}).items()
+    }
+    return [
+        {"table_name": table, "wait_minutes": 0, "landed_files": _landed_files(events.get(table))}
+        for table in tables_of_events(triggering_asset_events, table_names)
+    ]

@@ -15,6 +15,8 @@ DEFAULT_BATCH_SIZE = 1000
 # The share of a file's rows that may be rejected before the file is refused whole (the real
 # extracts reject 3.5%).
 DEFAULT_MAX_REJECT_RATIO = 0.10
+# How long a run started with nothing waiting waits for a file (ingest_table's wait_minutes).
+DEFAULT_WAIT_MINUTES = 10
 
 
 def validation_chunk_rows() -> int:
@@ -31,9 +33,6 @@ def load_connections() -> int:
     return max(1, int(os.environ.get("HR_LOAD_CONNECTIONS", "2")))
 
 
-def ingest_wait_timeout_seconds() -> int:
-    """How long ingest_table waits for a file before failing (default 6 hours)."""
-    return int(os.environ.get("HR_INGEST_WAIT_TIMEOUT_SECONDS", str(6 * 3600)))
 
 
 def ingest_lock_timeout_seconds() -> int:

@@ -166,32 +166,33 @@ class Warehouse:
         exclusive: Iterable[str] = (),
         shared: Iterable[str] = (),
         waiting_message: str = WAITING_MESSAGE,
+        writers: Iterable[str] = (),
     ) -> Iterator[None]:
         """Hold per-table locks, across processes (and machines), for the whole ``with`` body.
 
         ``exclusive``: tables this run changes (no other holder of any lock on them meanwhile);
         ``shared``: tables it only relies on (others may hold them shared too, nobody exclusive).
-        A table named in both is locked exclusive. Table names are contract names only.
+        A table named in both is locked exclusive. ``writers``: the *writer* lock of each table,
+        apart from its content lock and always exclusive: an ingest holds it while it loads,
+        archives or hands over the table's ingest lock, so two ingests of one table never write
+        at once while each still takes the content shared. Table names are contract names only.
 
         Intended usage (every run that writes a table takes these, for its whole write):
 
         - a restore of T: ``exclusive=[T]``, ``shared=`` the tables T references (restore.py);
-        - a load of T: ``exclusive=[T]``, ``shared=`` the tables T references, and inside the
-          lock, before writing, re-check the references against what exists now (a restore of a
-          referenced table may have run since validation; none can run during the load)::
+        - a load of T: ``writers=[T]``, ``shared=`` T and the tables T references, and inside
+          the lock, before writing, check that the run still holds T's ingest lock (fencing) and
+          re-check the references against what exists now (a restore of a referenced table may
+          have run since validation; none can run during the load)::
 
-              contract = get_contract(table)
-              referenced = [c.references for c in contract.foreign_keys]
-              with warehouse.table_locks(exclusive=[table], shared=referenced):
-                  for column in contract.foreign_keys:
-                      present = warehouse.existing_keys(column.references, ids_in_file[column.name])
-                      ...  # reject, with reasons, the rows whose reference is not in ``present``
+              with warehouse.table_locks(writers=[table], shared=[table, *referenced]):
+                  ingest_lock.ensure_held()
+                  ...  # reject, with reasons, the rows whose reference no longer exists
                   warehouse.load_batches(contract, batches)
 
           So a load of hired_employees excludes another load or a restore of hired_employees,
-          and a restore of departments or jobs. It also excludes a load of departments or jobs
-          (exclusive on those): stricter than needed, since an upsert never removes an id, but
-          two lock modes cannot tell a load from a restore.
+          and a restore of departments or jobs, while a load of departments (an upsert never
+          removes an id) runs beside it.
 
         The locks the warehouse gives (the adapter's ``table_locker``), on a connection of their
         own, released at the end and, if the process dies, by the server or the OS (the session or
@@ -207,7 +208,7 @@ class Warehouse:
         The locks do not nest: a thread that holds a table's lock and asks for it again gets a
         ``WarehouseError`` (waiting would wait for itself).
         """
-        plan = lock_plan(exclusive, shared)
+        plan = lock_plan(exclusive, shared, writers)
         if not plan:
             yield
             return
@@ -424,14 +425,22 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # -- per-table locks (see Warehouse.table_locks) ---------------------------------------------------
 
 
-def lock_plan(exclusive: Iterable[str] = (), shared: Iterable[str] = ()) -> list[tuple[str, str]]:
-    """(table, mode) in the one global order, sorted table names; exclusive wins over shared.
+def writer_lock_name(table: str) -> str:
+    """The resource of a table's writer lock (see ``Warehouse.table_locks``)."""
+    return f"{get_contract(table).name}.writer"
+
+
+def lock_plan(
+    exclusive: Iterable[str] = (), shared: Iterable[str] = (), writers: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """(resource, mode) in the one global order, sorted names; exclusive wins over shared.
 
     Only contract tables (a user's string never reaches a lock file name or a lock resource).
     """
-    if isinstance(exclusive, str) or isinstance(shared, str):
+    if any(isinstance(names, str) for names in (exclusive, shared, writers)):
         raise TypeError("table_locks takes lists of table names, not a single string")
     exclusive_names = {get_contract(name).name for name in exclusive}
+    exclusive_names |= {writer_lock_name(name) for name in writers}
     shared_names = {get_contract(name).name for name in shared} - exclusive_names
     return sorted([(name, EXCLUSIVE) for name in exclusive_names] + [(name, SHARED) for name in shared_names])
 

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from hr_pipeline.claims import IngestLock, IngestLockTimeout, lock_name
+from hr_pipeline.blob_layout import lock_name
+from hr_pipeline.claims import IngestLock, IngestLockTimeout
 from hr_pipeline.ingest import archive_ingested, load_validated, validate_incoming
 from tests.integration.ingest_helpers import blob_names, drop_file, raw_container
 
@@ -117,7 +118,8 @@ def test_nothing_waiting_leaves_no_lock(blob_store, sqlite_warehouse):
     assert ingest("jobs", "run-a") == []
     assert not blob_store.exists(raw_container(), lock_name("jobs"))
     lock = IngestLock(blob_store, raw_container(), "jobs", "run-b")
-    assert lock.acquire(timeout_seconds=1) is None
+    lock.acquire(timeout_seconds=1)
+    assert lock.holder()[0] == "run-b"
     lock.release()
 
 

@@ -11,7 +11,7 @@ def sensor(**kwargs):
     return IncomingFilesSensor(
         task_id="wait_for_files",
         container_name="raw-data",
-        prefix="incoming/jobs/",
+        table_name="jobs",
         wasb_conn_id="azure_blob",
         deferrable=True,
         timeout=90,
