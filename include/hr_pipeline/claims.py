@@ -330,8 +330,7 @@ def stranded_claims(store: BlobStore, container: str, table: str, run_has_ended:
     return [
         blob.name
         for blob in store.list(container, root)
-        if "/claimed/" in blob.name[len(root) :]
-        or blob.name.endswith("/archive-manifest.json")
+        if "/claimed/" in blob.name[len(root) :] or blob.name.endswith("/archive-manifest.json")
         if not (holder_folder and blob.name.startswith(holder_folder))
     ]
 
@@ -386,7 +385,9 @@ def wait_for_referenced_ingests(
             time.sleep(poll_seconds)
 
 
-def _held_by_a_run_in_progress(store: BlobStore, container: str, table: str, run_has_ended: RunHasEnded) -> bool:
+def _held_by_a_run_in_progress(
+    store: BlobStore, container: str, table: str, run_has_ended: RunHasEnded
+) -> bool:
     held = IngestLock(store, container, table, "").holder()
     if held is None:
         return False

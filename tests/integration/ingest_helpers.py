@@ -25,12 +25,16 @@ def drop_sample(store, table: str) -> str:
 
 
 def run_ingest(table: str, **conf):
-    from hr_pipeline.settings import DEFAULT_BATCH_SIZE, DEFAULT_MAX_REJECT_RATIO
+    from hr_pipeline.settings import DEFAULT_BATCH_SIZE, DEFAULT_MAX_REJECT_RATIO, DEFAULT_WAIT_MINUTES
 
     dag = load_dag("ingest_table")
     # Every param given: the DAG object is shared by the session's tests, and dag.test() keeps
     # the params of a run's conf for the next run.
-    defaults = {"batch_size": DEFAULT_BATCH_SIZE, "max_reject_ratio": DEFAULT_MAX_REJECT_RATIO}
+    defaults = {
+        "batch_size": DEFAULT_BATCH_SIZE,
+        "max_reject_ratio": DEFAULT_MAX_REJECT_RATIO,
+        "wait_minutes": DEFAULT_WAIT_MINUTES,
+    }
     return dag.test(run_conf={**defaults, "table_name": table, **conf})
 
 
