@@ -3,8 +3,9 @@ PostgreSQL): two files with overlapping ids wait, two ingest_table runs of the t
 triggered at once, and the outcome is the one a single run in file order gives: every file
 loaded exactly once, the later file's rows win, and no lock or claimed file is left behind.
 
-A run that finds its files already taken by the other goes on waiting for new ones, as its sensor
-does for any run started before its file lands; the test stops such a run once the files are in.
+A run that finds its files already taken by the other waits for the lock, then finds nothing of
+its own and ends. A manual run and landing-triggered runs racing for one file: the file is loaded
+once, a second manual run joins the one already waiting, and no run is left waiting.
 """
 
 from __future__ import annotations
@@ -95,3 +96,62 @@ def check_each_file_loaded_once_in_order(local_stack, run_ids: list[str]) -> Non
     assert [name for name in local_stack.blob_names(raw, "processing/jobs/") if "overlap" in name] == []
     assert local_stack.blob_names(raw, "processing/locks/jobs.lock") == []  # the ingest lock released
     assert len([name for name in local_stack.blob_names(raw, "archive/jobs/") if "overlap" in name]) == 2
+
+
+def sensor_state(api, run_id: str) -> str | None:
+    return {ti["task_id"]: ti["state"] for ti in api.task_instances("ingest_table", run_id)}.get(
+        "wait_for_files"
+    )
+
+
+def wait_for(condition, what: str, timeout: float = 600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(1)
+    pytest.fail(f"{what}: not within {timeout:.0f} s")
+
+
+def test_a_manual_run_and_a_landing_run_race_for_one_file_and_no_run_is_left_waiting(
+    local_stack, published, tmp_path
+):
+    api = local_stack.api
+    raced = "incoming/jobs/race.csv"
+    api.json("PATCH", "/api/v2/dags/ingest_on_landing", json={"is_paused": False})
+    try:
+        waiting = api.trigger_run("ingest_table", {"table_name": "jobs", "wait_minutes": 30})
+        wait_for(lambda: sensor_state(api, waiting) == "deferred", "the manual run waits in the triggerer")
+
+        joining = api.trigger_run("ingest_table", {"table_name": "jobs", "wait_minutes": 30})
+        joined = api.wait_for_run("ingest_table", joining, timeout=600)
+        assert sensor_state(api, joining) == "skipped", api.failure_report("ingest_table", joining)
+        assert joined["state"] == "success"
+        log_text = api.task_log("ingest_table", joining, "wait_for_files", 1)
+        assert f"Run {waiting} is already waiting for files of jobs" in log_text, log_text[-2000:]
+
+        local_stack.upload_extract(
+            "jobs", write_jobs(tmp_path / "race.csv", range(2001, 2051), "race"), "race.csv"
+        )
+        ledger = wait_for(
+            lambda: local_stack.sql("SELECT run_id, loaded FROM ingest_files WHERE file = %s", (raced,)),
+            "the raced file in the ledger",
+        )
+        assert [row[1] for row in ledger] == [50], ledger  # loaded once, by one run
+        assert api.wait_for_run("ingest_table", waiting, timeout=600)["state"] == "success"
+
+        def every_jobs_run_ended():
+            runs = api.json(
+                "GET", "/api/v2/dags/ingest_table/dagRuns", params={"order_by": "-run_after", "limit": 20}
+            )["dag_runs"]
+            mine = [r for r in runs if r["conf"].get("table_name") == "jobs"]
+            return all(r["state"] in ("success", "failed") for r in mine) and mine
+
+        runs = wait_for(every_jobs_run_ended, "every run of jobs ended")
+        assert all(run["state"] == "success" for run in runs), runs
+        assert local_stack.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "processing/waiting/") == []
+        assert local_stack.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "processing/locks/") == []
+    finally:
+        api.json("PATCH", "/api/v2/dags/ingest_on_landing", json={"is_paused": True})
+        local_stack.sql("DELETE FROM jobs WHERE id > 2000")
