@@ -13,8 +13,19 @@ Each metric of ``SERVED_METRICS`` is served at ``GET /hr/api/metrics/<its name, 
 columns, types and order of its definition in ``hr_pipeline.metrics``.
 
 The POSTs answer 202 with the new run's id (follow it with ``GET /api/v2/dags/{dag_id}/dagRuns/
-{dag_run_id}``); the GETs read the published tables from the warehouse. An unknown table is refused
-with 422 before anything runs.
+{dag_run_id}``); the GETs read the published tables from the warehouse. Refused with 422 before
+anything runs: an unknown table, a body field the endpoint does not take (the request models
+forbid extra fields; ingest and backup take none), a restore's ``backup`` that is neither
+``latest`` nor a backup blob name of the path's table (``<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>
+.avro``, read as ``hr_pipeline.backup`` reads the names it lists), and parameters the DAG's Params
+refuse. A DAG that is not registered (its file missing or broken) answers 404.
+
+An ingest of a table that already has a waiting ``ingest_table`` run (queued or running, its
+``wait_for_files`` sensor not finished) answers 409 naming that run: the files uploaded to
+``incoming/<table>/`` will be ingested by it, and a second run would only wait beside it. The
+check reads Airflow's metadata database (``DagRun``, ``TaskInstance``) from the api-server.
+
+The OpenAPI document lists every status each endpoint can answer, with its meaning.
 
 Authentication and authorization are Airflow's own: a request carries the same JWT as the REST
 API (``Authorization: Bearer <token from POST /auth/token>``) or the UI's session cookie. The
@@ -43,10 +54,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from hr_pipeline import metrics
+from hr_pipeline.backup import backup_blob_name, backup_ref
 from hr_pipeline.contracts import TABLE_NAMES
 
 URL_PREFIX = "/hr"
@@ -54,6 +67,8 @@ INGEST_DAG = "ingest_table"
 BACKUP_DAG = "backup_tables"
 RESTORE_DAG = "restore_table"
 METRICS_DAG = "publish_metrics"
+INGEST_SENSOR = "wait_for_files"
+LATEST_BACKUP = "latest"
 
 TableName = enum.Enum("TableName", {name: name for name in TABLE_NAMES}, type=str)
 TableName.__doc__ = "A table of the data contract."
@@ -201,15 +216,176 @@ class TriggeredRun(BaseModel):
     status_url: str = Field(description="Where the REST API reports this run's state.")
 
 
+class NoParameters(BaseModel):
+    """Ingest and backup take no body; an empty JSON object is accepted, and any field refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class RestoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     backup: str = Field(
-        "latest",
+        LATEST_BACKUP,
         min_length=1,
-        description="'latest', or a backup's blob name (<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>.avro).",
+        description="'latest', or a backup blob name of the path's table "
+        "(<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>.avro).",
     )
     as_of: datetime | None = Field(
         None, description="Restore the newest backup taken at or before this instant (ISO 8601)."
     )
+
+
+def is_backup_name(table: str, name: str) -> bool:
+    """Whether ``name`` is the blob name of a backup of ``table``, as ``backup.backup_ref`` reads
+    the names it lists (so names to the second, which older versions wrote, are backups too)."""
+    # backup_ref's pattern ends in '$' and reads '\d' as any Unicode digit: a name with a newline
+    # at its end or other digits than 0-9 would pass it, and then match no blob.
+    if not (name.isascii() and name.isprintable()):
+        return False
+    try:
+        ref = backup_ref("", name, 0, None)
+    except ValueError:  # the stamp has the form of one but is no date (month 13, say)
+        return False
+    return ref is not None and ref.table == table
+
+
+def check_backup_name(table: str, backup: str) -> None:
+    """422, in FastAPI's form for a body field, for a ``backup`` that no restore of ``table`` can
+    find: the run would only fail later, after queueing and retries."""
+    if backup == LATEST_BACKUP or is_backup_name(table, backup):
+        return
+    example = backup_blob_name(table, datetime(2026, 1, 2, 3, 4, 5, 123456))
+    raise RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ("body", "backup"),
+                "msg": f"backup must be {LATEST_BACKUP!r} or the blob name of a backup of {table}: "
+                f"{table}/{table}-<YYYYMMDDTHHMMSS.ffffffZ>.avro (e.g. {example})",
+                "input": backup,
+            }
+        ]
+    )
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+class RefusedRequest(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        description="FastAPI's list of {loc, msg, type} for a request refused by its models, or "
+        "a sentence for parameters the DAG refused."
+    )
+
+
+# The statuses the endpoints answer, for the OpenAPI document.
+_QUEUED = "The run was queued: its id, and where the REST API reports its state."
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorMessage,
+        "description": "No credentials, or a token or session Airflow does not accept.",
+    },
+    403: {
+        "model": ErrorMessage,
+        "description": "The user may not trigger (POST) or read (GET) the DAG behind the endpoint.",
+    },
+    413: {
+        "model": ErrorMessage,
+        "description": f"The request body is larger than {MAX_BODY_BYTES_VARIABLE} bytes (default 1 MiB).",
+    },
+}
+_TRIGGER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_AUTH_RESPONSES,
+    404: {
+        "model": ErrorMessage,
+        "description": "The DAG behind the endpoint is not registered: its file is missing from the DAGs "
+        "folder or has import errors.",
+    },
+    422: {
+        "model": RefusedRequest,
+        "description": "An unknown table, a body field the endpoint does not take, a restore's backup "
+        "that is neither 'latest' nor a backup blob name of the table, or parameters the DAG's Params "
+        "refuse. Nothing was queued.",
+    },
+}
+_INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_TRIGGER_RESPONSES,
+    409: {
+        "model": ErrorMessage,
+        "description": f"An {INGEST_DAG} run of the table is already waiting for files (queued, or its "
+        f"{INGEST_SENSOR} not finished); the message names it. Files uploaded to incoming/<table>/ "
+        "will be ingested by that run. Nothing was queued.",
+    },
+}
+_METRIC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_AUTH_RESPONSES,
+    503: {
+        "model": ErrorMessage,
+        "description": f"The metric table cannot be read from the warehouse (not published by "
+        f"{METRICS_DAG} yet, or the warehouse is unreachable); the cause is in the api-server's log "
+        "under the reference in the message.",
+    },
+}
+
+
+# -- one waiting ingest per table ------------------------------------------------------------------
+# The sensor's states before it has finished: a run in one of them still takes the files that land.
+SENSOR_WAITING_STATES = (
+    None,
+    "scheduled",
+    "queued",
+    "running",
+    "deferred",
+    "up_for_reschedule",
+    "up_for_retry",
+)
+
+
+def waiting_ingest_run(session, table: str, dag_id: str = INGEST_DAG) -> str | None:
+    """The id of the oldest queued or running ``dag_id`` run of ``table`` (its conf's
+    ``table_name``) whose ``wait_for_files`` has not finished (no task instance yet, or one in
+    ``SENSOR_WAITING_STATES``), else None. ``session``: a SQLAlchemy session on Airflow's metadata
+    database."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.sdk import DagRunState
+    from sqlalchemy import select
+
+    runs = session.execute(
+        select(DagRun.run_id, DagRun.conf)
+        .where(DagRun.dag_id == dag_id, DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING]))
+        .order_by(DagRun.run_after, DagRun.id)
+    ).all()
+    # conf is JSON: filtered here, the same on SQLite, PostgreSQL and MySQL.
+    of_table = [run_id for run_id, conf in runs if isinstance(conf, dict) and conf.get("table_name") == table]
+    if not of_table:
+        return None
+    sensor_states = dict(
+        session.execute(
+            select(TaskInstance.run_id, TaskInstance.state).where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.task_id == INGEST_SENSOR,
+                TaskInstance.run_id.in_(of_table),
+            )
+        ).all()
+    )
+    return next((run_id for run_id in of_table if sensor_states.get(run_id) in SENSOR_WAITING_STATES), None)
+
+
+def refuse_a_second_waiting_ingest(table: str) -> None:
+    """409 when ``table`` already has an ingest run waiting for its files."""
+    from airflow import settings
+
+    with settings.Session() as session:
+        run_id = waiting_ingest_run(session, table)
+    if run_id is not None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"{INGEST_DAG} run {run_id} of {table} is already waiting for files: the files uploaded "
+            f"to incoming/{table}/ will be ingested by it (follow it at "
+            f"/api/v2/dags/{INGEST_DAG}/dagRuns/{run_id}). No second run was queued.",
+        )
 
 
 # -- triggering -------------------------------------------------------------------------------
@@ -354,8 +530,15 @@ def create_app(max_body: int | None = None) -> FastAPI:
         response_model=TriggeredRun,
         tags=["pipeline"],
         summary="Ingest the files waiting under incoming/<table_name>/",
+        response_description=_QUEUED,
+        responses=_INGEST_RESPONSES,
     )
-    def ingest(table_name: TableName, user: UserDep) -> TriggeredRun:
+    def ingest(
+        table_name: TableName, user: UserDep, body: Annotated[NoParameters | None, Body()] = None
+    ) -> TriggeredRun:
+        # Authorized first: the 409 names a run, which only a user who may trigger it sees.
+        _authorize(user, "POST", INGEST_DAG, run_access=True)
+        refuse_a_second_waiting_ingest(table_name.value)
         return trigger(INGEST_DAG, {"table_name": table_name.value}, user)
 
     @app.post(
@@ -364,8 +547,12 @@ def create_app(max_body: int | None = None) -> FastAPI:
         response_model=TriggeredRun,
         tags=["pipeline"],
         summary="Write an AVRO backup of the table",
+        response_description=_QUEUED,
+        responses=_TRIGGER_RESPONSES,
     )
-    def backup(table_name: TableName, user: UserDep) -> TriggeredRun:
+    def backup(
+        table_name: TableName, user: UserDep, body: Annotated[NoParameters | None, Body()] = None
+    ) -> TriggeredRun:
         return trigger(BACKUP_DAG, {"tables": [table_name.value]}, user)
 
     @app.post(
@@ -374,11 +561,14 @@ def create_app(max_body: int | None = None) -> FastAPI:
         response_model=TriggeredRun,
         tags=["pipeline"],
         summary="Replace the table's rows with a backup's",
+        response_description=_QUEUED,
+        responses=_TRIGGER_RESPONSES,
     )
     def restore(
         table_name: TableName, user: UserDep, request: Annotated[RestoreRequest | None, Body()] = None
     ) -> TriggeredRun:
         request = request or RestoreRequest()
+        check_backup_name(table_name.value, request.backup)
         conf = {
             "table_name": table_name.value,
             "backup": request.backup,
@@ -394,6 +584,8 @@ def create_app(max_body: int | None = None) -> FastAPI:
             response_model=list[metric_model(metrics.METRICS[table], model_name)],
             tags=["metrics"],
             summary=summary,
+            response_description="The metric table's rows, in the metric's order.",
+            responses=_METRIC_RESPONSES,
             name=table,  # FastAPI builds the operation id from it: quarterly_hires_2021_api_metrics_...
         )
 

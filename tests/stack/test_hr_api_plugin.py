@@ -5,6 +5,7 @@ triggering the same DAGs as the REST API. Nothing is mocked."""
 from __future__ import annotations
 
 import socket
+import time
 from urllib.parse import urlparse
 
 import httpx
@@ -147,3 +148,35 @@ def test_a_declared_length_over_the_limit_is_answered_before_any_body_is_sent(lo
             assert chunk, f"the connection closed without an answer: {answer!r}"
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_a_second_ingest_of_a_table_with_a_waiting_run_is_409(local_stack, hr):
+    """A run of a table with no file waiting sits in its sensor; a second ingest of that table is
+    refused with the waiting run's id, and nothing more is queued. The waiting run is stopped and
+    deleted after, as the other stack tests count runs and take files of their own."""
+    api = local_stack.api
+    table = "departments"
+    assert local_stack.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", f"incoming/{table}/") == []
+    before = _manual_runs(local_stack, "ingest_table")
+    first = hr.post(f"/api/ingest/{table}")
+    assert first.status_code == 202, first.text
+    waiting = first.json()["dag_run_id"]
+    try:
+        second = hr.post(f"/api/ingest/{table}")
+        assert second.status_code == 409, second.text
+        detail = second.json()["detail"]
+        assert waiting in detail and f"incoming/{table}/" in detail
+        assert _manual_runs(local_stack, "ingest_table") == before + 1
+        # Still refused once the run is in its sensor, whatever state the first answer saw it in.
+        states = {}
+        for _ in range(300):
+            states = {ti["task_id"]: ti["state"] for ti in api.task_instances("ingest_table", waiting)}
+            if states.get("wait_for_files") == "deferred":
+                break
+            time.sleep(1)
+        assert states.get("wait_for_files") == "deferred", states
+        assert hr.post(f"/api/ingest/{table}").status_code == 409
+        assert _manual_runs(local_stack, "ingest_table") == before + 1
+    finally:
+        api.json("PATCH", f"/api/v2/dags/ingest_table/dagRuns/{waiting}", json={"state": "failed"})
+        api.request("DELETE", f"/api/v2/dags/ingest_table/dagRuns/{waiting}").raise_for_status()

@@ -1,6 +1,7 @@
-"""The seed's HTTP API app on its own (no api-server): its routes, its OpenAPI document, and that
-nothing answers without Airflow's authentication. The stack tests (tests/stack/test_hr_api_plugin.py)
-run it mounted in a real api-server with real tokens."""
+"""The seed's HTTP API app on its own (no api-server): its routes, its OpenAPI document, that
+nothing answers without Airflow's authentication, what it refuses before queueing a run, and its
+check for a waiting ingest run against a real Airflow metadata database (SQLite). The stack tests
+(tests/stack/test_hr_api_plugin.py) run it mounted in a real api-server with real tokens."""
 
 from __future__ import annotations
 
@@ -315,3 +316,251 @@ def test_the_docs_pages_load_their_assets_from_the_app_not_a_cdn(page, assets):
         assert f"{URL_PREFIX}/docs-assets/{asset}" in html
         response = TestClient(app).get(f"/docs-assets/{asset}")
         assert response.status_code == 200 and len(response.content) > 10_000
+
+
+# -- refused before anything runs: fields the endpoint does not take, backup names ------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/restore/jobs", {"backup": "latest", "foo": 1}, "foo"),
+        ("/api/restore/jobs", {"table_name": "departments"}, "table_name"),
+        ("/api/ingest/jobs", {"batch_size": 10}, "batch_size"),
+        ("/api/backup/jobs", {"tables": ["departments"]}, "tables"),
+    ],
+)
+def test_a_body_field_the_endpoint_does_not_take_is_422(as_user, triggered, path, body, field):
+    response = as_user(app).post(path, json=body)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert (error["type"], error["loc"]) == ("extra_forbidden", ["body", field])
+    assert triggered == []
+
+
+def test_ingest_and_backup_take_no_body_or_an_empty_object(as_user, triggered):
+    client = as_user(app)
+    assert client.post("/api/backup/jobs").status_code == 202
+    assert client.post("/api/backup/jobs", json={}).status_code == 202
+    assert triggered == [("backup_tables", {"tables": ["jobs"]})] * 2
+
+
+@pytest.mark.parametrize(
+    "backup",
+    [
+        "../../etc/passwd",
+        "jobs/../../etc/passwd",
+        "jobs/jobs-20260102T030405.123456Z.avro/../../x",
+        "departments/departments-20260102T030405.123456Z.avro",  # another table's backup
+        "jobs/departments-20260102T030405.123456Z.avro",
+        "jobs/jobs-20261302T030405.123456Z.avro",  # month 13
+        "jobs/jobs-20260102T030405.123456Z.csv",
+        "jobs/jobs-20260102T030405.123456Z.avro\n",
+        "jobs/jobs-\u0662\u0660\u0662\u06660102T030405.123456Z.avro",  # the year in Arabic-Indic digits
+        "jobs/jobs-latest.avro",
+        "Latest",
+    ],
+)
+def test_a_backup_that_is_not_latest_or_a_backup_name_of_the_table_is_422(as_user, triggered, backup):
+    response = as_user(app).post("/api/restore/jobs", json={"backup": backup})
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "backup"] and error["input"] == backup
+    assert "'latest'" in error["msg"] and "jobs/jobs-<YYYYMMDDTHHMMSS.ffffffZ>.avro" in error["msg"]
+    assert triggered == []
+
+
+@pytest.mark.parametrize(
+    "backup", ["latest", "jobs/jobs-20260102T030405.123456Z.avro", "jobs/jobs-20260102T030405Z.avro"]
+)
+def test_latest_and_the_backup_names_of_the_table_are_taken(as_user, triggered, backup):
+    response = as_user(app).post("/api/restore/jobs", json={"backup": backup})
+    assert response.status_code == 202, response.text
+    assert triggered == [("restore_table", {"table_name": "jobs", "backup": backup, "as_of": None})]
+
+
+@pytest.mark.parametrize("table", TABLE_NAMES)
+def test_the_names_backup_writes_are_backup_names_of_their_table_only(table):
+    from datetime import datetime, timezone
+
+    from hr_pipeline.backup import backup_blob_name
+    from hr_pipeline.http_api import is_backup_name
+
+    for instant in (datetime.now(timezone.utc), datetime(1, 1, 1, tzinfo=timezone.utc)):
+        name = backup_blob_name(table, instant)
+        assert is_backup_name(table, name), name
+        assert [other for other in TABLE_NAMES if is_backup_name(other, name)] == [table]
+
+
+# -- the OpenAPI document: every status an endpoint answers, with what it means -----------------
+
+TRIGGER_STATUSES = {"202", "401", "403", "404", "413", "422"}
+STATUSES = {
+    ("POST", "/api/ingest/{table_name}"): TRIGGER_STATUSES | {"409"},
+    ("POST", "/api/backup/{table_name}"): TRIGGER_STATUSES,
+    ("POST", "/api/restore/{table_name}"): TRIGGER_STATUSES,
+    ("GET", "/api/metrics/quarterly-hires-2021"): {"200", "401", "403", "413", "503"},
+    ("GET", "/api/metrics/departments-above-mean-2021"): {"200", "401", "403", "413", "503"},
+}
+
+
+def test_openapi_lists_every_status_of_every_endpoint_with_its_meaning():
+    import http.client
+
+    spec = app.openapi()
+    operations = {
+        (method.upper(), path): operation
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    }
+    assert {key: set(operation["responses"]) for key, operation in operations.items()} == STATUSES
+    # FastAPI's own words when none is given: the status's phrase, "Successful Response", ...
+    defaults = {"Successful Response", "Validation Error", "Additional Response"}
+    for key, operation in operations.items():
+        for code, response in operation["responses"].items():
+            description = response["description"]
+            assert description not in defaults | {http.client.responses[int(code)]}, (key, code)
+            assert "content" in response, (key, code)  # the body's schema
+    ingest = operations[("POST", "/api/ingest/{table_name}")]["responses"]
+    assert "incoming/<table>/" in ingest["409"]["description"]
+    assert "not registered" in ingest["404"]["description"]
+
+
+# -- 409: one waiting ingest per table (Airflow's metadata database, SQLite) -----------------------
+
+
+@pytest.fixture
+def metadata_runs(airflow_db):
+    """Adds DAG runs (and their wait_for_files task instance) to Airflow's metadata database, and
+    removes them after the test."""
+    from datetime import datetime, timezone
+
+    from airflow import settings
+    from airflow.models import DagRun, TaskInstance
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+
+    added = []
+
+    def add(dag_id, run_id, conf, run_state, sensor_state="no task instance", run_after=None):
+        with settings.Session() as session:
+            session.add(
+                DagRun(
+                    dag_id,
+                    run_id,
+                    run_type="manual",
+                    conf=conf,
+                    state=run_state,
+                    run_after=run_after or datetime.now(timezone.utc),
+                )
+            )
+            session.flush()
+            if sensor_state != "no task instance":
+                wait_for_files = EmptyOperator(task_id="wait_for_files", dag=DAG(dag_id, schedule=None))
+                session.add(
+                    TaskInstance(wait_for_files, dag_version_id=None, run_id=run_id, state=sensor_state)
+                )
+            session.commit()
+        added.append((dag_id, run_id))
+        return run_id
+
+    yield add
+    with settings.Session() as session:
+        for dag_id, run_id in added:
+            session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id).delete()
+            session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).delete()
+        session.commit()
+
+
+def _waiting(dag_id: str, table: str):
+    from airflow import settings
+
+    from hr_pipeline.http_api import waiting_ingest_run
+
+    with settings.Session() as session:
+        return waiting_ingest_run(session, table, dag_id=dag_id)
+
+
+def _dag_id() -> str:
+    import uuid
+
+    return f"hr_api_test_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize(
+    "sensor_state",
+    [
+        "no task instance",
+        None,
+        "scheduled",
+        "queued",
+        "running",
+        "deferred",
+        "up_for_reschedule",
+        "up_for_retry",
+    ],
+)
+@pytest.mark.parametrize("run_state", ["queued", "running"])
+def test_a_run_whose_sensor_has_not_finished_is_waiting(metadata_runs, run_state, sensor_state):
+    dag_id = _dag_id()
+    run_id = metadata_runs(dag_id, "manual__1", {"table_name": "jobs"}, run_state, sensor_state)
+    assert _waiting(dag_id, "jobs") == run_id
+    assert _waiting(dag_id, "departments") is None
+
+
+@pytest.mark.parametrize("sensor_state", ["success", "failed", "skipped", "upstream_failed", "removed"])
+def test_a_run_whose_sensor_has_finished_is_not_waiting(metadata_runs, sensor_state):
+    """Its sensor found the files (or gave up): files that land now wait for a run of their own."""
+    dag_id = _dag_id()
+    metadata_runs(dag_id, "manual__1", {"table_name": "jobs"}, "running", sensor_state)
+    assert _waiting(dag_id, "jobs") is None
+
+
+@pytest.mark.parametrize("run_state", ["success", "failed"])
+def test_an_ended_run_is_not_waiting(metadata_runs, run_state):
+    dag_id = _dag_id()
+    metadata_runs(dag_id, "manual__1", {"table_name": "jobs"}, run_state, "deferred")
+    assert _waiting(dag_id, "jobs") is None
+
+
+def test_the_oldest_waiting_run_of_the_table_is_named(metadata_runs):
+    from datetime import datetime, timezone
+
+    dag_id = _dag_id()
+    day = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    metadata_runs(dag_id, "other_table", {"table_name": "departments"}, "running", "deferred", day)
+    metadata_runs(dag_id, "no_conf", {}, "running", "deferred", day)
+    metadata_runs(dag_id, "newer", {"table_name": "jobs"}, "queued", run_after=day.replace(hour=2))
+    metadata_runs(dag_id, "older", {"table_name": "jobs"}, "running", "deferred", day.replace(hour=1))
+    assert _waiting(dag_id, "jobs") == "older"
+
+
+def test_a_second_ingest_of_a_table_with_a_waiting_run_is_409(as_user, triggered, metadata_runs):
+    from datetime import datetime, timezone
+
+    from airflow import settings
+    from airflow.models import TaskInstance
+
+    # The oldest run of ingest_table, whatever other tests left in this database.
+    run_id = metadata_runs(
+        "ingest_table",
+        "manual__hr_api_waiting",
+        {"table_name": "jobs"},
+        "running",
+        "deferred",
+        datetime(2000, 1, 1, tzinfo=timezone.utc),
+    )
+    client = as_user(app)
+    response = client.post("/api/ingest/jobs")
+    assert response.status_code == 409, response.text
+    detail = response.json()["detail"]
+    assert run_id in detail and "incoming/jobs/" in detail
+    assert triggered == []
+
+    with settings.Session() as session:  # its sensor found the files: a new ingest may start
+        session.query(TaskInstance).filter_by(dag_id="ingest_table", run_id=run_id).update(
+            {"state": "success"}
+        )
+        session.commit()
+    assert client.post("/api/ingest/jobs").status_code == 202
+    assert triggered == [("ingest_table", {"table_name": "jobs"})]
