@@ -25,6 +25,7 @@ import json
 import re
 import secrets
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -38,6 +39,22 @@ ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin"
 PASSWORDS_FILE_NAME = "simple_auth_manager_passwords.json.generated"
 ENV_FILE_NAME = "airflow.env"
+
+# Failure alerts (hr_pipeline.notifications): channel -> connection id. Their variables are the
+# only AIRFLOW_CONN_* a stack takes from the environment of `make up`, and the only lines of the
+# env file a rewrite keeps.
+ALERT_CHANNELS = {"email": "hr_alerts_smtp", "webhook": "hr_alerts_webhook"}
+ALERT_VARIABLE_PREFIX = "AIRFLOW_CONN_HR_ALERTS_"
+
+
+def connection_variable(conn_id: str) -> str:
+    """The environment variable Airflow reads a connection from: ``AIRFLOW_CONN_<ID>``."""
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def alert_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The alert connections (``AIRFLOW_CONN_HR_ALERTS_*``) of an environment or env file."""
+    return {key: value for key, value in env.items() if key.startswith(ALERT_VARIABLE_PREFIX)}
 
 
 def azurite_connection(port: int) -> str:
@@ -207,7 +224,8 @@ def write_stack_env(root, state_dir, **options) -> Path:
 
     A JWT secret already in the file is kept, so rewriting the file while the stack runs does not
     invalidate the running processes' tokens; so are its ports (api_port, blob_port, log server
-    ports) unless given (not None). ``options`` go to :func:`airflow_env`.
+    ports) unless given (not None), and so are the alert connections (``AIRFLOW_CONN_HR_ALERTS_*``)
+    an operator wrote into it. ``options`` go to :func:`airflow_env`.
     """
     state_dir = Path(state_dir).resolve()
     path = state_dir / ENV_FILE_NAME
@@ -221,7 +239,7 @@ def write_stack_env(root, state_dir, **options) -> Path:
             if option in previous_ports:
                 options[option] = previous_ports[option]
     airflow_home = state_dir / "airflow"
-    env = airflow_env(root, airflow_home=airflow_home, **options)
+    env = {**airflow_env(root, airflow_home=airflow_home, **options), **alert_variables(existing)}
     write_passwords_file(airflow_home)
     return write_env(path, env)
 

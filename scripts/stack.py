@@ -37,6 +37,11 @@ CLI (used by scripts/stack.sh): ``python scripts/stack.py up|down|status`` for t
 ``AZURITE_BLOB_PORT`` when set (refused, naming the port, when taken); unset, 8080 and 10000 when
 free, else the ports of the last start, else free ones (printed, and written to ``airflow.env``).
 A running stack keeps its ports.
+
+Of the caller's environment, the stack's processes get everything but its own Airflow settings
+(``AIRFLOW__*``, ``AIRFLOW_CONN_*``), except the failure alerts' connections
+``AIRFLOW_CONN_HR_ALERTS_*`` (which win over the same lines in ``airflow.env``); ``up`` prints
+which alert channels are configured (``alert_summary``).
 """
 
 from __future__ import annotations
@@ -145,13 +150,46 @@ class Stack:
         return path
 
     def process_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        # Settings of the caller's own Airflow (e.g. the test session's) must not leak in.
-        for key in [k for k in env if k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))]:
-            del env[key]
+        """The environment of every process of the stack: the caller's, without its Airflow
+        settings, plus the env file, plus the caller's alert connections (which win)."""
+        caller = dict(os.environ)
+        # Settings of the caller's own Airflow (e.g. the test session's) must not leak in; its
+        # alert connections must, as the README tells an operator to export them before `make up`.
+        env = {k: v for k, v in caller.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
         env.update(local_env.read_env_file(self.config.env_file))
+        env.update(local_env.alert_variables(caller))
         env["PATH"] = f"{Path(self.config.python).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
+
+    def running_environ(self, name: str = "scheduler") -> dict[str, str] | None:
+        """The environment a running component was started with (Linux's /proc), or None."""
+        pgid = self._pgid(name)
+        if not pgid:
+            return None
+        try:
+            raw = Path(f"/proc/{pgid}/environ").read_bytes()
+        except OSError:
+            return None
+        env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+        return env or None  # empty when the process rewrote its title over its environment
+
+    def connections_in_database(self, conn_ids) -> set[str] | None:
+        """Which of ``conn_ids`` exist in the metadata database (made in the UI or by the REST
+        API), asked through the REST API; None when it cannot tell."""
+        try:
+            api = self.api()
+        except (StackError, httpx.HTTPError):
+            return None
+        try:
+            return {
+                conn_id
+                for conn_id in conn_ids
+                if api.request("GET", f"/api/v2/connections/{conn_id}").status_code == 200
+            }
+        except httpx.HTTPError:
+            return None
+        finally:
+            api.close()
 
     # -- processes ---------------------------------------------------------------------------
     def _pid_file(self, name: str) -> Path:
@@ -481,6 +519,81 @@ def _tail(path: Path, chars: int = 3000) -> str:
         return "(no log)"
 
 
+def connection_problem(value: str) -> str | None:
+    """Why Airflow could not read a connection variable's value (JSON or URI), or None."""
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as error:
+            return f"not valid JSON ({error})"
+        return None
+    return None if "://" in text else "neither JSON nor a URI"
+
+
+def alert_summary(
+    variables: dict[str, str], sources: dict[str, str] | None = None, in_database=()
+) -> list[str]:
+    """What `make up` prints about failure alerts: one line naming each channel that is configured
+    and where its connection comes from, or two saying that none is and how to set one.
+
+    ``variables`` are the stack's ``AIRFLOW_CONN_HR_ALERTS_*``, ``sources`` says where each came
+    from (default "your environment"), ``in_database`` the alert connection ids made in the UI.
+    Values are never printed: they hold passwords and webhook signatures.
+    """
+    sources = sources or {}
+    usable, broken, missing = [], [], []
+    for channel, conn_id in local_env.ALERT_CHANNELS.items():
+        variable = local_env.connection_variable(conn_id)
+        if variables.get(variable):
+            where = sources.get(variable, "your environment")
+            problem = connection_problem(variables[variable])
+            if problem:
+                broken.append(
+                    f"{channel} via {conn_id} is NOT usable: {variable} (from {where}) is {problem}"
+                )
+            else:
+                usable.append(f"{channel} via {conn_id} ({variable} from {where})")
+        elif conn_id in in_database:
+            usable.append(f"{channel} via {conn_id} (Admin > Connections)")
+        else:
+            missing.append(f"no {channel} (set {variable})")
+    if not usable:
+        return [
+            "  Failure alerts: NONE configured: a failed task alerts nobody"
+            + "".join(f"; {b}" for b in broken),
+            "    to switch them on, export AIRFLOW_CONN_HR_ALERTS_SMTP (email) and/or "
+            "AIRFLOW_CONN_HR_ALERTS_WEBHOOK (webhook), JSON connections, then `make down && make up` "
+            "(README: Alerts)",
+        ]
+    return ["  Failure alerts: " + ", ".join(usable) + "".join(f"; {part}" for part in broken + missing)]
+
+
+def alert_lines(stack: Stack, was_running: bool) -> list[str]:
+    """The alert summary of the stack `make up` started or found running."""
+    caller = local_env.alert_variables(os.environ)
+    env_file = stack.config.env_file
+    from_file = local_env.alert_variables(local_env.read_env_file(env_file)) if env_file.exists() else {}
+    variables = {**from_file, **caller}
+    sources = {**dict.fromkeys(from_file, str(env_file)), **dict.fromkeys(caller, "your environment")}
+    notes = []
+    running = stack.running_environ() if was_running else None
+    if running is not None:
+        if local_env.alert_variables(running) != variables:
+            notes.append(
+                "    your AIRFLOW_CONN_HR_ALERTS_* differ from the running stack's: "
+                "`make down && make up` applies them"
+            )
+        variables = local_env.alert_variables(running)
+        sources = dict.fromkeys(variables, "the running stack's environment")
+    elif was_running:
+        notes.append(
+            "    a running stack keeps the alert connections it started with: `make down && make up`"
+        )
+    in_database = stack.connections_in_database(local_env.ALERT_CHANNELS.values()) or set()
+    return alert_summary(variables, sources, in_database) + notes
+
+
 API_PORT_VARIABLE = "AIRFLOW_API_PORT"
 LOG_SERVER_PORTS = {
     "log_server_port": (8793, "the worker log server"),
@@ -540,6 +653,44 @@ def choose_ports(state_dir: Path, running: bool) -> tuple[dict[str, int], list[s
     return chosen, notes
 
 
+def up(stack: Stack, state_dir: Path) -> int:
+    """`make up`: start the stack (or find it running) and print how to use it."""
+    was_running = stack.running()
+    if was_running and set(was_running) != set(stack.config.components):
+        stack.stop()  # half a stack (a crash): start clean
+        was_running = {}
+    try:
+        chosen, notes = choose_ports(state_dir, running=bool(was_running))
+    except (ports.PortBusy, ValueError) as error:
+        print(f"The stack was not started: {error}", file=sys.stderr)
+        return 1
+    config = StackConfig(state_dir=state_dir, **chosen)
+    stack = Stack(config)
+    for note in notes:
+        print(note)
+    try:
+        seconds = stack.start()
+    except StackError as error:
+        print(f"The stack did not start: {error}", file=sys.stderr)
+        if not was_running:
+            stack.stop()
+        return 1
+    print(
+        ("Airflow was already running" if was_running else f"Airflow is up ({seconds:.0f} s)")
+        + f": {config.api_url.replace('127.0.0.1', 'localhost')}"
+    )
+    print(
+        f"  log in as {local_env.ADMIN_USER} / {local_env.ADMIN_PASSWORD} "
+        f'(REST API token: POST /auth/token with {{"username": ..., "password": ...}})'
+    )
+    print(f"  Azurite blob service on 127.0.0.1:{config.blob_port}; logs in {config.logs_dir}")
+    print(f"  CLI: set -a; . {config.env_file}; set +a; airflow dags list")
+    print("  The pipeline's DAGs run unpaused: files dropped under incoming/<table>/ ingest themselves")
+    for line in alert_lines(stack, bool(was_running)):
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The local Airflow stack of `make up`.")
     parser.add_argument("action", choices=["up", "down", "status"])
@@ -553,38 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = Path(args.state_dir).resolve()
     stack = Stack(StackConfig(state_dir=state_dir))
     if args.action == "up":
-        was_running = stack.running()
-        if was_running and set(was_running) != set(stack.config.components):
-            stack.stop()  # half a stack (a crash): start clean
-            was_running = {}
-        try:
-            chosen, notes = choose_ports(state_dir, running=bool(was_running))
-        except (ports.PortBusy, ValueError) as error:
-            print(f"The stack was not started: {error}", file=sys.stderr)
-            return 1
-        config = StackConfig(state_dir=state_dir, **chosen)
-        stack = Stack(config)
-        for note in notes:
-            print(note)
-        try:
-            seconds = stack.start()
-        except StackError as error:
-            print(f"The stack did not start: {error}", file=sys.stderr)
-            if not was_running:
-                stack.stop()
-            return 1
-        print(
-            ("Airflow was already running" if was_running else f"Airflow is up ({seconds:.0f} s)")
-            + f": {config.api_url.replace('127.0.0.1', 'localhost')}"
-        )
-        print(
-            f"  log in as {local_env.ADMIN_USER} / {local_env.ADMIN_PASSWORD} "
-            f'(REST API token: POST /auth/token with {{"username": ..., "password": ...}})'
-        )
-        print(f"  Azurite blob service on 127.0.0.1:{config.blob_port}; logs in {config.logs_dir}")
-        print(f"  CLI: set -a; . {config.env_file}; set +a; airflow dags list")
-        print("  The pipeline's DAGs run unpaused: files dropped under incoming/<table>/ ingest themselves")
-        return 0
+        return up(stack, state_dir)
     if args.action == "down":
         stopped = stack.stop()
         print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))

@@ -4,6 +4,8 @@
 # Ports: AIRFLOW_API_PORT / AZURITE_BLOB_PORT when set (refused when another process holds them);
 # unset, the defaults when free, else free ports (printed and written to .local/airflow.env).
 # State, logs (.local/logs/*.log) and pid files (.local/run/*.pid) live in .local/.
+# Failure alerts: AIRFLOW_CONN_HR_ALERTS_SMTP / AIRFLOW_CONN_HR_ALERTS_WEBHOOK of the caller reach
+# every process (no other AIRFLOW__* / AIRFLOW_CONN_* of the caller does); `up` prints the channels.
 # The work is done by scripts/stack.py (also used by the stack tests).
 # Usage: scripts/stack.sh up|down|status
 set -euo pipefail

@@ -14,9 +14,9 @@ connection exists, looked up when it runs (never when a DAG file is parsed):
   The URL is the extra ``url``, else the host when it is a whole URL, else
   ``<schema or https>://<host>[:<port>]<extra endpoint>``.
 
-With neither connection the callback does nothing but log one debug line. A channel that fails
-(server down, refused, timeout) is logged and never fails the callback, nor stops the other
-channel.
+With neither connection the callback sends nothing and logs one warning naming both connections
+and how to set them. A channel that fails (server down, refused, timeout) is logged and never
+fails the callback, nor stops the other channel.
 
 The alert names the DAG, the table(s) (the exception's ``tables`` when it has them, else the run's
 conf / params ``table_name`` or ``tables``), the run id, the failed task (with its map index label),
@@ -478,7 +478,7 @@ class WebhookNotifier(BaseNotifier):
 
 class FailureAlerts(BaseNotifier):
     """Every DAG's ``on_failure_callback``: the alert by email and to the webhook, each when its
-    connection exists at run time; nothing (one debug line) when neither does."""
+    connection exists at run time; nothing but one warning when neither does."""
 
     def __init__(self, smtp_conn_id: str = SMTP_CONN_ID, webhook_conn_id: str = WEBHOOK_CONN_ID, **kwargs):
         super().__init__(**kwargs)
@@ -489,6 +489,20 @@ class FailureAlerts(BaseNotifier):
         send_alerts(context, self.smtp_conn_id, self.webhook_conn_id)
 
 
+def connection_variable(conn_id: str) -> str:
+    """The environment variable Airflow reads a connection from: ``AIRFLOW_CONN_<ID>``."""
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def _failure_label(context: Mapping[str, Any]) -> str:
+    """``<dag> run <run> task <task>`` for a log line; never raises."""
+    try:
+        alert = build_alert(context)
+    except Exception:  # noqa: BLE001 - the warning matters more than its details
+        return "this failure"
+    return f"{alert.dag_id} run {alert.run_id}" + (f" task {alert.task}" if alert.task else "")
+
+
 def send_alerts(
     context: Mapping[str, Any], smtp_conn_id: str = SMTP_CONN_ID, webhook_conn_id: str = WEBHOOK_CONN_ID
 ) -> dict[str, bool]:
@@ -496,7 +510,17 @@ def send_alerts(
     smtp = get_connection(smtp_conn_id)
     webhook = get_connection(webhook_conn_id)
     if smtp is None and webhook is None:
-        log.debug("No alert connection (%s, %s) is set: no failure alert sent", smtp_conn_id, webhook_conn_id)
+        # A warning, not a debug line: a failure that alerts nobody must show in the task log.
+        log.warning(
+            "No failure alert sent for %s: neither alert connection %s nor %s exists; set %s and/or %s "
+            "(a JSON connection) in the environment of the Airflow processes (`make up` passes them on) "
+            "or create them in Admin > Connections or the secrets backend",
+            _failure_label(context),
+            smtp_conn_id,
+            webhook_conn_id,
+            connection_variable(smtp_conn_id),
+            connection_variable(webhook_conn_id),
+        )
         return {}
     try:
         alert = build_alert(context)

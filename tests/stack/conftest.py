@@ -3,7 +3,10 @@
 The stack is the topology of `make up` (api-server, scheduler, dag-processor, triggerer, Azurite;
 LocalExecutor, SQLite metadata), started by ``scripts/stack.py`` with everything private to the
 session: AIRFLOW_HOME in a temporary directory, free ports, its own Azurite, and a fresh
-PostgreSQL database as the warehouse (dropped at the end). Helpers: ``stack_support.py``.
+PostgreSQL database as the warehouse (dropped at the end). Its failure alerts go to the session's
+own SMTP server and HTTP sink (``alert_sinks``), through ``AIRFLOW_CONN_HR_ALERTS_SMTP`` /
+``_WEBHOOK`` exported in the environment that starts it, as the README tells an operator to do
+for `make up`. Helpers: ``stack_support.py``.
 
 Fixtures build on each other so that every module asks only for what it needs and the work is
 done once: ``local_stack`` (started, healthy, DAGs unpaused) -> ``ingested`` (the real extracts
@@ -26,6 +29,8 @@ from stack_support import (
     POSTGRES_DSN,
     TABLES,
     LocalStack,
+    alert_connection_variables,
+    caller_environment,
     free_port,
     local_env,
     parse_instant,
@@ -45,7 +50,17 @@ def _postgres_admin():
 
 
 @pytest.fixture(scope="session")
-def local_stack():
+def alert_sinks():
+    """A real SMTP server and HTTP server that receive the stack's failure alerts, up before the
+    stack starts and until after it stops: (smtp, webhook)."""
+    from tests.unit.test_notifications import SmtpSink, WebhookSink
+
+    with SmtpSink() as smtp, WebhookSink() as webhook:
+        yield smtp, webhook
+
+
+@pytest.fixture(scope="session")
+def local_stack(alert_sinks):
     """The stack, started once per session and stopped at the end (process groups killed)."""
     if shutil.which("node") is None:
         skip_or_fail("Node.js is not installed: Azurite cannot run")
@@ -68,7 +83,9 @@ def local_stack():
     stack = stack_driver.Stack(config)
     api = None
     try:
-        startup = stack.start(timeout=600)
+        # Set only while it starts: the session's own Airflow must not see them.
+        with caller_environment(alert_connection_variables(*alert_sinks)):
+            startup = stack.start(timeout=600)
         stack.wait_healthy(timeout=300)
         print(f"\n[stack] API healthy {startup:.1f} s after start ({config.api_url}, state {state_dir})")
         api = stack.api()

@@ -13,9 +13,12 @@ ingested through the REST API) -> ``published`` (publish_metrics ran from the as
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +37,36 @@ import stack as stack_driver  # noqa: E402
 
 # The skip-locally / fail-under-CI rule and free ports are the suite's own (tests/conftest.py).
 from tests.conftest import free_port, skip_or_fail  # noqa: E402,F401
+
+# The stacks of this session pass their caller's alert connections on (as `make up` does): they
+# must alert this session's own servers, never the channels of whoever runs the suite.
+for _name in local_env.alert_variables(os.environ):
+    del os.environ[_name]
+
+
+@contextmanager
+def caller_environment(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set in this process's environment for the block, as an operator exports
+    them in the shell that runs `make up`; the previous values back after it."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def alert_connection_variables(smtp, webhook) -> dict[str, str]:
+    """``AIRFLOW_CONN_HR_ALERTS_SMTP`` / ``_WEBHOOK`` (JSON, as the README shows them) pointing
+    the alerts at an SmtpSink and a WebhookSink (tests/unit/test_notifications.py)."""
+    return {
+        local_env.connection_variable(local_env.ALERT_CHANNELS["email"]): json.dumps(smtp.connection()),
+        local_env.connection_variable(local_env.ALERT_CHANNELS["webhook"]): json.dumps(webhook.connection()),
+    }
 
 
 def parse_instant(value: str) -> datetime:

@@ -2,17 +2,19 @@
 server; a stale backup raises the freshness alert; backups and metrics carry row counts in their
 asset events.
 
-The servers are this module's own (aiosmtpd and http.server on free ports of 127.0.0.1); the
-alert connections ``hr_alerts_smtp`` / ``hr_alerts_webhook`` are created through the REST API for
-the time of the module and deleted after it (the notifier looks them up when a task fails, so the
-running stack needs no restart). Runs are told apart by run id: whatever else fails meanwhile on
-the shared stack alerts too, and is ignored here.
+The servers are the session's (aiosmtpd and http.server on free ports of 127.0.0.1, conftest's
+``alert_sinks``); the alert connections ``hr_alerts_smtp`` / ``hr_alerts_webhook`` reach the stack
+the way the README tells an operator to set them for `make up`: as ``AIRFLOW_CONN_HR_ALERTS_SMTP``
+/ ``_WEBHOOK`` (JSON) in the environment of the process that starts it, not in the metadata
+database, not in its env file. Runs are told apart by run id: whatever else fails on the shared
+stack alerts too, and is ignored here.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -20,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from stack_support import LocalStack
+from stack_support import LocalStack, local_env, stack_driver
 
 from hr_pipeline.instants import parse_name_stamp
 from tests.unit.test_notifications import SmtpSink, WebhookSink, card_facts, html_body
@@ -31,25 +33,25 @@ FRESHNESS_DAG = "check_backup_freshness"
 
 
 @pytest.fixture(scope="module")
-def alerts(local_stack):
-    """The two servers, and the connections pointing the stack's alerts at them."""
+def alerts(local_stack, alert_sinks):
+    """The two servers the stack's alert connections point at: (smtp, webhook)."""
+    return alert_sinks
+
+
+def test_the_alert_connections_reach_the_stack_from_the_environment_of_its_start(local_stack):
+    """Only the path of the README's `make up` can deliver the alerts of this module."""
     api = local_stack.api
-    with SmtpSink() as smtp, WebhookSink() as webhook:
-        connections = {
-            "hr_alerts_smtp": smtp.connection(),
-            "hr_alerts_webhook": webhook.connection(),
-        }
-        for conn_id, connection in connections.items():
-            api.request("DELETE", f"/api/v2/connections/{conn_id}")
-            body = {**connection, "connection_id": conn_id}
-            if "extra" in body:
-                body["extra"] = json.dumps(body["extra"])
-            api.json("POST", "/api/v2/connections", json=body)
-        try:
-            yield smtp, webhook
-        finally:
-            for conn_id in connections:
-                api.request("DELETE", f"/api/v2/connections/{conn_id}")
+    for conn_id in local_env.ALERT_CHANNELS.values():
+        assert api.request("GET", f"/api/v2/connections/{conn_id}").status_code == 404, conn_id
+    assert not local_env.alert_variables(local_stack.env)  # nor in its env file
+    # Not in this process's environment after the start: the processes kept what they got.
+    assert not local_env.alert_variables(os.environ)
+    lines = stack_driver.alert_lines(local_stack.stack, was_running=True)
+    assert lines[0] == (
+        "  Failure alerts: email via hr_alerts_smtp (AIRFLOW_CONN_HR_ALERTS_SMTP from the running "
+        "stack's environment), webhook via hr_alerts_webhook (AIRFLOW_CONN_HR_ALERTS_WEBHOOK from "
+        "the running stack's environment)"
+    ), lines
 
 
 def wait_for_alerts(smtp: SmtpSink, webhook: WebhookSink, run_id: str, timeout: float = 120.0) -> tuple:

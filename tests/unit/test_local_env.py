@@ -101,3 +101,18 @@ def test_rewriting_keeps_the_ports_unless_given(tmp_path):
     assert local_env.env_ports(moved)["blob_port"] == 10600
     assert local_env.env_ports(moved)["api_port"] == 18080
     assert moved["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:18080/execution/"
+
+
+def test_alert_connections_written_into_the_file_survive_a_rewrite(tmp_path):
+    """Lines an operator adds to .local/airflow.env (a way to switch alerts on for `make up` and
+    the CLI) are kept when `make up` or `make azurite-start` rewrites the file; no other line is."""
+    path = local_env.write_airflow_env(tmp_path)
+    smtp = json.dumps({"conn_type": "smtp", "host": "smtp.hr.test", "port": 25, "extra": {"to": "a@hr.test"}})
+    with path.open("a") as file:
+        file.write(f"AIRFLOW_CONN_HR_ALERTS_SMTP='{smtp}'\n")
+        file.write("AIRFLOW_CONN_SOMETHING_ELSE=http://elsewhere\n")
+    rewritten = local_env.read_env_file(local_env.write_airflow_env(tmp_path, blob_port=10600))
+    assert rewritten["AIRFLOW_CONN_HR_ALERTS_SMTP"] == smtp
+    assert _sourced_by_bash(path)["AIRFLOW_CONN_HR_ALERTS_SMTP"] == smtp
+    assert "AIRFLOW_CONN_SOMETHING_ELSE" not in rewritten
+    assert ":10600/" in rewritten["AIRFLOW_CONN_AZURE_BLOB"]

@@ -3,7 +3,7 @@
 The message is built from a callback's context as Airflow hands it over; the channels are sent to
 real local servers: an SMTP server (aiosmtpd) and an HTTP server (http.server), both on free ports
 of 127.0.0.1, with the connections given as ``AIRFLOW_CONN_*`` environment variables. With no
-connection at all, the callback does nothing but log one debug line.
+connection at all, the callback sends nothing and logs one warning saying how to set one.
 """
 
 from __future__ import annotations
@@ -296,15 +296,25 @@ def test_html_and_card_escape_nothing_away_and_inject_nothing(no_alert_connectio
 # -- off when no connection is set ----------------------------------------------------------------
 
 
-def test_no_connection_no_alert_one_debug_line(no_alert_connections, caplog):
+def test_no_connection_no_alert_one_warning_saying_how_to_set_one(no_alert_connections, caplog):
     caplog.set_level(logging.DEBUG, logger="hr_pipeline.notifications")
     started = time.monotonic()
     assert send_alerts(task_context(exception=RuntimeError("boom"))) == {}
     FAILURE_ALERTS(task_context(exception=RuntimeError("boom")))  # as Airflow calls it: no error
     assert time.monotonic() - started < 5
     records = [r for r in caplog.records if r.name == "hr_pipeline.notifications"]
-    assert [r.levelno for r in records] == [logging.DEBUG, logging.DEBUG]
-    assert "No alert connection (hr_alerts_smtp, hr_alerts_webhook)" in records[0].getMessage()
+    assert [r.levelno for r in records] == [logging.WARNING, logging.WARNING]
+    message = records[0].getMessage()
+    assert "\n" not in message
+    for named in (
+        "hr_alerts_smtp",
+        "hr_alerts_webhook",
+        "AIRFLOW_CONN_HR_ALERTS_SMTP",
+        "AIRFLOW_CONN_HR_ALERTS_WEBHOOK",
+        "restore_table",
+        RUN_ID,
+    ):
+        assert named in message, (named, message)
 
 
 def test_the_dag_files_look_up_no_connection_when_parsed(no_alert_connections):
