@@ -126,4 +126,6 @@ def unreadable_file_name(table: str, day: str, run_id: str, source: str) -> str:
 
 def set_aside_reason_name(table: str, day: str, run_id: str, source: str) -> str:
     """The reason a file set aside whole was not loaded, beside it."""
-    return fitted(f"rejected/{table}/{day}/{run_folder(run_id)}/", relative_path(table, source), ".reason.txt")
+    return fitted(
+        f"rejected/{table}/{day}/{run_folder(run_id)}/", relative_path(table, source), ".reason.txt"
+    )
