@@ -1,12 +1,13 @@
-# The image of every Airflow container in docker-compose.yaml (and of an Azure deployment):
-# the official Airflow 3.3.2 image plus the project's pinned packages. requirements.txt pins
-# apache-airflow==3.3.2 itself, so pip keeps the image's Airflow; constraints.txt pins the rest.
+# The image of every Airflow container in docker-compose.yaml (and of an Azure deployment): the
+# official Airflow 3.3.2 image plus what production runs, nothing of the tests or the linter.
+# apache-airflow==3.3.2 is named in the same pip install, so pip can never move Airflow itself;
+# constraints-runtime.txt (a subset of the lock CI tests, same versions) pins the rest.
 FROM apache/airflow:3.3.2-python3.11
 
-COPY --chown=airflow:0 requirements.txt constraints.txt /opt/airflow/requirements/
-RUN pip install --no-cache-dir \
+COPY --chown=airflow:0 requirements.txt constraints-runtime.txt /opt/airflow/requirements/
+RUN pip install --no-cache-dir "apache-airflow==3.3.2" \
       -r /opt/airflow/requirements/requirements.txt \
-      -c /opt/airflow/requirements/constraints.txt
+      -c /opt/airflow/requirements/constraints-runtime.txt
 
 # The pipeline's code. docker-compose mounts ./dags, ./plugins and ./include over these for
 # development; an image deployed to Azure carries them.

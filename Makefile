@@ -15,10 +15,12 @@ export PYTHONPATH := $(CURDIR)/include
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(VENV)/bin/pip install --quiet uv==0.13.9
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -r requirements.txt -c constraints.txt
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	@# The package itself, editable: its dependencies are the pins above.
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
 	@# Bytecode now, as a production image has it: uv does not compile, and with
 	@# PYTHONDONTWRITEBYTECODE set every task process would recompile Airflow and GX on import.
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null
@@ -29,10 +31,11 @@ node_modules/.installed: package.json package-lock.json
 	@test -x node_modules/.bin/azurite-blob || npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-install: $(VENV)/.installed node_modules/.installed ## Create .venv and install the pinned Python and npm packages
+install: $(VENV)/.installed node_modules/.installed ## Create .venv: the package (editable), its runtime and dev pins, the npm packages
 
-constraints: ## Re-resolve constraints.txt from requirements.txt
-	$(UV) pip compile requirements.txt --python-version 3.11 -q -o constraints.txt
+constraints: ## Re-resolve the locks: constraints.txt (runtime + dev), constraints-runtime.txt (the image's, a subset)
+	$(UV) pip compile requirements.txt requirements-dev.txt --python-version 3.11 -q -o constraints.txt
+	$(UV) pip compile requirements.txt -c constraints.txt --python-version 3.11 -q -o constraints-runtime.txt
 
 azurite-start: node_modules/.installed ## Start the Azure Blob emulator (data in .local/azurite; port AZURITE_BLOB_PORT, else 10000 or a free one)
 	@scripts/azurite.sh start $(CURDIR)/$(LOCAL)/azurite

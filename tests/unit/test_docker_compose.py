@@ -186,7 +186,9 @@ def test_images(compose):
     dockerfile = (PROJECT_ROOT / common["build"]["dockerfile"]).read_text()
     assert re.search(r"^FROM apache/airflow:3\.3\.2-python3\.11$", dockerfile, re.M)
     assert "-r /opt/airflow/requirements/requirements.txt" in dockerfile
-    assert "-c /opt/airflow/requirements/constraints.txt" in dockerfile
+    assert "-c /opt/airflow/requirements/constraints-runtime.txt" in dockerfile
+    assert 'pip install --no-cache-dir "apache-airflow==3.3.2"' in dockerfile, "Airflow pinned in the install"
+    assert "requirements-dev.txt" not in dockerfile
     for service in AIRFLOW_SERVICES:
         assert services[service]["image"] == common["image"], service
 
