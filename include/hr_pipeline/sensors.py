@@ -96,10 +96,10 @@ class IncomingFilesSensor(BaseSensorOperator):
             )
             return None
         if self.timeout == 0:
-            raise AirflowSkipException(self._taken_by(context))
+            self._end(self._taken_by(context))
         waiting = self._take_waiting_place(context)
         if waiting:
-            raise AirflowSkipException(
+            self._end(
                 f"Run {waiting} is already waiting for files of {self.table_name} "
                 f"({self.container_name}/{self.prefix}): files landing there are its to ingest, "
                 "so this run ends"
@@ -125,6 +125,11 @@ class IncomingFilesSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
         return None
+
+    def _end(self, why: str) -> None:
+        """End the run here: skipped, saying why in the task's log (Airflow logs only "Skipping")."""
+        self.log.warning(why)
+        raise AirflowSkipException(why)
 
     def _taken_by(self, context) -> str:
         """Why a run started for files that landed has nothing left: which run took them."""
