@@ -8,7 +8,6 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 LOCAL := .local
 DATA ?= include/sample_data
-export PYTHONPATH := $(CURDIR)/include
 
 .PHONY: help install demo test test-fast lint bench up down azurite-start azurite-stop constraints clean
 
@@ -37,17 +36,17 @@ constraints: ## Re-resolve the locks: constraints.txt (runtime + dev), constrain
 	$(UV) pip compile requirements.txt requirements-dev.txt --python-version 3.11 -q -o constraints.txt
 	$(UV) pip compile requirements.txt -c constraints.txt --python-version 3.11 -q -o constraints-runtime.txt
 
-azurite-start: node_modules/.installed ## Start the Azure Blob emulator (data in .local/azurite; port AZURITE_BLOB_PORT, else 10000 or a free one)
-	@scripts/azurite.sh start $(CURDIR)/$(LOCAL)/azurite
+azurite-start: $(VENV)/.installed node_modules/.installed ## Start the Azure Blob emulator (data in .local/azurite; port AZURITE_BLOB_PORT, else 10000 or a free one)
+	@$(VENV)/bin/hr-pipeline azurite start $(CURDIR)/$(LOCAL)/azurite
 	@# The CLI environment follows the port the emulator got.
 	@if [ -f $(LOCAL)/airflow.env ]; then \
-	  $(PY) scripts/local_env.py --blob-port "$$(scripts/azurite.sh port $(CURDIR)/$(LOCAL)/azurite)" > /dev/null; fi
+	  $(VENV)/bin/hr-pipeline env --blob-port "$$($(VENV)/bin/hr-pipeline azurite port $(CURDIR)/$(LOCAL)/azurite)" > /dev/null; fi
 
 azurite-stop: ## Stop the Azure Blob emulator
-	@scripts/azurite.sh stop $(CURDIR)/$(LOCAL)/azurite
+	@$(VENV)/bin/hr-pipeline azurite stop $(CURDIR)/$(LOCAL)/azurite
 
 demo: install ## Run the whole pipeline on DATA (default: the sample extracts) into .local/warehouse.db
-	@$(PY) scripts/demo.py --data "$(DATA)"
+	@$(VENV)/bin/hr-pipeline demo --data "$(DATA)"
 
 test: install ## Run the whole test suite (starts its own emulator and Airflow processes)
 	@bash scripts/install_chromium.sh || echo "Chromium could not be installed: the browser test will say why"
@@ -56,18 +55,19 @@ test: install ## Run the whole test suite (starts its own emulator and Airflow p
 test-fast: install ## Unit tests only (no service needed)
 	$(PY) -m pytest tests/unit tests/dags
 
-lint: install ## ruff: lint (with Airflow's AIR rules) and formatting, as CI runs them
+lint: install ## ruff (lint with Airflow's AIR rules, formatting) and the package's layers (import-linter), as CI runs them
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 bench: install ## Run the benchmarks (PostgreSQL) and print each figure beside its baseline
 	$(PY) -m benchmarks
 
 up: install node_modules/.installed ## Start the local Airflow (UI and REST API on http://localhost:8080) and the emulator
-	@scripts/stack.sh up
+	@$(VENV)/bin/hr-pipeline up
 
 down: ## Stop everything `make up` started
-	@scripts/stack.sh down
+	@$(VENV)/bin/hr-pipeline down
 
 clean: down azurite-stop ## Remove local state (.local) but keep .venv
 	rm -rf $(LOCAL)

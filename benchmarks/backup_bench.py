@@ -1,6 +1,6 @@
 """Backing up and restoring 1,000,000 hires (PostgreSQL, Azurite) against bare baselines.
 
-Project figures: ``hr_pipeline.backup.backup_table`` and ``hr_pipeline.restore.restore_table``,
+Project figures: ``hr_pipeline.backup.backups.backup_table`` and ``hr_pipeline.backup.restore.restore_table``,
 the functions the DAGs' tasks call, on a private Azurite (started here on a free port): snapshot
 read, AVRO (deflate) file, upload, read-back verification; download, checksum and schema checks,
 staging, reference checks and the swap in one transaction.
@@ -70,8 +70,8 @@ def _empty_copy_of_hires(database: str, table: str) -> None:
     """A fresh table shaped like hired_employees (same DDL, primary key included)."""
     import psycopg
 
-    from hr_pipeline import ddl
-    from hr_pipeline.contracts import CONTRACTS
+    from hr_pipeline.contract.tables import CONTRACTS
+    from hr_pipeline.warehouse.facade import ddl
 
     with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:
         connection.execute(f'DROP TABLE IF EXISTS "{table}"')
@@ -88,13 +88,16 @@ def _import_project() -> None:
     from airflow.providers.microsoft.azure.hooks.wasb import WasbHook  # noqa: F401
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
 
-    from hr_pipeline import backup, blob_store, restore, warehouse  # noqa: F401
+    import hr_pipeline.backup.backups
+    import hr_pipeline.backup.restore
+    import hr_pipeline.storage.blob_store
+    import hr_pipeline.warehouse.facade  # noqa: F401
 
 
 def _project_backup(database: str, work_dir: str) -> tuple[float, dict]:
     use_postgres_warehouse(database)
     _import_project()
-    from hr_pipeline import backup
+    from hr_pipeline.backup.backups import backups as backup
 
     started = time.perf_counter()
     result = backup.backup_table("hired_employees", work_dir=Path(work_dir))
@@ -105,7 +108,7 @@ def _baseline_backup(database: str, path: str) -> tuple[float, int]:
     import fastavro
     import psycopg
 
-    from hr_pipeline.contracts import CONTRACTS, avro_schema
+    from hr_pipeline.contract.tables import CONTRACTS, avro_schema
 
     schema = fastavro.parse_schema(avro_schema(CONTRACTS["hired_employees"]))
     started = time.perf_counter()
@@ -122,7 +125,7 @@ def _baseline_backup(database: str, path: str) -> tuple[float, int]:
 def _project_restore(database: str, work_dir: str) -> tuple[float, dict]:
     use_postgres_warehouse(database)
     _import_project()
-    from hr_pipeline import restore
+    from hr_pipeline.backup.backups import restore
 
     started = time.perf_counter()
     result = restore.restore_table("hired_employees", "latest", work_dir=Path(work_dir))

@@ -140,8 +140,8 @@ def load_postgres_warehouse(database: str, hires_csv: Path) -> None:
     183 jobs and the generated hires."""
     import psycopg
 
-    from hr_pipeline.contracts import CONTRACTS
-    from hr_pipeline.warehouse import Warehouse, copy_rows
+    from hr_pipeline.contract.tables import CONTRACTS
+    from hr_pipeline.warehouse.facade import Warehouse, copy_rows
 
     use_postgres_warehouse(database)
     Warehouse().ensure_tables()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks.common import (
@@ -70,13 +69,15 @@ def _task_start_up(database: str, blob_env: str, validating: bool) -> float:
     from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
     from airflow.sdk import BaseHook
 
-    import hr_pipeline.ingest  # noqa: F401
-    from hr_pipeline.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
+    import hr_pipeline.ingest.archive
+    import hr_pipeline.ingest.load
+    import hr_pipeline.ingest.validate  # noqa: F401
+    from hr_pipeline.runtime.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
 
     for conn_id in (BLOB_CONN_ID, WAREHOUSE_CONN_ID):
         BaseHook.get_connection(conn_id)
-    from hr_pipeline.blob_store import BlobStore
-    from hr_pipeline.warehouse import Warehouse
+    from hr_pipeline.storage.blob_store import BlobStore
+    from hr_pipeline.warehouse.facade import Warehouse
 
     BlobStore(), Warehouse()
     return time.perf_counter() - started
@@ -87,7 +88,7 @@ def _validate_task(database: str, blob_env: str) -> dict:
     import time
 
     start_up = _task_start_up(database, blob_env, validating=True)
-    from hr_pipeline.ingest import validate_incoming
+    from hr_pipeline.ingest.validate import validate_incoming
 
     started = time.perf_counter()
     run_id = f"bench-{os.getpid()}"  # each timed run is its own ingest_table run
@@ -100,7 +101,8 @@ def _load_task(database: str, blob_env: str, validations: list[dict], batch_size
     import time
 
     start_up = _task_start_up(database, blob_env, validating=False)
-    from hr_pipeline.ingest import archive_ingested, load_validated
+    from hr_pipeline.ingest.archive import archive_ingested
+    from hr_pipeline.ingest.load import load_validated
 
     started = time.perf_counter()
     loads = load_validated("hired_employees", validations, batch_size=batch_size)
@@ -127,9 +129,8 @@ def _prepare_warehouse(database: str) -> None:
     import psycopg
 
     use_postgres_warehouse(database)
-    from hr_pipeline import ddl
-    from hr_pipeline.contracts import CONTRACTS
-    from hr_pipeline.warehouse import Warehouse
+    from hr_pipeline.contract.tables import CONTRACTS
+    from hr_pipeline.warehouse.facade import Warehouse, ddl
 
     Warehouse().ensure_tables()
     with psycopg.connect(postgres_dsn(database)) as connection:
@@ -141,9 +142,7 @@ def _prepare_warehouse(database: str) -> None:
 
 
 def main() -> bool:
-    sys.path.insert(0, str(ROOT / "include"))
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import blob_connection_uri  # the same Azurite connection the tests use
+    from tests.conftest import blob_connection_uri  # the same Azurite connection the tests use
 
     port, data_dir = _start_azurite()
     blob_env = blob_connection_uri(port)
@@ -165,7 +164,7 @@ def main() -> bool:
                         f"\\copy copy_baseline FROM '{extract}' WITH (FORMAT csv)",
                     ]
                 )
-                from hr_pipeline.blob_store import BlobStore
+                from hr_pipeline.storage.blob_store import BlobStore
 
                 store = BlobStore()
                 store.upload_file("raw-data", "incoming/hired_employees/bench.csv", extract)

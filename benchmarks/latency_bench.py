@@ -1,6 +1,6 @@
 """Landing-to-published latency on the local stack, beside a floor measured in the same run.
 
-The stack is the one the stack tests start (``scripts/stack.py``: api-server, scheduler,
+The stack is the one the stack tests start (``hr_pipeline.local.stack``: api-server, scheduler,
 dag-processor, triggerer, Azurite; LocalExecutor, SQLite metadata) with a fresh PostgreSQL
 warehouse and every DAG unpaused, as ``make up`` has them. A second DAG bundle loads
 ``benchmarks/latency_floor/``: DAGs of the pipeline's shape whose tasks do nothing (see that file),
@@ -23,7 +23,7 @@ trigger's listing interval; ``HR_BENCH_LANDING_POLL``, default 1 s here, 10 s by
 Target: the project within 1.5x of the floor.
 
 ``HR_BENCH_OPENLINEAGE=1`` runs the stack with the OpenLineage provider emitting (file transport,
-``hr_pipeline.lineage.HrAssetsExtractor``) and prints what the pipeline's events named: lineage
+``hr_pipeline.ops.lineage.HrAssetsExtractor``) and prints what the pipeline's events named: lineage
 checked on the real stack, in the executor's task processes, and its cost seen in the figures.
 """
 
@@ -67,11 +67,8 @@ def _free_port() -> int:
 
 
 def _stack_modules():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    if str(ROOT / "include") not in sys.path:
-        sys.path.append(str(ROOT / "include"))
-    import local_env
-    import stack
+    from hr_pipeline.local import env as local_env
+    from hr_pipeline.local import stack
 
     return stack, local_env
 
@@ -95,13 +92,13 @@ def _openlineage_env(state_dir: Path) -> dict[str, str]:
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
             {"type": "file", "log_file_path": str(state_dir / "openlineage.jsonl"), "append": True}
         ),
-        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "hr_pipeline.lineage.HrAssetsExtractor",
+        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "hr_pipeline.ops.lineage.HrAssetsExtractor",
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "hr-bench",
     }
 
 
 def _print_lineage(state_dir: Path) -> None:
-    from hr_pipeline.lineage import read_events
+    from hr_pipeline.ops.lineage import read_events
 
     path = state_dir / "openlineage.jsonl"
     events = read_events(path) if path.exists() else []

@@ -61,7 +61,7 @@ def _publish_in_child(database: str) -> tuple[float, float, dict]:
     import sqlglot  # noqa: F401  (imported once per task process, like the modules below)
 
     from hr_pipeline import metrics
-    from hr_pipeline.warehouse import Warehouse
+    from hr_pipeline.warehouse.facade import Warehouse
 
     warehouse = Warehouse()
     warehouse.hook.log_sql = False  # the DAG's tasks log every statement; not timed here

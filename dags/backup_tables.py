@@ -4,7 +4,7 @@ Each mapped task reads its table as of one instant and uploads
 ``<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>.avro`` (that instant, UTC), verified after the upload;
 then the retention (``HR_BACKUP_RETENTION_DAYS``, default 30) deletes older backups, never a
 table's newest.
-The logic is in ``include/hr_pipeline/backup.py``.
+The logic is in ``include/hr_pipeline/backup/backups.py``.
 
 Each new backup is an asset event of ``backups.<table>`` (through the alias ``hr.backed_up_table``)
 whose ``extra`` has its row count, blob, size, sha256 and instant: the Assets view lists them. No
@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
-from hr_pipeline.assets import BACKED_UP_TABLE, BACKUP_ASSETS
-from hr_pipeline.contracts import tables_param
-from hr_pipeline.notifications import task_defaults
+from hr_pipeline.contract.tables import tables_param
+from hr_pipeline.ops.alerts import task_defaults
+from hr_pipeline.ops.assets import BACKED_UP_TABLE, BACKUP_ASSETS
 
 
 @dag(
@@ -44,7 +44,7 @@ def backup_tables():
     def backup_table(table_name: str, outlet_events=None) -> dict:
         from airflow.sdk import get_current_context
 
-        from hr_pipeline import backup
+        from hr_pipeline.backup import backups as backup
 
         get_current_context()["table_name"] = table_name
         result = backup.backup_table(table_name)
@@ -64,7 +64,7 @@ def backup_tables():
     def apply_retention(table_name: str) -> list[str]:
         from airflow.sdk import get_current_context
 
-        from hr_pipeline import backup
+        from hr_pipeline.backup import backups as backup
 
         get_current_context()["table_name"] = table_name
         return backup.prune_backups(table_name)

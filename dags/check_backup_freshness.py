@@ -1,14 +1,14 @@
 """check_backup_freshness: every hour, is each table's newest backup younger than 26 hours?
 
-Lists the backups container (``hr_pipeline.backup.list_backups``) and fails, naming each stale
+Lists the backups container (``hr_pipeline.backup.backups.list_backups``) and fails, naming each stale
 table with its newest backup and that backup's age (or "no backup"), when one is older than
-``max_age_hours``; the failure alert (``hr_pipeline.notifications``) carries that line. A stale
+``max_age_hours``; the failure alert (``hr_pipeline.ops.alerts``) carries that line. A stale
 table is not retried (it would be as stale a minute later); a listing that fails is.
 
 Why a check of the container rather than a deadline alert on backup_tables: a deadline belongs to
 a run, so it cannot fire when no run exists (backup_tables paused, the scheduler not creating it),
 and a run that ends in time says nothing of a table left out of it or of backups deleted since. The
-container is what a restore would use. The logic is in ``include/hr_pipeline/freshness.py``.
+container is what a restore would use. The logic is in ``include/hr_pipeline/backup/freshness.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from hr_pipeline.contracts import tables_param
-from hr_pipeline.notifications import task_defaults
+from hr_pipeline.contract.tables import tables_param
+from hr_pipeline.ops.alerts import task_defaults
 
 
 @dag(
@@ -44,7 +44,7 @@ from hr_pipeline.notifications import task_defaults
 def check_backup_freshness():
     @task
     def check_backups(params=None) -> list[dict]:
-        from hr_pipeline.freshness import check_freshness
+        from hr_pipeline.backup.freshness import check_freshness
 
         return check_freshness(params["tables"], max_age=timedelta(hours=params["max_age_hours"]))
 

@@ -1,7 +1,7 @@
 """ingest_on_landing: files that land under ``incoming/<table>/`` start ``ingest_table`` for that
 table, with no click.
 
-Each table's landing asset is watched in the triggerer (``hr_pipeline.landing``): files landing
+Each table's landing asset is watched in the triggerer (``hr_pipeline.storage.landing``): files landing
 together make one event, so one run. Several tables landing at once start their ingests in the
 contract's order (departments, jobs, then hired_employees, which also waits for the ingests of the
 tables it references). Runs started by hand, from the UI or the REST API, work as before.
@@ -13,9 +13,9 @@ from __future__ import annotations
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
 
-from hr_pipeline.assets import LANDED_FILES
-from hr_pipeline.contracts import TABLE_NAMES
-from hr_pipeline.notifications import task_defaults
+from hr_pipeline.contract.tables import TABLE_NAMES
+from hr_pipeline.ops.alerts import task_defaults
+from hr_pipeline.ops.assets import LANDED_FILES
 
 
 @dag(
@@ -30,7 +30,7 @@ from hr_pipeline.notifications import task_defaults
 def ingest_on_landing():
     @task
     def tables_that_landed(triggering_asset_events=None) -> list[dict]:
-        from hr_pipeline.landing import ingest_confs
+        from hr_pipeline.storage.landing import ingest_confs
 
         return ingest_confs(triggering_asset_events, TABLE_NAMES)
 

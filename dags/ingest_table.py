@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 
-from hr_pipeline.assets import INGESTED_TABLE, LANDED_FILES, TABLE_ASSETS
-from hr_pipeline.contracts import table_param
-from hr_pipeline.notifications import task_defaults
-from hr_pipeline.sensors import IncomingFilesSensor
-from hr_pipeline.settings import (
+from hr_pipeline.contract.tables import table_param
+from hr_pipeline.ops.alerts import task_defaults
+from hr_pipeline.ops.assets import INGESTED_TABLE, LANDED_FILES, TABLE_ASSETS
+from hr_pipeline.ops.sensors import IncomingFilesSensor
+from hr_pipeline.runtime.settings import (
     BLOB_CONN_ID,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_REJECT_RATIO,
@@ -36,7 +36,7 @@ def _run_day() -> str:
     schedule=None,
     catchup=False,
     # Runs of different tables never wait on each other; runs of one table take turns through
-    # the table's ingest lock, taken by validate and released by archive (hr_pipeline.claims).
+    # the table's ingest lock, taken by validate and released by archive (hr_pipeline.storage.claims).
     max_active_runs=16,
     tags=["hr", "ingest"],
     doc_md=__doc__,
@@ -88,8 +88,8 @@ def ingest_table():
 
     @task(inlets=list(LANDED_FILES.values()))
     def validate(params: dict, run_id: str) -> list[dict]:
-        from hr_pipeline.ingest import validate_incoming
-        from hr_pipeline.run_states import ended_runs_of_this_dag
+        from hr_pipeline.ingest.validate import validate_incoming
+        from hr_pipeline.ops.run_states import ended_runs_of_this_dag
 
         return validate_incoming(
             params["table_name"],
@@ -101,7 +101,7 @@ def ingest_table():
 
     @task(inlets=list(LANDED_FILES.values()), outlets=[INGESTED_TABLE])
     def load(validations: list[dict], params: dict, outlet_events=None) -> list[dict]:
-        from hr_pipeline.ingest import load_validated, what_changed
+        from hr_pipeline.ingest.load import load_validated, what_changed
 
         table = params["table_name"]
         loads = load_validated(table, validations, batch_size=params["batch_size"])
@@ -117,7 +117,7 @@ def ingest_table():
     def archive(validations: list[dict], loads: list[dict] | None, params: dict) -> list[str]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from hr_pipeline.ingest import archive_ingested, failed_files_message
+        from hr_pipeline.ingest.archive import archive_ingested, failed_files_message
 
         summary = archive_ingested(
             params["table_name"],

@@ -23,10 +23,10 @@ from datetime import datetime, timedelta
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from hr_pipeline.assets import METRIC_ASSETS, TABLE_ASSETS
 from hr_pipeline.metrics import CHECK_TASK_IDS, data_quality_checks
-from hr_pipeline.notifications import task_defaults
-from hr_pipeline.settings import WAREHOUSE_CONN_ID
+from hr_pipeline.ops.alerts import task_defaults
+from hr_pipeline.ops.assets import METRIC_ASSETS, TABLE_ASSETS
+from hr_pipeline.runtime.settings import WAREHOUSE_CONN_ID
 
 departments, jobs, hired_employees = (
     TABLE_ASSETS["departments"],
@@ -52,7 +52,7 @@ def publish_metrics():
     @task(multiple_outputs=True)
     def render_metric_sql() -> dict:
         from hr_pipeline.metrics import publish_plan
-        from hr_pipeline.warehouse import Warehouse
+        from hr_pipeline.warehouse.facade import Warehouse
 
         return publish_plan(Warehouse(WAREHOUSE_CONN_ID).dialect).as_xcom()
 
@@ -76,7 +76,7 @@ def publish_metrics():
     @task(inlets=list(TABLE_ASSETS.values()), outlets=list(METRIC_ASSETS.values()))
     def record_published_row_counts(outlet_events=None) -> dict[str, int]:
         from hr_pipeline.metrics import published_row_counts
-        from hr_pipeline.warehouse import Warehouse
+        from hr_pipeline.warehouse.facade import Warehouse
 
         # Only this DAG writes the published tables, one run at a time: these are the swap's rows.
         counts = published_row_counts(Warehouse(WAREHOUSE_CONN_ID))

@@ -3,7 +3,7 @@
 Params: ``table_name``; ``backup`` (``latest`` or a backup's blob name); ``as_of`` (optional ISO
 instant: the newest backup taken at or before it). The backup is checked (sha256, table, contract
 version, schema), staged, checked for referential integrity and swapped in inside one transaction;
-on any refusal the table is unchanged. The logic is in ``include/hr_pipeline/restore.py``.
+on any refusal the table is unchanged. The logic is in ``include/hr_pipeline/backup/restore.py``.
 
 Which asset changed depends on a param, so the task cannot list it statically: listing all three
 tables as outlets would tell publish_metrics (and anyone else) that every table changed. The task
@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from hr_pipeline.assets import RESTORED_TABLE, TABLE_ASSETS
-from hr_pipeline.contracts import table_param
-from hr_pipeline.notifications import task_defaults
+from hr_pipeline.contract.tables import table_param
+from hr_pipeline.ops.alerts import task_defaults
+from hr_pipeline.ops.assets import RESTORED_TABLE, TABLE_ASSETS
 
 
 @dag(
@@ -58,7 +58,7 @@ def restore_table():
     def restore(params=None, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from hr_pipeline import restore as restore_logic
+        from hr_pipeline.backup import restore as restore_logic
 
         try:
             result = restore_logic.restore_table(
@@ -66,10 +66,10 @@ def restore_table():
             )
         except restore_logic.REFUSALS as refusal:
             # The refusal is the whole story: said on one line of the log, not retried.
-            logging.getLogger("hr_pipeline.restore").error("Restore refused: %s", refusal)
+            logging.getLogger("hr_pipeline.backup.restore").error("Restore refused: %s", refusal)
             raise AirflowFailException(f"Restore refused: {refusal}") from None
         except Exception as error:
-            from hr_pipeline.ingest import is_data_error
+            from hr_pipeline.ingest.load import is_data_error
 
             if not is_data_error(error):
                 raise  # a connection or service error: retried
@@ -81,7 +81,7 @@ def restore_table():
                 f"{params['table_name']} ({type(error).__name__}: {first_line}); the table "
                 "is unchanged"
             )
-            logging.getLogger("hr_pipeline.restore").error(message)
+            logging.getLogger("hr_pipeline.backup.restore").error(message)
             raise AirflowFailException(message) from None
         outlet_events[RESTORED_TABLE].add(
             TABLE_ASSETS[result.table],

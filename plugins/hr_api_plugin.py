@@ -1,6 +1,6 @@
-"""Mounts the seed system's HTTP API (``hr_pipeline.http_api``) in Airflow's api-server at /hr.
+"""Mounts the seed system's HTTP API (``hr_pipeline.api.app``) in Airflow's api-server at /hr.
 
-Endpoints, authentication and OpenAPI docs: see ``include/hr_pipeline/http_api.py``; the docs
+Endpoints, authentication and OpenAPI docs: see ``include/hr_pipeline/api/app.py``; the docs
 are served at ``/hr/docs`` (and ``/hr/openapi.json``).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from hr_pipeline.http_api import URL_PREFIX, app
+from hr_pipeline.api.app import URL_PREFIX, app
 
 
 class HrApiPlugin(AirflowPlugin):

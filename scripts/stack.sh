@@ -6,11 +6,10 @@
 # State, logs (.local/logs/*.log) and pid files (.local/run/*.pid) live in .local/.
 # Failure alerts: AIRFLOW_CONN_HR_ALERTS_SMTP / AIRFLOW_CONN_HR_ALERTS_WEBHOOK of the caller reach
 # every process (no other AIRFLOW__* / AIRFLOW_CONN_* of the caller does); `up` prints the channels.
-# The work is done by scripts/stack.py (also used by the stack tests).
+# The work is done by hr_pipeline.local.stack (`hr-pipeline up|down|status`).
 # Usage: scripts/stack.sh up|down|status
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-py="$root/.venv/bin/python"
-[ -x "$py" ] || { echo "No .venv: run 'make install' first" >&2; exit 1; }
-export PYTHONPATH="$root/include${PYTHONPATH:+:$PYTHONPATH}"
-exec "$py" "$root/scripts/stack.py" "${1:-status}" "${@:2}"
+cli="$root/.venv/bin/hr-pipeline"
+[ -x "$cli" ] || { echo "No .venv: run 'make install' first" >&2; exit 1; }
+exec "$cli" "${1:-status}" "${@:2}"

@@ -37,7 +37,6 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_ROOT / "dags")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
-os.environ.setdefault("PYTHONPATH", str(PROJECT_ROOT / "include"))
 # One Fernet key for the session and the processes it starts (they share its metadata database:
 # the landing watchers' trigger arguments are stored encrypted), made now, never shipped.
 if not os.environ.get("AIRFLOW__CORE__FERNET_KEY"):
@@ -103,7 +102,7 @@ def blob_store(azurite_port, monkeypatch):
     suffix = uuid.uuid4().hex[:8]
     monkeypatch.setenv("AZURE_BLOB_CONTAINER_RAW_DATA", f"raw-{suffix}")
     monkeypatch.setenv("AZURE_BLOB_CONTAINER_BACKUPS", f"backups-{suffix}")
-    from hr_pipeline.blob_store import BlobStore
+    from hr_pipeline.storage.blob_store import BlobStore
 
     store = BlobStore()
     store.ensure_container(f"raw-{suffix}")
@@ -115,7 +114,7 @@ def blob_store(azurite_port, monkeypatch):
 def sqlite_warehouse(tmp_path, monkeypatch):
     path = tmp_path / "warehouse.db"
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(path)}))
-    from hr_pipeline.warehouse import Warehouse
+    from hr_pipeline.warehouse.facade import Warehouse
 
     warehouse = Warehouse()
     warehouse.ensure_tables()
@@ -153,7 +152,7 @@ def postgres_connection_uri(database: str) -> str:
 @pytest.fixture
 def postgres_warehouse(postgres_database, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", postgres_connection_uri(postgres_database))
-    from hr_pipeline.warehouse import Warehouse
+    from hr_pipeline.warehouse.facade import Warehouse
 
     warehouse = Warehouse()
     warehouse.ensure_tables()

@@ -31,7 +31,7 @@ from airflow.sdk import (
     task,
 )
 
-from hr_pipeline.landing import IncomingFilesTrigger, landing_poll_seconds
+from hr_pipeline.storage.landing import IncomingFilesTrigger, landing_poll_seconds
 
 FLOOR_CONTAINER = "latency-floor"
 TABLES = ("departments", "jobs", "hired_employees")

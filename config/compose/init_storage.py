@@ -6,8 +6,8 @@ Uses the pipeline's own BlobStore on the ``azure_blob`` connection, and the cont
 
 from __future__ import annotations
 
-from hr_pipeline import settings
-from hr_pipeline.blob_store import BlobStore
+from hr_pipeline.runtime import settings
+from hr_pipeline.storage.blob_store import BlobStore
 
 
 def main() -> int:

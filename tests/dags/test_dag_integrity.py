@@ -46,7 +46,7 @@ def test_dag_policies(dag_bag, path):
 
 
 def test_table_params_offer_exactly_the_contract_tables(dag_bag):
-    from hr_pipeline.contracts import TABLE_NAMES
+    from hr_pipeline.contract.tables import TABLE_NAMES
 
     for dag_id in ("ingest_table", "restore_table"):
         schema = dag_bag.dags[dag_id].params.get_param("table_name").schema

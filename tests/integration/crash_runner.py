@@ -36,7 +36,8 @@ class KillAt(logging.Handler):
 
 
 def main(step: str, table: str, run_id: str, day: str, state_path: str, pattern: str, occurrence: str = "1"):
-    from hr_pipeline import ingest  # Airflow configures logging on import: the handler goes after
+    # Airflow configures logging on import: the handler goes after.
+    from hr_pipeline.ingest import archive, load, validate
 
     root = logging.getLogger()
     root.setLevel(logging.INFO)
@@ -46,11 +47,11 @@ def main(step: str, table: str, run_id: str, day: str, state_path: str, pattern:
     state_file = Path(state_path)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     if step == "validate":
-        state["validations"] = ingest.validate_incoming(table, run_id=run_id, day=day)
+        state["validations"] = validate.validate_incoming(table, run_id=run_id, day=day)
     elif step == "load":
-        state["loads"] = ingest.load_validated(table, state["validations"], batch_size=1)
+        state["loads"] = load.load_validated(table, state["validations"], batch_size=1)
     elif step == "archive":
-        ingest.archive_ingested(table, state["validations"], day=day, run_id=run_id, loads=state["loads"])
+        archive.archive_ingested(table, state["validations"], day=day, run_id=run_id, loads=state["loads"])
     else:
         raise SystemExit(f"unknown step {step}")
     state_file.write_text(json.dumps(state))

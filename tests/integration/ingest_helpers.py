@@ -25,7 +25,11 @@ def drop_sample(store, table: str) -> str:
 
 
 def run_ingest(table: str, **conf):
-    from hr_pipeline.settings import DEFAULT_BATCH_SIZE, DEFAULT_MAX_REJECT_RATIO, DEFAULT_WAIT_MINUTES
+    from hr_pipeline.runtime.settings import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_MAX_REJECT_RATIO,
+        DEFAULT_WAIT_MINUTES,
+    )
 
     dag = load_dag("ingest_table")
     # Every param given: the DAG object is shared by the session's tests, and dag.test() keeps

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta, timezone
 import fastavro
 import pytest
 
-from hr_pipeline import backup, restore
-from hr_pipeline.contracts import CONTRACTS, get_contract
-from hr_pipeline.instants import format_instant, parse_instant
+from hr_pipeline.backup import backups as backup
+from hr_pipeline.backup import restore
+from hr_pipeline.contract.instants import format_instant, parse_instant
+from hr_pipeline.contract.tables import CONTRACTS, get_contract
 
 HIRES = [
     (i, f"Person {i}", datetime(2021, 3, 31, 23, 59, 59, 999999) + timedelta(days=i), 1 + i % 3, 1 + i % 4)
@@ -28,7 +29,8 @@ def test_blob_names_follow_the_spec():
     name = backup.backup_blob_name("jobs", instant)
     assert name == "jobs/jobs-20260102T030405.678901Z.avro"
     ref = backup.backup_ref("backups", name, 10, {})
-    assert ref.table == "jobs" and ref.instant == instant
+    assert ref.table == "jobs"
+    assert ref.instant == instant
     on_the_second = instant.replace(microsecond=0)
     assert backup.backup_blob_name("jobs", on_the_second) == "jobs/jobs-20260102T030405.000000Z.avro"
     for foreign in (
@@ -46,7 +48,8 @@ def test_backups_named_to_the_second_are_still_listed():
     instant = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
     name = "jobs/jobs-20260102T030405Z.avro"
     ref = backup.backup_ref("backups", name, 10, {})
-    assert ref.table == "jobs" and ref.instant == instant.replace(microsecond=0)
+    assert ref.table == "jobs"
+    assert ref.instant == instant.replace(microsecond=0)
     exact = backup.backup_ref("backups", name, 10, {"instant": format_instant(instant)})
     assert exact.instant == instant
     for foreign in ("jobs/departments-20260102T030405Z.avro", "jobs-20260102T030405Z.avro"):

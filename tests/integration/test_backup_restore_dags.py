@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from hr_pipeline import backup as backup_logic
-from hr_pipeline import restore as restore_logic
-from hr_pipeline.contracts import CONTRACTS, ColumnType, get_contract
-from hr_pipeline.instants import parse_instant, parse_stored_timestamp
-from hr_pipeline.restore import (
+from hr_pipeline.backup import backups as backup_logic
+from hr_pipeline.backup import restore as restore_logic
+from hr_pipeline.backup.restore import (
     BackupCorruptError,
     BackupNotFoundError,
     BackupSchemaError,
     ReferentialIntegrityError,
 )
+from hr_pipeline.contract.instants import parse_instant, parse_stored_timestamp
+from hr_pipeline.contract.tables import CONTRACTS, ColumnType, get_contract
 
 DEPARTMENTS = [(i, f"Department {i}") for i in range(1, 6)]
 JOBS = [(i, f"Job {i}") for i in range(1, 8)]
@@ -87,7 +87,8 @@ def test_backup_then_restore_latest_gives_the_backup_row_for_row(filled, blob_st
     assert table_rows(filled, "hired_employees") != before
 
     restored = restore_logic.restore_table("hired_employees", "latest", None, filled, blob_store)
-    assert restored.rows == 40 and restored.rows_before == 47
+    assert restored.rows == 40
+    assert restored.rows_before == 47
     assert table_rows(filled, "hired_employees") == before
 
 
@@ -119,7 +120,8 @@ def test_as_of_picks_the_newest_backup_taken_at_or_before_it(warehouse, blob_sto
     assert table_rows(warehouse, "jobs") == JOBS[:7]
     # a backup named explicitly, as the file name alone
     named = restore_logic.restore_table("jobs", first.blob_name.split("/")[1], None, warehouse, blob_store)
-    assert named.blob_name == first.blob_name and table_rows(warehouse, "jobs") == JOBS[:3]
+    assert named.blob_name == first.blob_name
+    assert table_rows(warehouse, "jobs") == JOBS[:3]
 
     with pytest.raises(BackupNotFoundError) as refused:
         restore_as_of("2000-01-01T00:00:00Z")
@@ -141,13 +143,16 @@ def test_a_backup_named_to_the_second_is_restored(warehouse, blob_store):
     fill(warehouse, "jobs", JOBS)
 
     restored = restore_logic.restore_table("jobs", "latest", None, warehouse, blob_store)
-    assert restored.blob_name == old_name and table_rows(warehouse, "jobs") == JOBS[:3]
+    assert restored.blob_name == old_name
+    assert table_rows(warehouse, "jobs") == JOBS[:3]
     fill(warehouse, "jobs", JOBS)
     restored = restore_logic.restore_table("jobs", None, made.instant, warehouse, blob_store)
-    assert restored.blob_name == old_name and table_rows(warehouse, "jobs") == JOBS[:3]
+    assert restored.blob_name == old_name
+    assert table_rows(warehouse, "jobs") == JOBS[:3]
     fill(warehouse, "jobs", JOBS)
     restored = restore_logic.restore_table("jobs", old_name.split("/")[1], None, warehouse, blob_store)
-    assert restored.blob_name == old_name and table_rows(warehouse, "jobs") == JOBS[:3]
+    assert restored.blob_name == old_name
+    assert table_rows(warehouse, "jobs") == JOBS[:3]
 
 
 def test_a_second_backup_under_the_same_name_is_refused(warehouse, blob_store, monkeypatch):
@@ -163,7 +168,8 @@ def test_a_second_backup_under_the_same_name_is_refused(warehouse, blob_store, m
     with pytest.raises(backup_logic.BackupError, match=r"already exists .*refusing to overwrite it"):
         backup_logic.backup_table("jobs", warehouse, blob_store)
     [kept] = blob_store.list(backups_container())
-    assert kept.name == first.blob_name and kept.metadata["sha256"] == first.sha256
+    assert kept.name == first.blob_name
+    assert kept.metadata["sha256"] == first.sha256
     assert kept.metadata["rows"] == "3"
 
 
@@ -249,7 +255,8 @@ def test_restore_that_would_orphan_hires_is_refused(filled, blob_store):
         restore_logic.restore_table("departments", "latest", None, filled, blob_store)
     message = str(refused.value)
     assert "16 current rows of hired_employees.department_id point at departments ids missing" in message
-    assert "4, 5" in message and "departments is unchanged" in message
+    assert "4, 5" in message
+    assert "departments is unchanged" in message
     assert table_rows(filled, "departments") == current_departments
 
     # Once the orphaned hires are gone, the same restore goes through.
@@ -280,12 +287,14 @@ def test_retention_keeps_the_newest(warehouse, blob_store):
     deleted = backup_logic.prune_backups(
         "jobs", blob_store, now=second_instant + timedelta(days=30), retention_days=30
     )
-    assert deleted == [first.blob_name] and names() == [second.blob_name, third.blob_name]
+    assert deleted == [first.blob_name]
+    assert names() == [second.blob_name, third.blob_name]
     # everything is older than the retention: the newest stays all the same
     deleted = backup_logic.prune_backups(
         "jobs", blob_store, now=datetime.now(timezone.utc) + timedelta(days=400), retention_days=30
     )
-    assert deleted == [second.blob_name] and names() == [third.blob_name]
+    assert deleted == [second.blob_name]
+    assert names() == [third.blob_name]
     assert (
         backup_logic.prune_backups(
             "jobs", blob_store, now=datetime.now(timezone.utc) + timedelta(days=400), retention_days=0
@@ -332,7 +341,8 @@ def test_readers_never_see_a_partial_table_during_a_restore(postgres_warehouse, 
         done.set()
         thread.join()
     assert set(counts) <= {old_count, new_count}, sorted(set(counts))
-    assert counts[0] == old_count and counts[-1] == new_count
+    assert counts[0] == old_count
+    assert counts[-1] == new_count
     assert len(counts) > 10  # the reader really ran during the restore
 
 
@@ -405,7 +415,9 @@ def test_backup_dag_applies_the_retention(airflow_db, sqlite_warehouse, blob_sto
     first = [blob.name for blob in blob_store.list(backups_container())]
     assert dag.test(run_conf={"tables": ["jobs"]}).state == "success"
     second = [blob.name for blob in blob_store.list(backups_container())]
-    assert len(first) == 1 and len(second) == 1 and first != second
+    assert len(first) == 1
+    assert len(second) == 1
+    assert first != second
 
 
 def test_params_refuse_a_table_outside_the_contract(airflow_db):

@@ -13,14 +13,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from hr_pipeline.blob_store import (
+from hr_pipeline.runtime.settings import raw_container
+from hr_pipeline.storage.blob_store import (
     BlobMoveError,
     BlobSourceChangedError,
     BlobSourceMissingError,
     BlobStore,
     wait_for_copy,
 )
-from hr_pipeline.settings import raw_container
 
 SOURCE = "incoming/hired_employees/hired_employees.csv"
 DESTINATION = "archive/hired_employees/2026-01-02/hired_employees.csv"
@@ -206,7 +206,7 @@ def test_a_copy_replaced_by_another_is_an_error():
 
 
 def test_a_missing_blob_is_named_in_the_error(blob_store):
-    from hr_pipeline.blob_store import BlobNotFoundError
+    from hr_pipeline.storage.blob_store import BlobNotFoundError
 
     with pytest.raises(
         BlobNotFoundError, match=f"{raw_container()}/processing/none.csv: the blob does not exist"
@@ -217,7 +217,7 @@ def test_a_missing_blob_is_named_in_the_error(blob_store):
 
 
 def test_a_blob_rewritten_while_it_is_read_fails_the_read(blob_store):
-    from hr_pipeline.blob_store import BlobAccessError
+    from hr_pipeline.storage.blob_store import BlobAccessError
 
     blob_store.upload_bytes(raw_container(), "big.bin", b"a" * 3000)
     blocks = blob_store.iter_blocks(raw_container(), "big.bin", block_bytes=1000)

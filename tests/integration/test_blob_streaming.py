@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from hr_pipeline.settings import raw_container
+from hr_pipeline.runtime.settings import raw_container
 
 
 def test_a_streamed_upload_is_the_bytes_written_in_order(blob_store):
@@ -55,7 +55,7 @@ def test_blocks_read_in_ranges_are_the_blob(blob_store, size, block_bytes):
 
 
 def test_prefetching_a_missing_blob_raises_in_the_reader(blob_store):
-    from hr_pipeline.blob_store import BlobNotFoundError
+    from hr_pipeline.storage.blob_store import BlobNotFoundError
 
     with pytest.raises(BlobNotFoundError, match="missing.csv"):
         list(blob_store.prefetched_blocks(raw_container(), "missing.csv"))
@@ -73,7 +73,8 @@ def test_a_write_after_the_upload_is_closed_is_refused(blob_store):
 def test_the_compressed_hand_over_reads_back_as_the_bytes_written(blob_store, size):
     """The valid rows travel zstd-compressed: written through ``compressed_stream``, read back
     decompressed block by block, whatever the sizes of writes and blocks."""
-    from hr_pipeline.ingest import VALID_ROWS_COMPRESSION, compressed_stream
+    from hr_pipeline.ingest.run import VALID_ROWS_COMPRESSION
+    from hr_pipeline.ingest.validate import compressed_stream
 
     data = os.urandom(size // 2) + b'1,"Ann"\n' * (size // 16)
     with blob_store.streaming_upload(raw_container(), "rows.csv.zst", block_bytes=64 * 1024) as upload:
@@ -96,7 +97,7 @@ def test_a_compressed_upload_stopped_by_an_error_leaves_no_blob(blob_store):
     compressed stream left behind cannot commit it later either."""
     import gc
 
-    from hr_pipeline.ingest import compressed_stream
+    from hr_pipeline.ingest.validate import compressed_stream
 
     with pytest.raises(ValueError, match="invariant"):
         with blob_store.streaming_upload(raw_container(), "refused.csv.zst", block_bytes=1024) as upload:

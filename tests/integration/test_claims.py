@@ -7,9 +7,11 @@ import threading
 
 import pytest
 
-from hr_pipeline.blob_layout import lock_name
-from hr_pipeline.claims import IngestLock, IngestLockTimeout
-from hr_pipeline.ingest import archive_ingested, load_validated, validate_incoming
+from hr_pipeline.ingest.archive import archive_ingested
+from hr_pipeline.ingest.load import load_validated
+from hr_pipeline.ingest.validate import validate_incoming
+from hr_pipeline.storage.claims import IngestLock, IngestLockTimeout
+from hr_pipeline.storage.layout import lock_name
 from tests.integration.ingest_helpers import blob_names, drop_file, raw_container
 
 DAY = "2026-01-02"
@@ -47,7 +49,8 @@ def test_a_file_replaced_while_its_run_is_in_flight_is_left_for_the_next_run(blo
 
     finish("jobs", ingest("jobs", "run-b"), "run-b")
     assert jobs(warehouse) == {1: "New title"}
-    assert blob_names(blob_store, "incoming/") == [] and blob_names(blob_store, "processing/") == []
+    assert blob_names(blob_store, "incoming/") == []
+    assert blob_names(blob_store, "processing/") == []
 
 
 def test_a_run_waits_while_another_run_of_the_table_holds_its_lock(blob_store, sqlite_warehouse, monkeypatch):
@@ -79,7 +82,8 @@ def test_runs_of_different_tables_do_not_share_a_lock(blob_store, sqlite_warehou
     departments_run = ingest("departments", "run-departments")  # does not wait for run-jobs
     finish("departments", departments_run, "run-departments")
     finish("jobs", jobs_run, "run-jobs")
-    assert sqlite_warehouse.key_values("jobs") == {1} and sqlite_warehouse.key_values("departments") == {1}
+    assert sqlite_warehouse.key_values("jobs") == {1}
+    assert sqlite_warehouse.key_values("departments") == {1}
 
 
 def test_the_next_run_takes_over_the_files_of_a_run_that_ended_holding_the_lock(blob_store, warehouse):
@@ -128,8 +132,8 @@ def test_references_removed_between_validation_and_load_are_rejected_at_load(blo
     without them; then the hires load. The load checks the references again inside its lock:
     the rows pointing at 10 and 11 are rejected with a reason, the others load, and the counts
     still add up (loaded + rejected = rows)."""
-    from hr_pipeline.backup import backup_table
-    from hr_pipeline.restore import restore_table
+    from hr_pipeline.backup.backups import backup_table
+    from hr_pipeline.backup.restore import restore_table
 
     drop_file(blob_store, "departments", "1,Sales\n", "d1.csv")
     drop_file(blob_store, "jobs", "1,Nurse\n", "j.csv")

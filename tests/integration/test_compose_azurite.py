@@ -70,7 +70,7 @@ def test_the_compose_azurite_account_works_and_the_well_known_key_does_not(
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
         from azure.storage.blob import BlobServiceClient
 
-        from hr_pipeline.blob_store import BlobStore
+        from hr_pipeline.storage.blob_store import BlobStore
 
         conn = json.loads(service_env(compose, "airflow-worker")["AIRFLOW_CONN_AZURE_BLOB"])
         conn["extra"]["connection_string"] = conn["extra"]["connection_string"].replace(

@@ -10,13 +10,14 @@ the pipeline logs the line that ends the step before the boundary.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from hr_pipeline.ingest import archive_ingested, load_validated, validate_incoming
+from hr_pipeline.ingest.archive import archive_ingested
+from hr_pipeline.ingest.load import load_validated
+from hr_pipeline.ingest.validate import validate_incoming
 from tests.conftest import PROJECT_ROOT
 from tests.integration.ingest_helpers import blob_names, drop_file, raw_container, read_rejects
 
@@ -59,12 +60,10 @@ def run_step(step: str, run_id: str, state: dict) -> dict:
 def killed_at(step: str, pattern: str, occurrence: int, state: dict, tmp_path) -> None:
     state_path = tmp_path / "state.json"
     state_path.write_text(json.dumps(state))
-    env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'include'}{os.pathsep}{PROJECT_ROOT}"}
     child = subprocess.run(
         [sys.executable, "-m", "tests.integration.crash_runner", step, "jobs", "run-a", DAY]
         + [str(state_path), pattern, str(occurrence)],
         cwd=PROJECT_ROOT,
-        env=env,
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,4 +1,4 @@
-"""`make demo` (scripts/demo.py) and the emulator it starts, as a user runs them.
+"""`make demo` (hr_pipeline.local.demo) and the emulator it starts, as a user runs them.
 
 - the emulator never uses a port another process holds: it refuses (the port asked for) or moves
   to a free one (the default), and a pid file naming another process is not taken for ours;
@@ -21,17 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from hr_pipeline.local import azurite, ports
 from tests.conftest import PROJECT_ROOT, SAMPLE_DATA, free_port, skip_or_fail
-
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-
-import azurite  # noqa: E402
-import ports  # noqa: E402
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 
 AZURITE_SH = PROJECT_ROOT / "scripts" / "azurite.sh"
-DEMO = PROJECT_ROOT / "scripts" / "demo.py"
+DEMO = ("-m", "hr_pipeline.local.cli", "demo")  # what `make demo` runs (hr-pipeline demo)
 MAX_LINES = 150
 # What a log record looks like, whichever framework wrote it: a leading timestamp (structlog,
 # Airflow's classic format), a structlog level tag, a stdlib "LEVEL:name:" or " LEVEL - " prefix,
@@ -93,7 +89,8 @@ def test_azurite_refuses_a_port_another_process_listens_on(tmp_path, foreign):
         result = azurite_sh("start", *args, **env)
         assert result.returncode == 1, result.stdout
         assert "Azurite blob service on" not in result.stdout
-        assert f"port {port}" in result.stderr and f"pid {process.pid}" in result.stderr
+        assert f"port {port}" in result.stderr
+        assert f"pid {process.pid}" in result.stderr
         if env:
             assert f"AZURITE_BLOB_PORT={port}" in result.stderr
     assert process.poll() is None  # left alone
@@ -105,7 +102,8 @@ def test_azurite_moves_off_a_busy_default_port_and_verifies_the_listener(tmp_pat
     busy, process = foreign
     instance = azurite.start(tmp_path, default=busy)
     try:
-        assert instance.started and instance.port != busy
+        assert instance.started
+        assert instance.port != busy
         assert f"port {busy} is in use by pid {process.pid}" in instance.note
         assert ports.owned_by(instance.port, [instance.pid]) is True
         assert ports.owned_by(busy, [instance.pid]) is False
@@ -148,10 +146,10 @@ def state_dir(tmp_path_factory):
 
 
 def run_demo(state: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
-    """scripts/demo.py as `make demo` runs it, stdout and stderr merged as a terminal shows them."""
+    """hr_pipeline.local.demo as `make demo` runs it, stdout and stderr merged as a terminal shows them."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(DEMO), *args],
+        [sys.executable, *DEMO, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -193,7 +191,8 @@ def test_the_demo_prints_a_screen_of_results_and_stops_its_emulator(state_dir):
         "hired_employees": ("success", 1999, 1929, 70),
     }
     rejects_line = next(line for line in output.splitlines() if line.startswith("hired_employees  success"))
-    assert "rejected/hired_employees/" in rejects_line and rejects_line.endswith(".csv")
+    assert "rejected/hired_employees/" in rejects_line
+    assert rejects_line.endswith(".csv")
     for table in ("departments", "jobs", "hired_employees"):
         assert re.search(rf"^{table}\s+uploading {table}\.csv .* done in [\d.]+ s$", output, re.M)
         assert re.search(rf"^{table}\s+ingesting \.\.\. done in [\d.]+ s: ", output, re.M)
@@ -235,7 +234,8 @@ def test_a_failed_run_fails_the_demo_naming_the_table_and_why(state_dir, tmp_pat
         assert re.search(r"^jobs\s+ingesting \.\.\. FAILED after", output, re.M)
         failure = next(line for line in output.splitlines() if line.startswith("FAILED:"))
         assert failure.startswith("FAILED: ingest_table for jobs: ")
-        assert "jobs.csv cannot be read" in failure and "binary" in failure
+        assert "jobs.csv cannot be read" in failure
+        assert "binary" in failure
         assert counts(output)["departments"] == ("success", 12, 12, 0)
         assert "The metric tables were not published" in output
         assert "quarterly_hires_2021" not in output
@@ -249,7 +249,8 @@ def test_the_demo_refuses_a_busy_emulator_port_before_doing_anything(tmp_path, f
     result, _ = run_demo(tmp_path / "state", AZURITE_BLOB_PORT=str(port))
     assert result.returncode == 1
     assert f"port {port} (AZURITE_BLOB_PORT={port}) is already in use by pid {process.pid}" in result.stdout
-    assert "ingesting" not in result.stdout and "uploading" not in result.stdout
+    assert "ingesting" not in result.stdout
+    assert "uploading" not in result.stdout
     assert process.poll() is None
 
 

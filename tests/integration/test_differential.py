@@ -24,7 +24,7 @@ import random
 
 import pytest
 
-from hr_pipeline.instants import parse_stored_timestamp
+from hr_pipeline.contract.instants import parse_stored_timestamp
 from tests.integration.ingest_helpers import blob_names, drop_file, load_dag, raw_container
 from tests.reference.contract import (
     LOAD_ORDER,
@@ -110,7 +110,9 @@ def ingest_round(
     store, warehouse, files: dict[str, list[tuple[str, bytes]]], run: str, chunk_rows: int, batch_size: int
 ) -> dict[str, list[tuple[dict, Observed]]]:
     """One ingest of every table that has files (in load order), as the DAG's tasks run it."""
-    from hr_pipeline.ingest import archive_ingested, load_validated, validate_incoming
+    from hr_pipeline.ingest.archive import archive_ingested
+    from hr_pipeline.ingest.load import load_validated
+    from hr_pipeline.ingest.validate import validate_incoming
 
     seen: dict[str, list[tuple[dict, Observed]]] = {}
     for table in LOAD_ORDER:

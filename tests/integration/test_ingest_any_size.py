@@ -113,7 +113,8 @@ def test_a_file_sent_twice_on_one_day_keeps_both_archives_and_rejects(blob_store
 
     archived = blob_names(blob_store, "archive/jobs/")
     rejects = [n for n in blob_names(blob_store, "rejected/jobs/") if n.endswith(".rejects.csv")]
-    assert len(archived) == 2 and len(rejects) == 2
+    assert len(archived) == 2
+    assert len(rejects) == 2
     assert {blob_store.download_bytes(blob_store_container(), n) for n in archived} == {
         b"1,Nurse\nx,bad\n",
         b"1,Nurse (corrected)\ny,bad\n",
@@ -129,10 +130,12 @@ def test_files_with_one_name_in_two_folders_keep_their_own_names(blob_store, sql
 
     assert sqlite_warehouse.key_values("jobs") == {1, 2}
     archived = blob_names(blob_store, "archive/jobs/")
-    assert len(archived) == 2 and any(n.endswith("/sub/a.csv") for n in archived)
+    assert len(archived) == 2
+    assert any(n.endswith("/sub/a.csv") for n in archived)
     rejects = [n for n in blob_names(blob_store, "rejected/jobs/") if n.endswith(".rejects.csv")]
     assert sorted(read_rejects(blob_store, n)[0]["id"] for n in rejects) == ["bad", "worse"]
-    assert blob_names(blob_store, "incoming/") == [] and blob_names(blob_store, "processing/") == []
+    assert blob_names(blob_store, "incoming/") == []
+    assert blob_names(blob_store, "processing/") == []
 
 
 def blob_store_container():
@@ -161,13 +164,16 @@ def test_a_file_the_warehouse_refuses_is_set_aside_and_the_others_load(blob_stor
     run = run_ingest("jobs", max_reject_ratio=1)
 
     assert str(run.state) == "failed"
-    assert 3 in warehouse.key_values("jobs") and 2 not in warehouse.key_values("jobs")
+    assert 3 in warehouse.key_values("jobs")
+    assert 2 not in warehouse.key_values("jobs")
     assert [n.rsplit("/", 1)[-1] for n in blob_names(blob_store, "archive/jobs/")] == ["b.csv"]
     set_aside = blob_names(blob_store, "rejected/jobs/")
     assert [n.rsplit("/", 1)[-1] for n in set_aside] == ["a.csv", "a.csv.reason.txt"]
     reason = blob_store.download_bytes(blob_store_container(), set_aside[1]).decode()
-    assert "incoming/jobs/a.csv: the warehouse refused its rows" in reason and "no_forbidden" in reason
-    assert blob_names(blob_store, "incoming/") == [] and blob_names(blob_store, "processing/") == []
+    assert "incoming/jobs/a.csv: the warehouse refused its rows" in reason
+    assert "no_forbidden" in reason
+    assert blob_names(blob_store, "incoming/") == []
+    assert blob_names(blob_store, "processing/") == []
 
     drop_file(blob_store, "jobs", "4,Pilot\n", "c.csv")
     assert str(run_ingest("jobs", max_reject_ratio=1).state) == "success"

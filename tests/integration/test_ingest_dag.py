@@ -33,11 +33,13 @@ def test_real_extracts_load_exactly(blob_store, warehouse):
     assert warehouse.row_count("hired_employees") == 1929
 
     day_folder = blob_names(blob_store, "archive/hired_employees/")
-    assert len(day_folder) == 1 and day_folder[0].endswith("/hired_employees.csv")
+    assert len(day_folder) == 1
+    assert day_folder[0].endswith("/hired_employees.csv")
     assert blob_names(blob_store, "incoming/") == []
     assert blob_names(blob_store, "processing/") == []
     rejects = blob_names(blob_store, "rejected/")
-    assert len(rejects) == 1 and rejects[0].endswith("hired_employees.rejects.csv")
+    assert len(rejects) == 1
+    assert rejects[0].endswith("hired_employees.rejects.csv")
     rows = read_rejects(blob_store, rejects[0])
     assert len(rows) == 70
     assert all("required field is empty" in row["reason"] for row in rows)
@@ -84,7 +86,8 @@ def test_unreadable_file_is_rejected_whole_and_run_fails(blob_store, sqlite_ware
     rejected = blob_names(blob_store, "rejected/departments/")
     assert any(name.endswith("/latin1.csv") for name in rejected)
     reason = [n for n in rejected if n.endswith(".reason.txt")]
-    assert reason and b"not UTF-8" in blob_store.download_bytes(blob_store_container(), reason[0])
+    assert reason
+    assert b"not UTF-8" in blob_store.download_bytes(blob_store_container(), reason[0])
     assert blob_names(blob_store, "incoming/") == []
 
 
@@ -124,7 +127,8 @@ def test_bad_rows_go_to_rejects_with_reasons(blob_store, sqlite_warehouse):
     assert "department_id: 999 does not exist in departments" in reasons["9"]
     assert "job_id: 999 does not exist in jobs" in reasons["10"]
     duplicates = [row for row in rejects if row["id"] == "8"]
-    assert len(duplicates) == 2 and all("appears 2 times" in r["reason"] for r in duplicates)
+    assert len(duplicates) == 2
+    assert all("appears 2 times" in r["reason"] for r in duplicates)
     assert reasons["6"].startswith("row 7:")
 
 

@@ -34,17 +34,20 @@ def test_the_ledger_has_one_row_per_ingested_file_with_counts_and_checksum(blob_
     ]
     hires = rows[2]
     sample = (SAMPLE_DATA / "hired_employees.csv").read_bytes()
-    assert hires["sha256"] == hashlib.sha256(sample).hexdigest() and hires["bytes"] == len(sample)
+    assert hires["sha256"] == hashlib.sha256(sample).hexdigest()
+    assert hires["bytes"] == len(sample)
     assert hires["file"] == "incoming/hired_employees/hired_employees.csv"
     assert hires["archived_as"] in blob_names(blob_store, "archive/")
     assert hires["rejects_file"] in blob_names(blob_store, "rejected/")
-    assert rows[0]["rejects_file"] is None and hires["same_as_run"] is None
+    assert rows[0]["rejects_file"] is None
+    assert hires["same_as_run"] is None
 
     drop_sample(blob_store, "hired_employees")  # the same bytes again: ingested, and said so
     again = run_ingest("hired_employees")
     assert str(again.state) == "success"
     latest = ledger_rows(warehouse)[-1]
-    assert latest["run_id"] == again.run_id and latest["same_as_run"] == hires["run_id"]
+    assert latest["run_id"] == again.run_id
+    assert latest["same_as_run"] == hires["run_id"]
     assert latest["loaded"] == 1929
 
 
@@ -66,10 +69,12 @@ def test_a_file_over_the_reject_limit_is_set_aside_whole_and_the_others_load(blo
         raw_container(), next(n for n in set_aside if n.endswith(".txt"))
     ).decode()
     assert "3 of 10 rows rejected (30.0%), above the run's max_reject_ratio of 10.0%" in reason
-    assert "id: integer (2)" in reason and "department: required (1)" in reason
+    assert "id: integer (2)" in reason
+    assert "department: required (1)" in reason
     statuses = {
         r["file"].rsplit("/", 1)[-1]: (r["status"], r["loaded"], r["rejected"])
         for r in ledger_rows(warehouse)
     }
     assert statuses == {"a.csv": ("over_reject_limit", 0, 3), "b.csv": ("loaded", 1, 0)}
-    assert blob_names(blob_store, "incoming/") == [] and blob_names(blob_store, "processing/") == []
+    assert blob_names(blob_store, "incoming/") == []
+    assert blob_names(blob_store, "processing/") == []

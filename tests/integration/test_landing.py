@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hr_pipeline.landing import IncomingFilesTrigger, marker_name, tables_of_events
+from hr_pipeline.storage.landing import IncomingFilesTrigger, marker_name, tables_of_events
 from tests.integration.ingest_helpers import blob_names, drop_file, raw_container
 
 
@@ -48,7 +48,7 @@ def test_files_landing_together_fire_one_event_and_are_reported_once(blob_store)
 def test_the_trigger_serializes_to_its_own_class_path():
     trigger = IncomingFilesTrigger("jobs", "raw-data", poll_seconds=3)
     path, kwargs = trigger.serialize()
-    assert path == "hr_pipeline.landing.IncomingFilesTrigger"
+    assert path == "hr_pipeline.storage.landing.IncomingFilesTrigger"
     assert IncomingFilesTrigger(**kwargs).serialize() == (path, kwargs)
 
 

@@ -2,7 +2,7 @@
 
 The runs are real ``dag.test()`` runs (Azurite, a PostgreSQL warehouse) in a process of their own
 (``lineage_runs.py``: the provider reads its settings once per process), with the provider's file
-transport writing every event to a file of this test and ``hr_pipeline.lineage.HrAssetsExtractor``
+transport writing every event to a file of this test and ``hr_pipeline.ops.lineage.HrAssetsExtractor``
 registered, exactly as the local stack configures them (see the README's "Lineage").
 """
 
@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hr_pipeline.lineage import read_events
 from hr_pipeline.metrics import METRIC_NAMES
+from hr_pipeline.ops.lineage import read_events
 from tests.integration.ingest_helpers import drop_sample, raw_container
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_ingest_and_publish_events_name_their_inputs_and_outputs(
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
             {"type": "file", "log_file_path": str(events_file), "append": True}
         ),
-        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "hr_pipeline.lineage.HrAssetsExtractor",
+        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "hr_pipeline.ops.lineage.HrAssetsExtractor",
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "hr-test",
     }
     runs = [
@@ -95,4 +95,5 @@ def test_ingest_and_publish_events_name_their_inputs_and_outputs(
         for e in events
         if e["eventType"] == "START" and e["job"]["name"] == "publish_metrics.record_published_row_counts"
     ]
-    assert started and _names(started[-1]["outputs"]) == _names(published["outputs"])
+    assert started
+    assert _names(started[-1]["outputs"]) == _names(published["outputs"])

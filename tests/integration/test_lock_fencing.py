@@ -10,11 +10,13 @@ import time
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from hr_pipeline.blob_layout import lock_name, waiting_marker_name
-from hr_pipeline.claims import IngestLockTimeout, LockLostError, stranded_claims
-from hr_pipeline.ingest import archive_ingested, load_validated, validate_incoming
-from hr_pipeline.run_states import RunStateUnknown
-from hr_pipeline.sensors import IncomingFilesSensor
+from hr_pipeline.ingest.archive import archive_ingested
+from hr_pipeline.ingest.load import load_validated
+from hr_pipeline.ingest.validate import validate_incoming
+from hr_pipeline.ops.run_states import RunStateUnknown
+from hr_pipeline.ops.sensors import IncomingFilesSensor
+from hr_pipeline.storage.claims import IngestLockTimeout, LockLostError, stranded_claims
+from hr_pipeline.storage.layout import lock_name, waiting_marker_name
 from tests.integration.ingest_helpers import (
     blob_names,
     drop_file,
@@ -48,7 +50,8 @@ def test_a_holder_whose_state_cannot_be_read_is_never_taken_over(blob_store, sql
 
     message = str(refused.value)
     assert "run-a holds the ingest lock" in message
-    assert "its state could not be read" in message and "API server unreachable" in message
+    assert "its state could not be read" in message
+    assert "API server unreachable" in message
     holder = blob_store.properties(raw_container(), lock_name("jobs")).metadata["hr_run_id"]
     assert holder == "run-a"
     assert blob_names(blob_store, "incoming/jobs/") == ["incoming/jobs/b.csv"]  # not claimed

@@ -9,8 +9,9 @@ from datetime import datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from hr_pipeline import http_api, metrics
-from hr_pipeline.contracts import CONTRACTS
+from hr_pipeline import metrics
+from hr_pipeline.api import app as http_api
+from hr_pipeline.contract.tables import CONTRACTS
 
 
 class _User:

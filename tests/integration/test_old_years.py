@@ -14,12 +14,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from hr_pipeline import backup as backup_logic
 from hr_pipeline import metrics
-from hr_pipeline import restore as restore_logic
-from hr_pipeline.contracts import get_contract
-from hr_pipeline.instants import format_instant, parse_stored_timestamp
-from hr_pipeline.warehouse import CsvBatch
+from hr_pipeline.backup import backups as backup_logic
+from hr_pipeline.backup import restore as restore_logic
+from hr_pipeline.contract.instants import format_instant, parse_stored_timestamp
+from hr_pipeline.contract.tables import get_contract
+from hr_pipeline.warehouse.facade import CsvBatch
 from tests.integration.test_backup_restore_dags import table_rows
 
 INSTANTS = {

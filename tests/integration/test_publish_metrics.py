@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hr_pipeline import metrics
-from hr_pipeline.contracts import CONTRACTS, ColumnType
+from hr_pipeline.contract.tables import CONTRACTS, ColumnType
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = PROJECT_ROOT / "include" / "sample_data"
@@ -250,7 +250,8 @@ def test_a_reader_sees_the_old_tables_until_the_swap_commits(postgres_warehouse,
             assert snapshot(reader.cursor()) == before, statement  # mid-swap: still the old tables
     after = snapshot(reader.cursor())
     reader.close()
-    assert after[1] == before[1] + 30 and after[3] == 216 + 30
+    assert after[1] == before[1] + 30
+    assert after[3] == 216 + 30
 
 
 def test_a_reader_thread_never_sees_an_empty_or_partial_table(postgres_warehouse, sample):
@@ -305,7 +306,7 @@ def test_an_asset_event_on_a_table_queues_the_dag(airflow_db, sqlite_warehouse):
     from airflow.utils.session import create_session
     from sqlalchemy import delete, select
 
-    from hr_pipeline.assets import TABLE_ASSETS
+    from hr_pipeline.ops.assets import TABLE_ASSETS
 
     dag = load_dag()
     assert isinstance(dag.timetable, AssetOrTimeSchedule)  # daily AND on any table's change

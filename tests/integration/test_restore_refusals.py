@@ -7,7 +7,7 @@ import hashlib
 import io
 import os
 
-from hr_pipeline import backup as backup_logic
+from hr_pipeline.backup import backups as backup_logic
 
 
 def test_a_backup_with_an_id_twice_is_refused_without_retries(airflow_db, warehouse, blob_store):

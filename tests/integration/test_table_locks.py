@@ -25,10 +25,9 @@ from datetime import datetime
 
 import pytest
 
-from hr_pipeline import backup as backup_logic
-from hr_pipeline import restore as restore_logic
-from hr_pipeline.warehouse import WAITING_MESSAGE, WarehouseError, lock_plan
-from tests.conftest import PROJECT_ROOT
+from hr_pipeline.backup import backups as backup_logic
+from hr_pipeline.backup import restore as restore_logic
+from hr_pipeline.warehouse.facade import WAITING_MESSAGE, WarehouseError, lock_plan
 from tests.integration.test_backup_restore_dags import fill, table_rows
 
 TIMEOUT = 120  # seconds: a bound on polling, never an expected duration
@@ -36,11 +35,11 @@ WAITING = "waiting for the lock on"
 
 WORKER = r"""
 import json, logging, sys
-from hr_pipeline.warehouse import Warehouse
+from hr_pipeline.warehouse.facade import Warehouse
 
 handler = logging.StreamHandler(sys.stdout)
 handler.setFormatter(logging.Formatter("LOG %(message)s"))
-for name in ("hr_pipeline", "hr_pipeline.warehouse"):
+for name in ("hr_pipeline", "hr_pipeline.warehouse.facade"):
     logger = logging.getLogger(name)
     logger.handlers[:] = [handler] if name == "hr_pipeline" else []
     logger.setLevel(logging.INFO)
@@ -66,7 +65,7 @@ class Worker:
 
     def __init__(self, name: str):
         self.name = name
-        env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT / "include"))
+        env = dict(os.environ)
         self.process = subprocess.Popen(
             [sys.executable, "-c", WORKER],
             env=env,
@@ -311,7 +310,7 @@ def test_a_restore_waits_for_a_load_holding_the_lock_then_completes(
     holder.holds(**holder_locks)
 
     watch = MessageSeen(WAITING)
-    logger = logging.getLogger("hr_pipeline.warehouse")
+    logger = logging.getLogger("hr_pipeline.warehouse.facade")
     logger.addHandler(watch)
     previous_level = logger.level
     logger.setLevel(logging.INFO)
@@ -331,7 +330,8 @@ def test_a_restore_waits_for_a_load_holding_the_lock_then_completes(
             m.startswith("waiting for the lock on departments (a load or restore of it")
             for m in watch.messages
         ), watch.messages
-        assert restore.is_alive() and outcome.empty()
+        assert restore.is_alive()
+        assert outcome.empty()
         assert table_rows(warehouse, "departments") == changed  # nothing replaced while it waits
         holder.release()
         restore.join(TIMEOUT)
@@ -341,7 +341,8 @@ def test_a_restore_waits_for_a_load_holding_the_lock_then_completes(
         logger.setLevel(previous_level)
     result = outcome.get_nowait()
     assert not isinstance(result, BaseException), result
-    assert result.rows == len(backed_up) and result.rows_before == len(changed)
+    assert result.rows == len(backed_up)
+    assert result.rows_before == len(changed)
     assert table_rows(warehouse, "departments") == backed_up
     assert any("got the lock on departments after waiting" in m for m in watch.messages)
     # and the restore released its locks: the load can take them again, without waiting

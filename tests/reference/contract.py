@@ -3,7 +3,7 @@
 Independent of the pipeline on purpose: stdlib only (``csv``, ``re``, ``datetime``, ``hashlib``),
 no pyarrow, pandas or Great Expectations, and nothing imported from ``hr_pipeline``. The table
 definitions below are a second copy of the contract; tests/unit/test_reference_self.py is the one
-place that compares them with ``hr_pipeline.contracts``.
+place that compares them with ``hr_pipeline.contract.tables``.
 
 The semantics (the project's decision, see the differential tests' docstrings):
 

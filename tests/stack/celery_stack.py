@@ -1,6 +1,6 @@
-"""The distributed topology on this machine, on top of the local stack driver (``scripts/stack.py``).
+"""The distributed topology on this machine, on top of the local stack driver (``hr_pipeline.local.stack``).
 
-``scripts/stack.py`` starts Azurite and one process group per Airflow component; this module only
+``hr_pipeline.local.stack`` starts Azurite and one process group per Airflow component; this module only
 adds what a CeleryExecutor deployment needs on top, the way docker-compose runs it:
 
 - Metadata database: its own PostgreSQL database ``hr_airflow_celery_<random>`` (never the
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,11 +30,11 @@ from pathlib import Path
 
 import psycopg
 
+from hr_pipeline.local import stack as local_stack
+
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parents[1]
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 
-import stack as local_stack  # noqa: E402  (the other engineer's driver, reused)
 
 POSTGRES_DSN = os.environ.get("HR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("HR_TEST_REDIS", "redis://127.0.0.1:6379/5")
@@ -80,7 +79,7 @@ class CeleryStack:
         self.database = f"hr_airflow_celery_{suffix}"
         self.queue = f"hr_celery_{suffix}"
         env = {
-            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "include"), str(HERE)]),
+            "PYTHONPATH": str(HERE),  # the test DAGs' helper module
             "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
             "AIRFLOW__CELERY__RESULT_BACKEND": _pg_url(self.database, "db+postgresql"),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),

@@ -1,7 +1,7 @@
 """One real local Airflow stack per test session, driven as a user would (REST API, blob uploads).
 
 The stack is the topology of `make up` (api-server, scheduler, dag-processor, triggerer, Azurite;
-LocalExecutor, SQLite metadata), started by ``scripts/stack.py`` with everything private to the
+LocalExecutor, SQLite metadata), started by ``hr_pipeline.local.stack`` with everything private to the
 session: AIRFLOW_HOME in a temporary directory, free ports, its own Azurite, and a fresh
 PostgreSQL database as the warehouse (dropped at the end). Its failure alerts go to the session's
 own SMTP server and HTTP sink (``alert_sinks``), through ``AIRFLOW_CONN_HR_ALERTS_SMTP`` /

@@ -2,7 +2,7 @@
 the warehouse's SQL). The fixtures that start it are in conftest.py beside this file.
 
 The stack is the topology of `make up` (api-server, scheduler, dag-processor, triggerer, Azurite;
-LocalExecutor, SQLite metadata), started by ``scripts/stack.py`` with everything private to the
+LocalExecutor, SQLite metadata), started by ``hr_pipeline.local.stack`` with everything private to the
 session: AIRFLOW_HOME in a temporary directory, free ports, its own Azurite, and a fresh
 PostgreSQL database as the warehouse (dropped at the end).
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,18 +24,17 @@ from pathlib import Path
 
 import pytest
 
+from hr_pipeline.local import env as local_env
+from hr_pipeline.local import stack as stack_driver
+
+# The skip-locally / fail-under-CI rule and free ports are the suite's own (tests/conftest.py).
+from tests.conftest import free_port, skip_or_fail  # noqa: F401 - the stack tests import them from here
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = PROJECT_ROOT / "include" / "sample_data"
 TABLES = ("departments", "jobs", "hired_employees")  # load order: hires reference the others
 DAG_IDS = ("ingest_table", "backup_tables", "restore_table", "publish_metrics")
 POSTGRES_DSN = os.environ.get("HR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-
-import local_env  # noqa: E402
-import stack as stack_driver  # noqa: E402
-
-# The skip-locally / fail-under-CI rule and free ports are the suite's own (tests/conftest.py).
-from tests.conftest import free_port, skip_or_fail  # noqa: E402,F401
 
 # The stacks of this session pass their caller's alert connections on (as `make up` does): they
 # must alert this session's own servers, never the channels of whoever runs the suite.

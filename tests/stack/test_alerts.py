@@ -24,7 +24,7 @@ import httpx
 import pytest
 from stack_support import LocalStack, local_env, stack_driver
 
-from hr_pipeline.instants import parse_name_stamp
+from hr_pipeline.contract.instants import parse_name_stamp
 from tests.unit.test_notifications import SmtpSink, WebhookSink, card_facts, html_body
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow, pytest.mark.postgres, pytest.mark.azurite]
@@ -127,12 +127,15 @@ def test_a_refused_restore_alerts_by_mail_and_webhook(local_stack, alerts):
     assert urlsplit(link).path + "?" + urlsplit(link).query == path
     # The same page on this stack's UI answers (the link's host is [api] base_url's).
     page = httpx.get(local_stack.url + path, timeout=30)
-    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
 
     assert mail["Subject"] == "[HR pipeline] restore_table failed for jobs (task restore)"
     assert smtp.recipients[smtp.messages.index(mail)] == ["oncall@hr.test"]
     body = html_body(mail)
-    assert html.escape(error) in body and html.escape(path) in body and run_id in body
+    assert html.escape(error) in body
+    assert html.escape(path) in body
+    assert run_id in body
 
 
 def test_a_stale_backup_raises_the_freshness_alert_until_a_backup_is_taken(local_stack, ingested, alerts):

@@ -73,8 +73,9 @@ def warehouse_database():
 
 @pytest.fixture(scope="module")
 def celery_stack(warehouse_database):
-    import local_env
     from celery_stack import CeleryStack, dags_folder_with
+
+    from hr_pipeline.local import env as local_env
 
     workdir = Path(tempfile.mkdtemp(prefix="hr-celery-"))
     stack = CeleryStack(
@@ -165,7 +166,8 @@ def test_end_to_end_on_two_workers(celery_stack, user):
     runs.append(("publish_metrics", metrics["dag_run_id"]))
     assert user.sql("SELECT sum(q1 + q2 + q3 + q4) FROM quarterly_hires_2021")[0][0] == 1643
     above_mean = user.sql("SELECT department, hired FROM departments_above_mean_2021 ORDER BY hired DESC")
-    assert len(above_mean) == 7 and above_mean[0] == ("Support", 216)
+    assert len(above_mean) == 7
+    assert above_mean[0] == ("Support", 216)
 
     backup = user.run_to_end("backup_tables", {"tables": list(TABLES)})
     runs.append(("backup_tables", backup["dag_run_id"]))
@@ -263,7 +265,8 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     )
     import psutil
 
-    assert len(killed) >= 4 and not any(psutil.pid_exists(pid) for pid in killed)
+    assert len(killed) >= 4
+    assert not any(psutil.pid_exists(pid) for pid in killed)
     # Nothing of the dead worker writes on (the retry cannot start before the heartbeat timeout).
     time.sleep(5)
     assert user.row_count("hired_employees") - before == rows_at_kill
@@ -279,10 +282,12 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
         + f"; run succeeded {seconds:.1f} s after trigger"
     )
     first = [t for t in tries if t["try_number"] == running["try_number"]]
-    assert first and worker_of(first[0]["hostname"]) == victim
+    assert first
+    assert worker_of(first[0]["hostname"]) == victim
     assert first[0]["state"] in ("failed", "up_for_retry"), tries
     final = max(tries, key=lambda t: t["try_number"])
-    assert final["state"] == "success" and final["try_number"] > running["try_number"]
+    assert final["state"] == "success"
+    assert final["try_number"] > running["try_number"]
     assert worker_of(final["hostname"]) == survivor
 
     # No data lost, none doubled (the key is the primary key: count == distinct ids).

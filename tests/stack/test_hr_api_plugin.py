@@ -71,7 +71,8 @@ def test_an_unknown_table_is_refused_with_the_valid_names(hr):
     response = hr.post("/api/ingest/employees")
     assert response.status_code == 422
     message = response.json()["detail"][0]["msg"]
-    assert "departments" in message and "hired_employees" in message
+    assert "departments" in message
+    assert "hired_employees" in message
 
 
 def test_ingest_triggers_ingest_table_and_returns_the_run(local_stack, hr, published):
@@ -79,10 +80,12 @@ def test_ingest_triggers_ingest_table_and_returns_the_run(local_stack, hr, publi
     response = hr.post("/api/ingest/jobs")
     assert response.status_code == 202, response.text
     body = response.json()
-    assert body["dag_id"] == "ingest_table" and body["conf"] == {"table_name": "jobs"}
+    assert body["dag_id"] == "ingest_table"
+    assert body["conf"] == {"table_name": "jobs"}
     run = local_stack.api.wait_for_run("ingest_table", body["dag_run_id"], timeout=900)
     assert run["state"] == "success", local_stack.api.failure_report("ingest_table", body["dag_run_id"])
-    assert run["conf"] == {"table_name": "jobs"} and run["triggering_user_name"] == "admin"
+    assert run["conf"] == {"table_name": "jobs"}
+    assert run["triggering_user_name"] == "admin"
     assert local_stack.row_count("jobs") == 183
 
 
@@ -165,7 +168,8 @@ def test_a_second_ingest_of_a_table_with_a_waiting_run_is_409(local_stack, hr):
         second = hr.post(f"/api/ingest/{table}")
         assert second.status_code == 409, second.text
         detail = second.json()["detail"]
-        assert waiting in detail and f"incoming/{table}/" in detail
+        assert waiting in detail
+        assert f"incoming/{table}/" in detail
         assert _manual_runs(local_stack, "ingest_table") == before + 1
         # Still refused once the run is in its sensor, whatever state the first answer saw it in.
         states = {}

@@ -66,7 +66,8 @@ def test_a_table_outside_the_contract_is_refused_by_the_api(local_stack):
     response = local_stack.api.trigger("ingest_table", {"table_name": "employees"})
     assert response.status_code == 400, response.text
     message = response.json()["detail"]
-    assert "table_name" in message and "'employees' is not one of" in message
+    assert "table_name" in message
+    assert "'employees' is not one of" in message
     assert "hired_employees" in message  # the message lists the valid choices
 
 
@@ -79,7 +80,8 @@ def test_backup_then_restore_as_of_an_instant_before_a_damage(local_stack, publi
     assert local_stack.row_count("jobs") == 100
     local_stack.run_to_end("backup_tables", {"tables": ["jobs"]})
     backups = local_stack.blob_names("AZURE_BLOB_CONTAINER_BACKUPS", "jobs/")
-    assert len(backups) >= 2 and all(name.endswith(".avro") for name in backups)
+    assert len(backups) >= 2
+    assert all(name.endswith(".avro") for name in backups)
 
     restore = local_stack.run_to_end(
         "restore_table",

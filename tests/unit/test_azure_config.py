@@ -134,23 +134,26 @@ def test_shipped_env_configures_the_key_vault_backend():
     assert kwargs["connections_prefix"] == "airflow-connections"
     assert kwargs["variables_prefix"] == "airflow-variables"
     assert kwargs["config_prefix"] == "airflow-config"
-    assert kwargs["vault_url"].startswith("https://") and ".vault.azure.net" in kwargs["vault_url"]
+    assert kwargs["vault_url"].startswith("https://")
+    assert ".vault.azure.net" in kwargs["vault_url"]
     # Airflow's own secrets: only the names of their Key Vault secrets, never a value.
     for (section, key), secret in CONFIG_SECRETS.items():
         variable = f"AIRFLOW__{section.upper()}__{key.upper()}"
-        assert variable not in env and f"{variable}_CMD" not in env
+        assert variable not in env
+        assert f"{variable}_CMD" not in env
         assert f"{kwargs['config_prefix']}-{env[f'{variable}_SECRET']}" == secret
     # Containers named as in SPEC.md; nothing secret in the file.
     assert env["AZURE_BLOB_CONTAINER_RAW_DATA"] == "raw-data"
     assert env["AZURE_BLOB_CONTAINER_BACKUPS"] == "backups"
     assert not any(k.startswith("AIRFLOW_CONN_") for k in env), "connections belong in Key Vault"
-    assert "AZURE_CLIENT_SECRET" not in env and "AccountKey" not in AZURE_ENV.read_text()
+    assert "AZURE_CLIENT_SECRET" not in env
+    assert "AccountKey" not in AZURE_ENV.read_text()
 
 
 def test_shipped_secrets_are_the_pipeline_connections():
     from airflow.providers.microsoft.azure.secrets.key_vault import AzureKeyVaultBackend
 
-    from hr_pipeline.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
+    from hr_pipeline.runtime.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
 
     secrets = shipped_secrets()
     expected = {
@@ -165,15 +168,18 @@ def test_shipped_secrets_are_the_pipeline_connections():
 
     blob = secrets["airflow-connections-azure-blob"]
     assert blob["conn_type"] == "wasb"
-    assert blob["host"].startswith("https://") and ".blob.core.windows.net" in blob["host"]
+    assert blob["host"].startswith("https://")
+    assert ".blob.core.windows.net" in blob["host"]
     # Managed identity, per the provider: no key, SAS, password or connection string at all.
-    assert not blob.get("password") and not blob.get("login")
+    assert not blob.get("password")
+    assert not blob.get("login")
     assert set(blob["extra"]) == {"managed_identity_client_id"}
 
     warehouse = secrets["airflow-connections-warehouse"]
     assert warehouse["conn_type"] == "mssql"
     assert warehouse["host"].endswith(".database.windows.net")
-    assert warehouse["port"] == 1433 and warehouse["schema"]
+    assert warehouse["port"] == 1433
+    assert warehouse["schema"]
 
 
 # -- Airflow instantiating the backend from that configuration ------------------------------------
@@ -212,7 +218,7 @@ def test_blob_connection_resolves_from_key_vault_with_managed_identity(key_vault
     from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
     from airflow.sdk import BaseHook
 
-    from hr_pipeline.settings import BLOB_CONN_ID
+    from hr_pipeline.runtime.settings import BLOB_CONN_ID
 
     connection = BaseHook.get_connection(BLOB_CONN_ID)
     assert connection.conn_type == "wasb"
@@ -221,7 +227,8 @@ def test_blob_connection_resolves_from_key_vault_with_managed_identity(key_vault
     assert client.vault_url == "https://hr-pipeline-kv.vault.azure.net/"
     assert client.requested == ["airflow-connections-azure-blob"]
     # The Key Vault client itself authenticates with DefaultAzureCredential (managed identity).
-    assert key_vault.credentials and "managed_identity_client_id" in key_vault.credentials[0]
+    assert key_vault.credentials
+    assert "managed_identity_client_id" in key_vault.credentials[0]
 
     blob_credentials = []
 
@@ -242,11 +249,12 @@ def test_blob_connection_resolves_from_key_vault_with_managed_identity(key_vault
             "workload_identity_tenant_id": None,
         }
     ]
-    assert service.credential is not None and not hasattr(service.credential, "account_key")
+    assert service.credential is not None
+    assert not hasattr(service.credential, "account_key")
 
 
 def test_warehouse_connection_resolves_from_key_vault_to_azure_sql(key_vault, monkeypatch):
-    from hr_pipeline.warehouse import Warehouse
+    from hr_pipeline.warehouse.facade import Warehouse
 
     warehouse = Warehouse()
     assert warehouse.dialect == "mssql"
@@ -258,7 +266,8 @@ def test_warehouse_connection_resolves_from_key_vault_to_azure_sql(key_vault, mo
     secret = shipped_secrets()["airflow-connections-warehouse"]
     (kwargs,) = calls
     assert kwargs["server"] == secret["host"]
-    assert kwargs["user"] == secret["login"] and kwargs["password"] == secret["password"]
+    assert kwargs["user"] == secret["login"]
+    assert kwargs["password"] == secret["password"]
     assert kwargs["database"] == secret["schema"]
     assert int(kwargs["port"]) == 1433
 

@@ -10,10 +10,11 @@ import pytest
 import sqlglot
 from sqlglot import ErrorLevel
 
-from hr_pipeline import restore, warehouse
-from hr_pipeline.backup import BackupRef
-from hr_pipeline.contracts import CONTRACTS, avro_schema
-from hr_pipeline.dialects import POSTGRES, SQLITE
+from hr_pipeline.backup import restore
+from hr_pipeline.backup.backups import BackupRef
+from hr_pipeline.contract.tables import CONTRACTS, avro_schema
+from hr_pipeline.warehouse import facade as warehouse
+from hr_pipeline.warehouse.dialects import POSTGRES, SQLITE
 
 contracts = pytest.mark.parametrize("contract", list(CONTRACTS.values()), ids=list(CONTRACTS))
 
@@ -29,11 +30,13 @@ def test_mssql_restore_plan_parses_as_tsql(contract):
     plan = restore.replace_plan(contract, "mssql")
     statements = [s for sql in plan.statements for s in parse(sql.replace("%s", "NULL"), "tsql")]
     kinds = [type(s).__name__ for s in statements]
-    assert kinds.count("Delete") == 1 and kinds.count("Insert") == 2  # staging rows + swap
+    assert kinds.count("Delete") == 1
+    assert kinds.count("Insert") == 2
     script = "\n".join(plan.statements)
     assert script.index("SET XACT_ABORT ON") < script.index("DELETE FROM")
     assert f"dbo.[{contract.name}] WITH (TABLOCKX, HOLDLOCK)" in script
-    assert '"' not in script and "ON CONFLICT" not in script
+    assert '"' not in script
+    assert "ON CONFLICT" not in script
 
 
 @contracts
@@ -48,7 +51,8 @@ def test_postgres_restore_loads_the_table_inside_the_transaction(contract):
     delete = statements.index(f'DELETE FROM "{contract.name}"')
     copy = next(i for i, sql in enumerate(statements) if sql.startswith(f'COPY "{contract.name}"'))
     assert all(sql.startswith(("LOCK TABLE", "SELECT COUNT(*)")) for sql in statements[:delete])
-    assert delete + 1 == copy and all("NOT EXISTS" in sql for sql in statements[copy + 1 :])
+    assert delete + 1 == copy
+    assert all("NOT EXISTS" in sql for sql in statements[copy + 1 :])
     for sql in statements[:copy] + statements[copy + 1 :]:
         parse(sql, "postgres")
     with pytest.raises(ValueError):
@@ -60,9 +64,8 @@ def test_reference_checks_cover_both_directions():
     assert [(c.child, c.column, c.parent) for c in departments] == [
         ("hired_employees", "department_id", "departments")
     ]
-    assert (
-        'FROM "hired_employees" c' in departments[0].sql and '"restore_departments" p' in departments[0].sql
-    )
+    assert 'FROM "hired_employees" c' in departments[0].sql
+    assert '"restore_departments" p' in departments[0].sql
     hires = POSTGRES.reference_checks(CONTRACTS["hired_employees"])
     assert [(c.child, c.column, c.parent) for c in hires] == [
         ("hired_employees", "department_id", "departments"),
@@ -165,7 +168,8 @@ def test_mssql_restore_sends_tsql_in_one_transaction(mssql_warehouse, tmp_path, 
         {},
     )
     restore._replace_rows(mssql_warehouse, contract, path, header, ref)
-    assert connection.commits == 1 and connection.rollbacks == 0
+    assert connection.commits == 1
+    assert connection.rollbacks == 0
     texts = [substitute(sql, tuple(params)).decode() if params else sql for sql, params in connection.sent]
     for text in texts:
         parse(text, "tsql")
@@ -205,5 +209,6 @@ def test_mssql_restore_refused_on_missing_references_rolls_back(mssql_warehouse,
         match=r"4 current rows of hired_employees.department_id .* missing from the backup: 4, 9",
     ):
         restore._replace_rows(mssql_warehouse, contract, path, header, ref)
-    assert connection.commits == 0 and connection.rollbacks == 1
+    assert connection.commits == 0
+    assert connection.rollbacks == 1
     assert not any(sql.startswith("DELETE") for sql, _ in connection.sent)

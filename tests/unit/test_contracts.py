@@ -2,8 +2,9 @@
 
 import pytest
 
-from hr_pipeline import contracts, ddl
-from hr_pipeline.contracts import CONTRACTS, TABLE_NAMES, get_contract
+from hr_pipeline.contract import tables as contracts
+from hr_pipeline.contract.tables import CONTRACTS, TABLE_NAMES, get_contract
+from hr_pipeline.warehouse import ddl
 
 
 def test_the_specs_tables_and_columns_in_csv_order():
@@ -35,7 +36,8 @@ def test_avro_schema_uses_logical_timestamps():
     schema = contracts.avro_schema(CONTRACTS["hired_employees"])
     fields = {f["name"]: f["type"] for f in schema["fields"]}
     assert fields["datetime"] == {"type": "long", "logicalType": "timestamp-micros"}
-    assert fields["id"] == "int" and fields["name"] == "string"
+    assert fields["id"] == "int"
+    assert fields["name"] == "string"
 
 
 @pytest.mark.parametrize("dialect", ddl.DIALECTS)

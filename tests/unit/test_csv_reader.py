@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from hr_pipeline.contracts import CONTRACTS
-from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, scan
+from hr_pipeline.contract.tables import CONTRACTS
+from hr_pipeline.ingest.reader import UnreadableFileError, read_chunks, scan
 
 JOBS = CONTRACTS["jobs"]
 HIRES = CONTRACTS["hired_employees"]
@@ -186,5 +186,7 @@ def test_a_record_longer_than_a_block_is_read_by_the_plain_reader(tmp_path, monk
     data = f"1,a\n2,{chr(34) + long + chr(34) if quoted else long}\n3,c\n"
     path = write(tmp_path, data)
     result = scan(path, JOBS)
-    assert result.plain_reader and result.records == 3 and result.duplicate_ids == {}
+    assert result.plain_reader
+    assert result.records == 3
+    assert result.duplicate_ids == {}
     assert records_of(path, JOBS, 10, plain=True) == [(1, ["1", "a"]), (2, ["2", long]), (3, ["3", "c"])]

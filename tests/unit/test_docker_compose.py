@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -275,7 +274,7 @@ def test_named_volumes_are_declared(compose):
 @pytest.mark.parametrize("variables", ["generated_env", "secrets_only"])
 def test_connections_point_at_the_compose_services(request, variables):
     compose = request.getfixturevalue("compose" if variables == "generated_env" else "defaults_only")
-    from hr_pipeline.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
+    from hr_pipeline.runtime.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
 
     env = service_env(compose, "airflow-worker")
     blob = connection(env, BLOB_CONN_ID)
@@ -293,7 +292,8 @@ def test_connections_point_at_the_compose_services(request, variables):
 
     warehouse = connection(env, WAREHOUSE_CONN_ID)
     assert warehouse.conn_type == "mssql"
-    assert warehouse.host == "sqlserver" and warehouse.port == 1433
+    assert warehouse.host == "sqlserver"
+    assert warehouse.port == 1433
     sqlserver = service_env(compose, "sqlserver")
     assert warehouse.password == sqlserver["MSSQL_SA_PASSWORD"]
     assert warehouse.schema == service_env(compose, "sqlserver-init")["MSSQL_DATABASE"]
@@ -302,7 +302,7 @@ def test_connections_point_at_the_compose_services(request, variables):
 
 
 def test_blob_containers_are_the_spec_names(compose, defaults_only, example_env, monkeypatch):
-    from hr_pipeline import settings
+    from hr_pipeline.runtime import settings
 
     for variables in (compose, defaults_only):
         env = service_env(variables, "airflow-worker")
@@ -316,11 +316,8 @@ def test_blob_containers_are_the_spec_names(compose, defaults_only, example_env,
 
 
 def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_env, generated_env):
-    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-    try:
-        import local_env
-    finally:
-        sys.path.remove(str(PROJECT_ROOT / "scripts"))
+    from hr_pipeline.local import env as local_env
+
     local = local_env.airflow_env(PROJECT_ROOT, airflow_home=PROJECT_ROOT / ".local" / "airflow")
     pipeline_names = {k for k in local if k.startswith(("AIRFLOW_CONN_", "AZURE_"))}
     assert pipeline_names == {
@@ -333,7 +330,7 @@ def test_env_example_names_what_the_local_stack_and_azure_use(compose, example_e
     assert pipeline_names <= set(compose["x-airflow-common"]["environment"])
 
     # The example's connections are the same connections as the local stack's and compose's.
-    from hr_pipeline.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
+    from hr_pipeline.runtime.settings import BLOB_CONN_ID, WAREHOUSE_CONN_ID
 
     assert connection(example_env, BLOB_CONN_ID).conn_type == connection(local, BLOB_CONN_ID).conn_type
     assert connection(example_env, WAREHOUSE_CONN_ID).conn_type in ("sqlite", "postgres", "mssql")
@@ -569,7 +566,9 @@ def test_make_env_refuses_a_secret_its_service_would_refuse(
     path.write_text("\n".join(lines) + "\n")
     assert make_env.main(["--env-file", str(path), "--template", str(ENV_EXAMPLE)]) == 1
     error = capsys.readouterr().err
-    assert name in error and complaint in error and value not in error.replace(name, "")
+    assert name in error
+    assert complaint in error
+    assert value not in error.replace(name, "")
 
 
 def test_make_env_refuses_the_known_default_values(make_env, tmp_path, capsys):

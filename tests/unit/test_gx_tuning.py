@@ -1,10 +1,10 @@
-"""hr_pipeline.gx_tuning: GX configured, never changed, and results equal to GX's own."""
+"""hr_pipeline.ingest.gx_tuning: GX configured, never changed, and results equal to GX's own."""
 
 from __future__ import annotations
 
 import pytest
 
-from hr_pipeline import gx_tuning
+from hr_pipeline.ingest import gx_tuning
 from tests.unit.test_validation_rules import MIXED, reasons_of, validate
 
 
@@ -26,7 +26,8 @@ def test_the_tuned_expectations_give_gx_s_own_results(monkeypatch):
         ]
     )
     assert reasons_of(tuned) == reasons_of(plain)
-    assert len(reasons_of(plain)) == 5 and len(reasons_of(plain)[3]) == 4
+    assert len(reasons_of(plain)) == 5
+    assert len(reasons_of(plain)[3]) == 4
 
 
 def test_gx_s_own_classes_are_left_as_they_are():
@@ -36,7 +37,8 @@ def test_gx_s_own_classes_are_left_as_they_are():
     validate(*MIXED)
     assert Expectation.__dict__["configuration"] is original
     for name, tuned in gx_tuning.expectation_classes().items():
-        assert tuned.__name__ == f"Hr{name}" and "configuration" not in vars(tuned)
+        assert tuned.__name__ == f"Hr{name}"
+        assert "configuration" not in vars(tuned)
 
 
 def test_another_gx_version_fails_loudly(monkeypatch):

@@ -12,8 +12,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from hr_pipeline.contracts import TABLE_NAMES
-from hr_pipeline.http_api import URL_PREFIX, app
+from hr_pipeline.api.app import URL_PREFIX, app
+from hr_pipeline.contract.tables import TABLE_NAMES
 
 ENDPOINTS = [
     ("POST", "/api/ingest/{table_name}"),
@@ -59,7 +59,7 @@ class _User:
 def as_user(monkeypatch):
     """The app with authentication answered by a stand-in user and authorization allowed: what
     runs is the app's own code after Airflow's checks (those are run for real in the stack test)."""
-    from hr_pipeline import http_api
+    from hr_pipeline.api import app as http_api
 
     monkeypatch.setattr(http_api, "_authorize", lambda *args, **kwargs: None)
     overridden = []
@@ -77,7 +77,7 @@ def as_user(monkeypatch):
 @pytest.fixture
 def triggered(monkeypatch):
     """Runs 'triggered' by the app, recorded instead of queued in a metadata database."""
-    from hr_pipeline import http_api
+    from hr_pipeline.api import app as http_api
 
     calls = []
 
@@ -99,7 +99,7 @@ def triggered(monkeypatch):
 
 
 def test_the_default_limit_is_one_mebibyte_and_the_variable_sets_it(monkeypatch):
-    from hr_pipeline.http_api import DEFAULT_MAX_BODY_BYTES, max_body_bytes
+    from hr_pipeline.api.app import DEFAULT_MAX_BODY_BYTES, max_body_bytes
 
     monkeypatch.delenv("HR_API_MAX_BODY_BYTES", raising=False)
     assert max_body_bytes() == DEFAULT_MAX_BODY_BYTES == 1024 * 1024
@@ -112,7 +112,7 @@ def test_the_default_limit_is_one_mebibyte_and_the_variable_sets_it(monkeypatch)
 
 
 def test_the_shipped_app_has_the_limit():
-    from hr_pipeline.http_api import BodySizeLimit
+    from hr_pipeline.api.app import BodySizeLimit
 
     assert [m.cls for m in app.user_middleware] == [BodySizeLimit]
 
@@ -126,7 +126,7 @@ def _restore_body(size: int) -> bytes:
 
 @pytest.mark.parametrize("limit", [64, 1024 * 1024])
 def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413(as_user, triggered, monkeypatch, limit):
-    from hr_pipeline.http_api import create_app
+    from hr_pipeline.api.app import create_app
 
     monkeypatch.setenv("HR_API_MAX_BODY_BYTES", str(limit))
     client = as_user(create_app())
@@ -138,13 +138,14 @@ def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413(as_user, triggered
 
     over = client.post("/api/restore/jobs", content=_restore_body(limit + 1), headers=headers)
     assert over.status_code == 413
-    assert str(limit) in over.json()["detail"] and "HR_API_MAX_BODY_BYTES" in over.json()["detail"]
+    assert str(limit) in over.json()["detail"]
+    assert "HR_API_MAX_BODY_BYTES" in over.json()["detail"]
     assert len(triggered) == 1  # nothing triggered
 
 
 def test_a_chunked_body_without_length_is_413_past_the_limit(as_user, triggered):
     """No Content-Length (chunked transfer): the body is counted as it arrives."""
-    from hr_pipeline.http_api import create_app
+    from hr_pipeline.api.app import create_app
 
     client = as_user(create_app(max_body=1000))
 
@@ -167,7 +168,7 @@ def test_the_app_stops_reading_a_chunked_body_at_the_chunk_that_passes_the_limit
     sees it): the chunks after the one that passed the limit are never received."""
     import asyncio
 
-    from hr_pipeline import http_api
+    from hr_pipeline.api import app as http_api
 
     application = http_api.create_app(max_body=1000)
     application.dependency_overrides[http_api.airflow_user] = _User
@@ -199,7 +200,8 @@ def test_the_app_stops_reading_a_chunked_body_at_the_chunk_that_passes_the_limit
         "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
     }
     asyncio.run(application(scope, receive, send))
-    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 413
     # 19 bytes, then 100 per chunk: the 11th chunk passes 1000 bytes, and is the last one read.
     assert len(received) == 11
     assert triggered == []
@@ -209,7 +211,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read():
     """ASGI level: the app behind the limit never runs and ``receive`` is never called."""
     import asyncio
 
-    from hr_pipeline.http_api import BodySizeLimit
+    from hr_pipeline.api.app import BodySizeLimit
 
     async def app_behind(scope, receive, send):
         raise AssertionError("the app must not run")
@@ -268,11 +270,12 @@ def test_an_unreadable_warehouse_is_503_without_its_host_or_port(as_user, monkey
         ),
     )
 
-    with caplog.at_level(logging.ERROR, logger="hr_pipeline.http_api"):
+    with caplog.at_level(logging.ERROR, logger="hr_pipeline.api.app"):
         response = as_user(app).get(path)
     assert response.status_code == 503
     detail = response.json()["detail"]
-    assert "cannot be read from the warehouse" in detail and "publish_metrics" in detail
+    assert "cannot be read from the warehouse" in detail
+    assert "publish_metrics" in detail
     for leak in (
         "127.0.0.1",
         str(port),
@@ -288,7 +291,8 @@ def test_an_unreadable_warehouse_is_503_without_its_host_or_port(as_user, monkey
     reference = re.search(r"reference ([0-9a-f]{12})", detail).group(1)
     (record,) = [r for r in caplog.records if reference in r.getMessage()]
     logged = record.getMessage() + "\n" + caplog.text
-    assert "127.0.0.1" in logged and str(port) in logged
+    assert "127.0.0.1" in logged
+    assert str(port) in logged
 
 
 def test_a_missing_warehouse_connection_is_the_same_503(as_user, monkeypatch):
@@ -310,12 +314,14 @@ def test_the_docs_pages_load_their_assets_from_the_app_not_a_cdn(page, assets):
     the pinned fastapi-offline package, and under the app's mount prefix."""
     client = TestClient(app, root_path=URL_PREFIX)
     html = client.get(page).text
-    assert "cdn.jsdelivr.net" not in html and "fonts.googleapis.com" not in html
+    assert "cdn.jsdelivr.net" not in html
+    assert "fonts.googleapis.com" not in html
     assert f"{URL_PREFIX}/openapi.json" in html
     for asset in assets:
         assert f"{URL_PREFIX}/docs-assets/{asset}" in html
         response = TestClient(app).get(f"/docs-assets/{asset}")
-        assert response.status_code == 200 and len(response.content) > 10_000
+        assert response.status_code == 200
+        assert len(response.content) > 10_000
 
 
 # -- refused before anything runs: fields the endpoint does not take, backup names ------------------
@@ -365,8 +371,10 @@ def test_a_backup_that_is_not_latest_or_a_backup_name_of_the_table_is_422(as_use
     response = as_user(app).post("/api/restore/jobs", json={"backup": backup})
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]
-    assert error["loc"] == ["body", "backup"] and error["input"] == backup
-    assert "'latest'" in error["msg"] and "jobs/jobs-<YYYYMMDDTHHMMSS.ffffffZ>.avro" in error["msg"]
+    assert error["loc"] == ["body", "backup"]
+    assert error["input"] == backup
+    assert "'latest'" in error["msg"]
+    assert "jobs/jobs-<YYYYMMDDTHHMMSS.ffffffZ>.avro" in error["msg"]
     assert triggered == []
 
 
@@ -383,8 +391,8 @@ def test_latest_and_the_backup_names_of_the_table_are_taken(as_user, triggered, 
 def test_the_names_backup_writes_are_backup_names_of_their_table_only(table):
     from datetime import datetime, timezone
 
-    from hr_pipeline.backup import backup_blob_name
-    from hr_pipeline.http_api import is_backup_name
+    from hr_pipeline.api.app import is_backup_name
+    from hr_pipeline.backup.backups import backup_blob_name
 
     for instant in (datetime.now(timezone.utc), datetime(1, 1, 1, tzinfo=timezone.utc)):
         name = backup_blob_name(table, instant)
@@ -475,7 +483,7 @@ def metadata_runs(airflow_db):
 def _waiting(dag_id: str, table: str):
     from airflow import settings
 
-    from hr_pipeline.http_api import waiting_ingest_run
+    from hr_pipeline.api.app import waiting_ingest_run
 
     with settings.Session() as session:
         return waiting_ingest_run(session, table, dag_id=dag_id)
@@ -554,7 +562,8 @@ def test_a_second_ingest_of_a_table_with_a_waiting_run_is_409(as_user, triggered
     response = client.post("/api/ingest/jobs")
     assert response.status_code == 409, response.text
     detail = response.json()["detail"]
-    assert run_id in detail and "incoming/jobs/" in detail
+    assert run_id in detail
+    assert "incoming/jobs/" in detail
     assert triggered == []
 
     with settings.Session() as session:  # its sensor found the files: a new ingest may start

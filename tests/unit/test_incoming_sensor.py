@@ -4,7 +4,7 @@ import pytest
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from hr_pipeline.sensors import IncomingFilesSensor
+from hr_pipeline.ops.sensors import IncomingFilesSensor
 
 
 def sensor(**kwargs):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hr_pipeline import instants
+from hr_pipeline.contract import instants
 
 UTC = timezone.utc
 
@@ -29,7 +29,8 @@ def test_as_utc_takes_a_naive_datetime_as_utc():
     naive = datetime(2026, 1, 2, 3, 4, 5)
     assert instants.as_utc(naive) == naive.replace(tzinfo=UTC)
     later = datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
-    assert instants.as_utc(later) == naive.replace(tzinfo=UTC) and instants.as_utc(later).tzinfo is UTC
+    assert instants.as_utc(later) == naive.replace(tzinfo=UTC)
+    assert instants.as_utc(later).tzinfo is UTC
 
 
 @pytest.mark.parametrize(
@@ -81,7 +82,7 @@ def test_stamps_of_one_second_sort_as_their_instants():
 
 def test_the_module_imports_nothing_heavy():
     code = (
-        "import sys, hr_pipeline.instants; "
+        "import sys, hr_pipeline.contract.instants; "
         "print(sorted(m for m in ('pyarrow', 'pandas', 'numpy', 'airflow', 'fastavro') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+from hr_pipeline.local import env as local_env
 
-import local_env  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sourced_by_bash(env_file: Path) -> dict[str, str]:
@@ -32,7 +31,6 @@ def test_the_env_file_is_read_back_by_the_shell_unchanged(tmp_path):
     root = tmp_path.resolve()
     assert written["AIRFLOW_HOME"] == str(root / ".local" / "airflow")
     assert written["AIRFLOW__CORE__DAGS_FOLDER"] == str(root / "dags")
-    assert written["PYTHONPATH"] == str(root / "include")
     assert written["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     blob = json.loads(sourced["AIRFLOW_CONN_AZURE_BLOB"])
     assert blob["conn_type"] == "wasb"
@@ -70,7 +68,8 @@ def test_the_cli_writes_the_file_and_prints_its_path(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(PROJECT_ROOT / "scripts" / "local_env.py"),
+            "-m",
+            "hr_pipeline.local.env",
             "--root",
             str(tmp_path),
             "--api-port",

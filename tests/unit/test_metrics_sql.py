@@ -54,7 +54,8 @@ def tsql_statements():
 def test_every_statement_sent_to_sql_server_compiles_as_tsql(statement):
     parsed = [s for s in sqlglot.parse(statement, read="tsql") if s is not None]
     assert len(parsed) == 1
-    assert "EXTRACT(" not in statement.upper() and "STRFTIME" not in statement.upper()
+    assert "EXTRACT(" not in statement.upper()
+    assert "STRFTIME" not in statement.upper()
     assert '"' not in statement  # T-SQL brackets, not ANSI quotes
 
 
@@ -129,14 +130,16 @@ def test_the_dag_schedules_daily_or_on_any_table_and_checks_before_swapping():
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk import AssetAny, AssetOrTimeSchedule
 
-    from hr_pipeline.assets import TABLE_ASSETS
+    from hr_pipeline.ops.assets import TABLE_ASSETS
 
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "publish_metrics.py"))
     assert bag.import_errors == {}
     dag = bag.dags["publish_metrics"]
     assert isinstance(dag.timetable, AssetOrTimeSchedule)
     assert dag.timetable.asset_condition == AssetAny(*TABLE_ASSETS.values())
-    assert dag.tags and dag.max_active_runs == 1 and not dag.catchup
+    assert dag.tags
+    assert dag.max_active_runs == 1
+    assert not dag.catchup
     swap = dag.task_dict["swap_in_metric_tables"]
     checks = {t for t in dag.task_ids if t.startswith("check_")}
     assert checks == set(metrics.CHECK_TASK_IDS) | {f"check_{n}_columns" for n in metrics.METRIC_NAMES}

@@ -32,7 +32,7 @@ Allow-list of the Azurite well-known key (decided for issue 15): it is not a sec
 emulator's documented default, legitimate wherever the emulator runs only on this machine for
 development or tests, and nowhere that describes a deployment:
   - tests/conftest.py: the test session's private Azurite on a free 127.0.0.1 port;
-  - scripts/local_env.py, scripts/azurite.py, scripts/azurite.sh: the local stack's Azurite
+  - hr_pipeline/local/env.py, hr_pipeline/local/azurite.py, scripts/azurite.sh: the local stack's Azurite
     (started by scripts/azurite.sh on 127.0.0.1);
   - benchmarks/backup_bench.py: the benchmark's own Azurite on a free 127.0.0.1 port.
 docker-compose.yaml is not on it: its Azurite runs with its own account and a generated key
@@ -70,8 +70,8 @@ AZURITE_WELL_KNOWN_KEY = (
 )
 AZURITE_KEY_ALLOWED = {
     "tests/conftest.py",
-    "scripts/local_env.py",
-    "scripts/azurite.py",
+    "include/hr_pipeline/local/env.py",
+    "include/hr_pipeline/local/azurite.py",
     "scripts/azurite.sh",
     "benchmarks/backup_bench.py",
 }
@@ -117,7 +117,9 @@ def tracked_files() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def files() -> dict[str, str]:
     found = tracked_files()
-    assert len(found) > 50 and "docker-compose.yaml" in found and ".env.example" in found
+    assert len(found) > 50
+    assert "docker-compose.yaml" in found
+    assert ".env.example" in found
     return found
 
 
@@ -309,7 +311,8 @@ def test_the_shipped_configuration_is_what_the_check_reads(files):
     keyvault = {
         match["name"] for match in _JSON_FIELD.finditer(files["config/azure/keyvault-secrets.example.json"])
     }
-    assert "password" in keyvault and "airflow-config-jwt-secret" in keyvault
+    assert "password" in keyvault
+    assert "airflow-config-jwt-secret" in keyvault
     assert not _harmless("MSSQL_SA_PASSWORD", "${MSSQL_SA_PASSWORD:-Default1!}", "docker-compose.yaml")
     assert not _harmless("AIRFLOW_JWT_SECRET", "change-me", ".env.example")
 

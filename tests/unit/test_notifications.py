@@ -1,4 +1,4 @@
-"""Failure alerts (hr_pipeline.notifications) and backup freshness (hr_pipeline.freshness).
+"""Failure alerts (hr_pipeline.ops.alerts) and backup freshness (hr_pipeline.backup.freshness).
 
 The message is built from a callback's context as Airflow hands it over; the channels are sent to
 real local servers: an SMTP server (aiosmtpd) and an HTTP server (http.server), both on free ports
@@ -21,8 +21,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from hr_pipeline import freshness, notifications
-from hr_pipeline.notifications import FAILURE_ALERTS, Alert, build_alert, first_line, send_alerts
+from hr_pipeline.backup import freshness
+from hr_pipeline.ops import alerts as notifications
+from hr_pipeline.ops.alerts import FAILURE_ALERTS, Alert, build_alert, first_line, send_alerts
 from tests.conftest import free_port
 
 RUN_ID = "manual__2026-03-01T10:00:00+00:00"
@@ -88,7 +89,7 @@ class WebhookSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's name
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status = sink.statuses.pop(0) if sink.statuses else 202
                 if status < 300:
@@ -205,7 +206,8 @@ def test_the_alert_names_dag_table_run_task_error_and_links_the_log(no_alert_con
         "manual__2026-03-01T10%3A00%3A00%2B00%3A00/tasks/restore?try_number=1"
     )
     text = alert.text()
-    assert text.splitlines()[0] == alert.title and text.endswith(f"Log: {alert.log_url}")
+    assert text.splitlines()[0] == alert.title
+    assert text.endswith(f"Log: {alert.log_url}")
 
 
 def test_the_log_link_matches_airflows_own(no_alert_connections):
@@ -259,7 +261,8 @@ def test_first_line_of_the_error():
     assert first_line(None).startswith("no error was reported")
     assert first_line("Task failed (heartbeat timeout)") == "Task failed (heartbeat timeout)"
     long = first_line(RuntimeError("x" * 2000))
-    assert len(long) == notifications.ERROR_MAX_CHARS and long.endswith("…")
+    assert len(long) == notifications.ERROR_MAX_CHARS
+    assert long.endswith("…")
 
 
 def test_a_dag_level_context_without_a_task_still_makes_an_alert(no_alert_connections):
@@ -278,7 +281,9 @@ def test_html_and_card_escape_nothing_away_and_inject_nothing(no_alert_connectio
         )
     )
     body = alert.html()
-    assert "<script>" not in body and "&lt;script&gt;" in body and "{{ conf }}" in body
+    assert "<script>" not in body
+    assert "&lt;script&gt;" in body
+    assert "{{ conf }}" in body
     card = alert.card()
     assert card["type"] == "message"
     attachment = card["attachments"][0]
@@ -297,12 +302,12 @@ def test_html_and_card_escape_nothing_away_and_inject_nothing(no_alert_connectio
 
 
 def test_no_connection_no_alert_one_warning_saying_how_to_set_one(no_alert_connections, caplog):
-    caplog.set_level(logging.DEBUG, logger="hr_pipeline.notifications")
+    caplog.set_level(logging.DEBUG, logger="hr_pipeline.ops.alerts")
     started = time.monotonic()
     assert send_alerts(task_context(exception=RuntimeError("boom"))) == {}
     FAILURE_ALERTS(task_context(exception=RuntimeError("boom")))  # as Airflow calls it: no error
     assert time.monotonic() - started < 5
-    records = [r for r in caplog.records if r.name == "hr_pipeline.notifications"]
+    records = [r for r in caplog.records if r.name == "hr_pipeline.ops.alerts"]
     assert [r.levelno for r in records] == [logging.WARNING, logging.WARNING]
     message = records[0].getMessage()
     assert "\n" not in message
@@ -324,7 +329,8 @@ def test_the_dag_files_look_up_no_connection_when_parsed(no_alert_connections):
     import inspect
 
     source = inspect.getsource(notifications.FailureAlerts.__init__)
-    assert "get_connection" not in source and "Connection" not in source
+    assert "get_connection" not in source
+    assert "Connection" not in source
 
 
 # -- the channels, on real local servers ------------------------------------------------------------
@@ -337,8 +343,10 @@ def test_webhook_posts_the_card(no_alert_connections, monkeypatch):
     assert sent == {"webhook": True}
     assert sink.paths == ["/workflows/alerts?sig=secret-signature"]
     facts = card_facts(sink.posts[0])
-    assert facts["DAG"] == "restore_table" and facts["Table"] == "jobs"
-    assert facts["Error"] == "RuntimeError: boom" and facts["Run"] == RUN_ID
+    assert facts["DAG"] == "restore_table"
+    assert facts["Table"] == "jobs"
+    assert facts["Error"] == "RuntimeError: boom"
+    assert facts["Run"] == RUN_ID
 
 
 def test_webhook_url_from_host_port_schema_and_endpoint(no_alert_connections, monkeypatch):
@@ -367,7 +375,7 @@ def test_webhook_retries_a_server_error_then_delivers(no_alert_connections):
 
 
 def test_a_delivery_error_is_logged_never_raised(no_alert_connections, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="hr_pipeline.notifications")
+    caplog.set_level(logging.INFO, logger="hr_pipeline.ops.alerts")
     monkeypatch.setattr(notifications, "WEBHOOK_BACKOFF_SECONDS", 0.05)
     closed = free_port()  # nothing listens there
     set_connection(
@@ -416,7 +424,8 @@ def test_email_through_the_smtp_provider(no_alert_connections, monkeypatch):
     assert message["Subject"] == "[HR pipeline] restore_table failed for jobs (task restore)"
     assert message["From"] == "airflow@hr.test"
     body = html_body(message)
-    assert "RuntimeError: no backup of jobs" in body and RUN_ID in body
+    assert "RuntimeError: no backup of jobs" in body
+    assert RUN_ID in body
     assert "/dags/restore_table/runs/manual__2026-03-01T10%3A00%3A00%2B00%3A00/tasks/restore" in body
 
 
@@ -435,7 +444,8 @@ def test_both_channels_at_once(no_alert_connections, monkeypatch):
         set_connection(monkeypatch, "hr_alerts_smtp", smtp.connection())
         set_connection(monkeypatch, "hr_alerts_webhook", hook.connection())
         FAILURE_ALERTS(task_context(exception=RuntimeError("boom")))
-    assert len(smtp.messages) == 1 and len(hook.posts) == 1
+    assert len(smtp.messages) == 1
+    assert len(hook.posts) == 1
 
 
 # -- backup freshness ------------------------------------------------------------------------------
@@ -527,7 +537,7 @@ def test_the_freshness_alert_names_the_stale_tables(no_alert_connections):
 
 
 def notifications_tables():
-    from hr_pipeline.contracts import TABLE_NAMES
+    from hr_pipeline.contract.tables import TABLE_NAMES
 
     return TABLE_NAMES
 

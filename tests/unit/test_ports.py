@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+from hr_pipeline.local import azurite, ports
+from hr_pipeline.local import env as local_env
 
-import azurite  # noqa: E402
-import local_env  # noqa: E402
-import ports  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
 
 LISTENER = """
 import socket, sys, time
@@ -96,8 +95,10 @@ def test_an_explicit_free_port_is_taken_as_is():
 def test_a_busy_default_moves_to_a_free_port_and_says_so(foreign):
     busy, _ = foreign
     port, note = ports.choose_port(busy, "AZURITE_BLOB_PORT", "Azurite", env={})
-    assert port != busy and ports.is_free(port)
-    assert f"port {busy} is in use" in note and f"using port {port} instead" in note
+    assert port != busy
+    assert ports.is_free(port)
+    assert f"port {busy} is in use" in note
+    assert f"using port {port} instead" in note
 
 
 def test_a_busy_default_prefers_the_previous_port_when_free(foreign):
@@ -126,7 +127,7 @@ def test_an_azurite_pid_file_naming_another_process_is_not_ours(tmp_path, foreig
 # -- make up ------------------------------------------------------------------------------------
 @pytest.fixture
 def stack_module(monkeypatch):
-    import stack
+    from hr_pipeline.local import stack
 
     for variable in ("AIRFLOW_API_PORT", "AZURITE_BLOB_PORT"):
         monkeypatch.delenv(variable, raising=False)

@@ -29,9 +29,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hr_pipeline.contracts import CONTRACTS
-from hr_pipeline.csv_reader import UnreadableFileError, read_chunks, scan_blocks, scan_plain
-from hr_pipeline.instants import parse_stored_timestamp
+from hr_pipeline.contract.instants import parse_stored_timestamp
+from hr_pipeline.contract.tables import CONTRACTS
+from hr_pipeline.ingest.reader import UnreadableFileError, read_chunks, scan_blocks, scan_plain
 from tests.reference.contract import (
     TABLES,
     Observed,
@@ -86,7 +86,7 @@ def typed(table: str, row: dict) -> tuple:
 
 def run_functions(table: str, data: bytes, path: Path, chunk_rows: int, block: int, seed: int) -> Observed:
     """The file through scan, read_chunks and ChunkValidator, as validate_file calls them."""
-    from hr_pipeline.validation import ChunkValidator
+    from hr_pipeline.ingest.expectations import ChunkValidator
 
     contract = CONTRACTS[table]
     path.write_bytes(data)
@@ -187,7 +187,9 @@ SEEDED = [  # (seed, table, rows, chunk_rows, block bytes, fixed mess)
 
 
 @pytest.mark.parametrize(
-    "seed, table, rows, chunk_rows, block, fixed", SEEDED, ids=[f"seed{case[0]}-{case[1]}" for case in SEEDED]
+    ("seed", "table", "rows", "chunk_rows", "block", "fixed"),
+    SEEDED,
+    ids=[f"seed{case[0]}-{case[1]}" for case in SEEDED],
 )
 def test_seeded_larger_files(tmp_path, seed, table, rows, chunk_rows, block, fixed):
     """10 seeded files of 400-1,500 rows (about 9,400 in all), each crossing dozens of read

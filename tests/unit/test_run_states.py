@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from hr_pipeline.run_states import RunStateUnknown, has_ended
+from hr_pipeline.ops.run_states import RunStateUnknown, has_ended
 
 
 class TaskInstance:

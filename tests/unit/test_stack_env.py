@@ -1,4 +1,4 @@
-"""The environment the processes of a local stack get (scripts/stack.py), and what `make up`
+"""The environment the processes of a local stack get (hr_pipeline.local.stack), and what `make up`
 says about failure alerts.
 
 The caller's Airflow settings (``AIRFLOW__*``, ``AIRFLOW_CONN_*``) stay out of the stack, except
@@ -9,16 +9,15 @@ on by exporting them before `make up`.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+from hr_pipeline.local import env as local_env
+from hr_pipeline.local import stack as stack_driver
 
-import local_env  # noqa: E402
-import stack as stack_driver  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
 
 SMTP = json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": 2525, "extra": {"to": "oncall@hr.test"}})
 WEBHOOK = json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9/hook?sig=secret"})
@@ -43,7 +42,8 @@ def test_the_callers_alert_connections_reach_the_stack_and_nothing_else_of_its_a
 
     assert env["AIRFLOW_CONN_HR_ALERTS_SMTP"] == SMTP
     assert env["AIRFLOW_CONN_HR_ALERTS_WEBHOOK"] == WEBHOOK
-    assert "AIRFLOW_CONN_X" not in env and "AIRFLOW__X" not in env
+    assert "AIRFLOW_CONN_X" not in env
+    assert "AIRFLOW__X" not in env
     written = local_env.read_env_file(stack.config.env_file)
     assert env["AIRFLOW_CONN_WAREHOUSE"] == written["AIRFLOW_CONN_WAREHOUSE"]
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(PROJECT_ROOT / "dags")
@@ -68,7 +68,7 @@ def test_alert_connections_in_the_env_file_reach_the_stack_and_the_callers_win(s
 
 
 def test_the_channels_are_those_the_notifier_looks_up():
-    from hr_pipeline import notifications
+    from hr_pipeline.ops import alerts as notifications
 
     assert local_env.ALERT_CHANNELS == {
         "email": notifications.SMTP_CONN_ID,
@@ -95,7 +95,8 @@ def test_summary_names_both_channels_and_where_each_comes_from():
         "  Failure alerts: email via hr_alerts_smtp (AIRFLOW_CONN_HR_ALERTS_SMTP from your environment), "
         "webhook via hr_alerts_webhook (AIRFLOW_CONN_HR_ALERTS_WEBHOOK from .local/airflow.env)"
     ]
-    assert "secret" not in lines[0] and "127.0.0.1" not in lines[0]
+    assert "secret" not in lines[0]
+    assert "127.0.0.1" not in lines[0]
 
 
 def test_summary_with_no_channel_says_so_and_how_to_set_one():

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hr_pipeline.streams import BlocksFile, InBackground, read_ahead
+from hr_pipeline.runtime.streams import BlocksFile, InBackground, read_ahead
 
 FAILURE = st.one_of(st.none(), st.integers(min_value=0, max_value=60))
 
@@ -120,7 +120,8 @@ def test_several_background_threads_work_on_each_item_once_and_raise_the_error(
     if error is None:
         assert sorted(done) == expected_done  # every item, in some order
     else:  # items queued once the error happened are dropped: some may be missing
-        assert fail_at not in done and set(done) <= set(range(count))
+        assert fail_at not in done
+        assert set(done) <= set(range(count))
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -156,7 +157,8 @@ def test_no_more_items_wait_than_asked(threads):
     release.set()
     producer.join(30)
     background.close()
-    assert producer_done.is_set() and put == 20
+    assert producer_done.is_set()
+    assert put == 20
 
 
 def test_items_still_queued_are_dropped_when_the_producer_fails():

@@ -21,10 +21,11 @@ import pytest
 import sqlglot
 from sqlglot import ErrorLevel, exp
 
-from hr_pipeline import ddl, warehouse
-from hr_pipeline.contracts import CONTRACTS, ColumnType, TableContract
-from hr_pipeline.dialects import MSSQL
-from hr_pipeline.dialects.mssql import MSSQL_MAX_PARAMETERS
+from hr_pipeline.contract.tables import CONTRACTS, ColumnType, TableContract
+from hr_pipeline.warehouse import ddl
+from hr_pipeline.warehouse import facade as warehouse
+from hr_pipeline.warehouse.dialects import MSSQL
+from hr_pipeline.warehouse.dialects.mssql import MSSQL_MAX_PARAMETERS
 
 pymssql_mssql = pytest.importorskip("pymssql._mssql")
 
@@ -200,7 +201,7 @@ def test_every_statement_the_warehouse_sends_parses(mssql_warehouse):
 def test_restore_statements_parse(contract):
     """The statements of the plan a restore executes on SQL Server (``_run_plan``), the load
     step's INSERT with one row's parameters substituted as pymssql does."""
-    from hr_pipeline import restore
+    from hr_pipeline.backup import restore
 
     plan = restore.replace_plan(contract, "mssql")
     texts = [
@@ -283,7 +284,7 @@ def test_a_refused_applock_is_logged_then_waited_for_in_order(mssql_warehouse, m
     wh, connection = mssql_warehouse
     results = [0, -1, 0]  # departments granted, hired_employees busy, jobs granted
     monkeypatch.setattr(connection, "cursor", lambda: ScriptedCursor(connection.sent, results))
-    with caplog.at_level("INFO", logger="hr_pipeline.warehouse"):
+    with caplog.at_level("INFO", logger="hr_pipeline.warehouse.facade"):
         with wh.table_locks(exclusive=["hired_employees"], shared=["departments", "jobs"]):
             pass
     assert applocks(connection.sent) == [
@@ -319,12 +320,14 @@ def test_existing_keys_binds_the_ids_as_one_json_parameter(mssql_warehouse):
     (sql,) = connection.sent
     (statement,) = parse_tsql(sql)
     assert isinstance(statement, exp.Select)
-    assert "OPENJSON(N'[1, 3]')" in sql and "dbo.[departments]" in sql
-    assert wh.existing_keys("departments", []) == set() and len(connection.sent) == 1
+    assert "OPENJSON(N'[1, 3]')" in sql
+    assert "dbo.[departments]" in sql
+    assert wh.existing_keys("departments", []) == set()
+    assert len(connection.sent) == 1
 
 
 @pytest.mark.parametrize(
-    "table, locks",
+    ("table", "locks"),
     [
         ("departments", [("departments", "Exclusive")]),
         (
@@ -336,9 +339,9 @@ def test_existing_keys_binds_the_ids_as_one_json_parameter(mssql_warehouse):
 def test_a_restore_holds_its_table_locks_around_the_whole_replace(mssql_warehouse, tmp_path, table, locks):
     import fastavro
 
-    from hr_pipeline import restore
-    from hr_pipeline.backup import BackupRef
-    from hr_pipeline.contracts import avro_schema
+    from hr_pipeline.backup import restore
+    from hr_pipeline.backup.backups import BackupRef
+    from hr_pipeline.contract.tables import avro_schema
 
     wh, connection = mssql_warehouse
     contract = CONTRACTS[table]
@@ -371,4 +374,6 @@ def test_a_restore_holds_its_table_locks_around_the_whole_replace(mssql_warehous
     first_release = next(i for i, sql in enumerate(connection.sent) if "sp_releaseapplock" in sql)
     last_get = max(i for i, sql in enumerate(connection.sent) if "sp_getapplock" in sql)
     swap = [i for i, sql in enumerate(connection.sent) if sql.startswith(("DELETE FROM", "CREATE TABLE #"))]
-    assert swap and last_get < min(swap) and max(swap) < first_release
+    assert swap
+    assert last_get < min(swap)
+    assert max(swap) < first_release

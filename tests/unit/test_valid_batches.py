@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from hr_pipeline.warehouse import csv_batches
+from hr_pipeline.warehouse.facade import csv_batches
 
 ROWS = [
     ["1", "plain"],

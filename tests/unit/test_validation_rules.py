@@ -2,9 +2,9 @@
 
 import pytest
 
-from hr_pipeline.contracts import CONTRACTS
-from hr_pipeline.csv_reader import RawRow
-from hr_pipeline.validation import ChunkValidator, build_rules
+from hr_pipeline.contract.tables import CONTRACTS
+from hr_pipeline.ingest.expectations import ChunkValidator, build_rules
+from hr_pipeline.ingest.reader import RawRow
 
 HIRES = CONTRACTS["hired_employees"]
 KEYS = {"departments": {1, 2}, "jobs": {10, 11}}
@@ -51,7 +51,7 @@ def test_a_good_row_is_normalised():
 
 
 @pytest.mark.parametrize(
-    "record,expected",
+    ("record", "expected"),
     [
         (("", "Ann", "2021-01-01T00:00:00Z", "1", "10"), "id: required field is empty"),
         (("1", "", "2021-01-01T00:00:00Z", "1", "10"), "name: required field is empty"),
@@ -126,7 +126,7 @@ def test_foreign_keys_with_an_empty_reference_table_reject_all():
 def test_instants_are_checked_against_the_calendar_at_c_speed():
     import pyarrow as pa
 
-    from hr_pipeline.field_values import canonical_instants, parse_instants
+    from hr_pipeline.contract.field_values import canonical_instants, parse_instants
 
     cases = {
         "2020-02-29T12:00:00Z": "2020-02-29T12:00:00.000000Z",  # leap year
@@ -175,7 +175,7 @@ def test_instants_are_checked_against_the_calendar_at_c_speed():
 def test_instants_with_and_without_an_impossible_one(cases):
     import pyarrow as pa
 
-    from hr_pipeline.field_values import canonical_instants, parse_instants
+    from hr_pipeline.contract.field_values import canonical_instants, parse_instants
 
     is_real, instants = parse_instants(pa.array(list(cases), pa.string()))
     assert is_real.to_pylist() == [v if v in (None, False) else True for v in cases.values()]
@@ -185,7 +185,7 @@ def test_instants_with_and_without_an_impossible_one(cases):
 
 
 @pytest.mark.parametrize(
-    "values, possible",
+    ("values", "possible"),
     [
         (["1", "Ann", "2021-01-01T00:00:00Z"], False),
         ([" 1"], True),
@@ -202,7 +202,7 @@ def test_instants_with_and_without_an_impossible_one(cases):
 def test_edge_whitespace_prefilter_never_misses(values, possible):
     import pyarrow as pa
 
-    from hr_pipeline.field_values import edge_whitespace_possible
+    from hr_pipeline.contract.field_values import edge_whitespace_possible
 
     column = pa.array(values, pa.string())
     assert edge_whitespace_possible(column) is possible
@@ -285,7 +285,7 @@ def test_a_clean_chunk_takes_one_gx_run_and_a_dirty_one_lists_only_its_failed_ru
 def test_canonical_text_from_the_source_text_equals_the_formatted_one(texts):
     import pyarrow as pa
 
-    from hr_pipeline.field_values import canonical_instants, parse_instants
+    from hr_pipeline.contract.field_values import canonical_instants, parse_instants
 
     text = pa.array(texts, pa.string())
     _, instants = parse_instants(text)
@@ -298,7 +298,7 @@ def test_whitespace_is_what_python_strips_whatever_else_the_chunk_holds():
     whether or not other values of the chunk need trimming."""
     import pyarrow as pa
 
-    from hr_pipeline.field_values import WHITESPACE, normalized_text
+    from hr_pipeline.contract.field_values import WHITESPACE, normalized_text
 
     assert WHITESPACE == "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
     for space in WHITESPACE:

@@ -31,8 +31,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from hr_pipeline.dialects import Adapter, Dialect, adapter_for
-from hr_pipeline.settings import WAREHOUSE_CONN_ID
+from hr_pipeline.runtime.settings import WAREHOUSE_CONN_ID
+from hr_pipeline.warehouse.dialects import Adapter, Dialect, adapter_for
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ def format_2021_tables(warehouse=None) -> str:
     ``warehouse``: a ``Warehouse``; by default the one of the ``warehouse`` connection.
     """
     if warehouse is None:
-        from hr_pipeline.warehouse import Warehouse
+        from hr_pipeline.warehouse.facade import Warehouse
 
         warehouse = Warehouse(WAREHOUSE_CONN_ID)
     parts = []

@@ -1,0 +1,218 @@
+"""The load task: upsert each file's valid rows in batches, fenced by the ingest lock and under the warehouse's table locks; rows whose reference vanished since validation are rejected with their reason."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+
+from hr_pipeline.contract.tables import get_contract
+from hr_pipeline.ingest.run import (
+    VALID_ROWS_COMPRESSION,
+    FileValidation,
+    IngestError,
+    ingest_lock,
+    load_rejects_name,
+    loads_by_source,
+    spreadsheet_safe,
+)
+from hr_pipeline.runtime.settings import (
+    raw_container,
+)
+from hr_pipeline.storage.blob_store import BlobStore
+from hr_pipeline.warehouse.facade import Warehouse, csv_batches
+
+log = logging.getLogger(__name__)
+
+
+def _progress_logger(source: str, total: int, batch_size: int):
+    """Logs loaded rows about every 100,000 rows (every batch when batches are larger)."""
+    every = max(batch_size, 100_000)
+
+    def log_progress(loaded: int) -> None:
+        if loaded % every < batch_size or loaded == total:
+            log.info("%s: %d of %d rows loaded", source, loaded, total)
+
+    return log_progress
+
+
+def load_validated(
+    table: str,
+    validations: list[dict],
+    batch_size: int,
+    store: BlobStore | None = None,
+    warehouse: Warehouse | None = None,
+) -> list[dict]:
+    """Upsert the valid rows of each file, in claim order; returns, per file in that order, its
+    ``source``, the rows ``loaded``, the rows ``rejected`` at load, and the ``error`` that stopped
+    its load, if any (a list: file names are data, never keys Airflow turns into XComs or URLs).
+
+    Holds the table's writer lock, and its content and the referenced tables' shared (a restore
+    of any of them waits, and none runs meanwhile), for the whole load. Within it, it checks that
+    the run still holds the table's ingest lock (``LockLostError`` if another run took over) and
+    again that the ids the rows reference exist: a row whose reference was removed since
+    validation (a restore of departments, say) is rejected, with its reason, not loaded.
+
+    A file whose load the database refuses for something in its data (a constraint, a value it
+    cannot store) does not stop the others: the error is recorded against that file, which the
+    archive step then sets aside whole. Any other error (connection, timeout) fails the task, to
+    be retried: every write is an upsert by key, so a retry converges.
+    """
+    if batch_size < 1:
+        raise IngestError(f"batch_size must be at least 1, got {batch_size}")
+    contract = get_contract(table)
+    store = store or BlobStore()
+    warehouse = warehouse or Warehouse()
+    warehouse.ensure_tables()
+    referenced = [column.references for column in contract.foreign_keys]
+    loads: list[dict] = []
+    if not validations:
+        return loads
+    lock = ingest_lock(table, validations[0]["run_id"], store, warehouse)
+    # The content shared: an upsert removes no id, so a load of departments need not wait for a
+    # load of hires; the writer lock keeps two loads of one table apart.
+    with warehouse.table_locks(writers=[table], shared=[table, *referenced]):
+        lock.ensure_held()
+        for item in map(lambda d: FileValidation(**d), validations):
+            load = {"source": item.source, "loaded": 0, "rejected": 0, "error": None}
+            if not (item.unreadable_reason or item.over_limit_reason or item.valid == 0):
+                load.update(_load_file(contract, item, batch_size, store, warehouse))
+            loads.append(load)
+    log.info(
+        "Loaded %s:\n%s",
+        table,
+        "\n".join(
+            f"  {load['source']}: {load['loaded']} rows"
+            + (f", {load['rejected']} rejected at load" if load["rejected"] else "")
+            + (f", REFUSED: {load['error']}" if load["error"] else "")
+            for load in loads
+        )
+        or "  nothing to load",
+    )
+    return loads
+
+
+def _load_file(
+    contract, item: FileValidation, batch_size: int, store: BlobStore, warehouse: Warehouse
+) -> dict:
+    vanished = {}
+    for column in contract.foreign_keys:
+        wanted = item.referenced_ids.get(column.references, [])
+        missing = set(wanted) - warehouse.existing_keys(column.references, wanted)
+        if missing:
+            vanished[column.name] = (column.references, missing)
+            log.warning(
+                "%s: %d id(s) of %s its rows point at were removed since validation "
+                "(first: %s): those rows are rejected",
+                item.source,
+                len(missing),
+                column.references,
+                ", ".join(map(str, sorted(missing)[:5])),
+            )
+    progress = _progress_logger(item.source, item.valid, batch_size)
+    written = 0
+
+    def count(rows: int) -> None:
+        nonlocal written
+        written = rows
+        progress(rows)
+
+    batches = csv_batches(
+        store.decompressed_blocks(raw_container(), item.valid_blob, VALID_ROWS_COMPRESSION), batch_size
+    )
+    dropped: list[list[str]] = []
+    if vanished:
+        batches = _without_vanished_references(batches, contract, vanished, dropped)
+    try:
+        # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
+        warehouse.load_batches(contract, batches, on_batch=count)
+    except Exception as error:
+        if not is_data_error(error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.error(
+            "%s: the warehouse refused its rows (%s) after %d of %d were loaded; the "
+            "other files go on, and this one is set aside whole by the archive step",
+            item.source,
+            first_line,
+            written,
+            item.valid,
+        )
+        return {"loaded": written, "rejected": 0, "error": f"{type(error).__name__}: {first_line}"}
+    if dropped:
+        _upload_load_rejects(store, item, contract, dropped)
+    if written + len(dropped) != item.valid:
+        raise IngestError(
+            f"{item.source}: {item.valid} valid rows but {written} loaded and {len(dropped)} rejected at load"
+        )
+    log.info("%s: %d rows loaded into %s (%s)", item.source, written, contract.name, warehouse.dialect)
+    return {"loaded": written, "rejected": len(dropped), "error": None}
+
+
+def _without_vanished_references(batches, contract, vanished: dict, dropped: list):
+    """The batches without the rows that point at an id removed since validation; those rows go
+    to ``dropped`` with their reason. Parses the batches: only for a file that needs it."""
+    from hr_pipeline.warehouse.facade import CsvBatch
+
+    positions = {name: contract.column_names.index(name) for name in vanished}
+    key = contract.column_names.index(contract.key)
+    for batch in batches:
+        kept = io.StringIO()
+        writer = csv.writer(kept, lineterminator="\n", quoting=csv.QUOTE_ALL)  # a lone CR stays in its field
+        rows = 0
+        for row in batch.parsed():
+            reasons = [
+                f"{name}: {row[position]} does not exist in {vanished[name][0]} (removed "
+                "after this file was validated)"
+                for name, position in positions.items()
+                if int(row[position]) in vanished[name][1]
+            ]
+            if reasons:
+                dropped.append([*row, f"id {row[key]}: " + "; ".join(reasons)])
+            else:
+                writer.writerow(row)
+                rows += 1
+        if rows:
+            yield CsvBatch(kept.getvalue().encode(), rows)
+
+
+def _upload_load_rejects(store: BlobStore, item: FileValidation, contract, dropped: list) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerows([*map(spreadsheet_safe, row[:-1]), row[-1]] for row in dropped)
+    store.upload_bytes(raw_container(), load_rejects_name(item), text.getvalue().encode())
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether a database error is about the rows sent (a constraint, a value out of range), not
+    about the connection: SQLSTATE classes 21, 22 and 23, or the DB-API's IntegrityError and
+    DataError, whichever driver raised it, on the error or on what caused it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        sqlstate = getattr(error, "sqlstate", None) or getattr(getattr(error, "diag", None), "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in ("21", "22", "23"):
+            return True
+        if any(kind.__name__ in ("IntegrityError", "DataError") for kind in type(error).__mro__):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def what_changed(validations: list[dict], loads: list[dict]) -> dict:
+    """What a run changed in its table, for the table's asset event."""
+    loads = loads_by_source(loads)
+    files = [
+        {
+            "file": v["source"],
+            "rows": v["rows"],
+            "loaded": loads.get(v["source"], {}).get("loaded", 0),
+            "rejected": v["rejected"] + loads.get(v["source"], {}).get("rejected", 0),
+        }
+        for v in validations
+    ]
+    return {
+        "files": files,
+        "rows_loaded": sum(f["loaded"] for f in files),
+        "rows_rejected": sum(f["rejected"] for f in files),
+    }

@@ -1,0 +1,381 @@
+"""The validate task: claim the waiting files and check each against the contract's Great Expectations suite, chunk by chunk; the valid rows (canonical CSV, zstd) and the rejects go to ``processing/`` for the next tasks."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from hr_pipeline.contract.tables import get_contract
+from hr_pipeline.ingest.archive import finish_archive
+from hr_pipeline.ingest.reader import (
+    FileScan,
+    UnreadableFileError,
+    read_block_bytes,
+    read_chunks,
+    release_arrow_memory,
+    scan,
+    scan_blocks,
+    use_system_allocator,
+)
+from hr_pipeline.ingest.run import (
+    VALID_ROWS_COMPRESSION,
+    FileValidation,
+    IngestError,
+    ingest_lock,
+    spreadsheet_safe,
+)
+from hr_pipeline.runtime.settings import (
+    ingest_lock_timeout_seconds,
+    raw_container,
+    reference_poll_seconds,
+    reference_wait_seconds,
+    validation_chunk_rows,
+)
+from hr_pipeline.runtime.streams import InBackground, read_ahead
+from hr_pipeline.storage import layout
+from hr_pipeline.storage.blob_store import BlobStore
+from hr_pipeline.storage.claims import (
+    Claim,
+    RunHasEnded,
+    adopt_leftovers,
+    claim_files,
+    wait_for_referenced_ingests,
+)
+from hr_pipeline.warehouse import ledger
+from hr_pipeline.warehouse.facade import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def validate_incoming(
+    table: str,
+    run_id: str,
+    day: str,
+    chunk_rows: int | None = None,
+    store: BlobStore | None = None,
+    warehouse: Warehouse | None = None,
+    run_has_ended: RunHasEnded | None = None,
+    max_reject_ratio: float = 1.0,
+) -> list[dict]:
+    """Claim and validate every file waiting for ``table``; returns one ``FileValidation`` dict
+    per file, in the order they must be loaded.
+
+    Takes the table's ingest lock (see ``claims``) and keeps it until ``archive_ingested``
+    releases it, unless there is nothing to ingest. ``run_has_ended`` tells whether another run
+    holding the lock has ended (then it takes the lock over, and adopts what that run left). A
+    file whose rejected share is
+    above ``max_reject_ratio`` (the DAG's param; here no limit by default) is not loaded.
+    """
+    contract = get_contract(table)
+    store = store or BlobStore()
+    warehouse = warehouse or Warehouse()
+    container = raw_container()
+    use_system_allocator()
+    warehouse.ensure_tables()
+    wait_for_referenced_ingests(
+        store,
+        container,
+        table,
+        [column.references for column in contract.foreign_keys],
+        reference_wait_seconds(),
+        poll_seconds=reference_poll_seconds(),
+        run_has_ended=run_has_ended,
+    )
+    lock = ingest_lock(table, run_id, store, warehouse, run_has_ended)
+    lock.acquire(ingest_lock_timeout_seconds())
+    adopt_leftovers(
+        store,
+        container,
+        table,
+        run_id,
+        finish_archive=lambda manifest: finish_archive(manifest, store, warehouse, lock),
+    )
+    claims = claim_files(store, container, table, run_id)
+    log.info(
+        "%d file(s) to ingest for %s: %s",
+        len(claims),
+        table,
+        ", ".join(claim.source for claim in claims) or "-",
+    )
+    if not claims:
+        lock.release()
+        return []
+    reference_keys = {
+        column.references: warehouse.key_values(column.references) for column in contract.foreign_keys
+    }
+    for referenced, keys in reference_keys.items():
+        log.info("Foreign keys of %s checked against %d ids of %s", table, len(keys), referenced)
+    results = []
+    for claim in claims:
+        result = validate_file(
+            table,
+            claim,
+            run_id,
+            day,
+            reference_keys,
+            chunk_rows or validation_chunk_rows(),
+            store,
+            max_reject_ratio,
+        )
+        _note_earlier_ingest(warehouse, result)
+        results.append(result.to_dict())
+    log.info(
+        "Validated %d file(s) of %s:\n%s",
+        len(results),
+        table,
+        "\n".join(
+            f"  {r['source']}: {r['rows']} rows, {r['valid']} valid, {r['rejected']} rejected"
+            + (f" (UNREADABLE: {r['unreadable_reason']})" if r["unreadable_reason"] else "")
+            for r in results
+        ),
+    )
+    return results
+
+
+def validate_file(
+    table: str,
+    claim: Claim,
+    run_id: str,
+    day: str,
+    reference_keys: dict[str, set[int]],
+    chunk_rows: int,
+    store: BlobStore,
+    max_reject_ratio: float = 1.0,
+) -> FileValidation:
+    """Validate one claimed file, chunk by chunk: its valid rows (canonical CSV, zstd) and its
+    rejects go to ``processing/`` for the load and archive steps. An unreadable file is moved
+    whole to ``rejected/``."""
+    from hr_pipeline.ingest.expectations import ChunkValidator
+
+    contract = get_contract(table)
+    container = raw_container()
+    source = claim.source
+    result = FileValidation(
+        table=table,
+        source=source,
+        claimed_blob=claim.blob,
+        run_id=run_id,
+        rows=0,
+        valid=0,
+        rejected=0,
+        valid_blob=layout.valid_rows_name(table, run_id, source),
+        rejects_blob=layout.pending_rejects_name(table, run_id, source),
+        archive_blob=layout.archive_name(table, day, run_id, source),
+        rejects_destination=layout.rejects_name(table, day, run_id, source),
+    )
+    with tempfile.TemporaryDirectory(prefix="hr-ingest-") as work:
+        try:
+            local, file_scan = _scan_claimed(store, result, Path(work), contract)
+        except UnreadableFileError as error:
+            return _reject_whole_file(store, result, day, run_id, str(error), Path(work))
+        log.info(
+            "%s: %d records; %d id(s) occur more than once",
+            source,
+            file_scan.records,
+            len(file_scan.duplicate_ids),
+        )
+
+        validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
+        referenced: dict[str, set[int]] = {column.references: set() for column in contract.foreign_keys}
+        broken_rules: Counter = Counter()
+        rejects_path = Path(work) / "rejects.csv"
+        # The valid rows go to Blob Storage as they are produced (uploaded by a background thread
+        # while the next chunk is validated), compressed with zstd: a tenth of the bytes to send
+        # and for the load to fetch, for a few milliseconds per chunk. The rejects, usually few,
+        # are uploaded at the end.
+        with (
+            store.streaming_upload(container, result.valid_blob) as valid_upload,
+            open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file,
+        ):
+            valid_file = compressed_stream(valid_upload)
+            valid_writer = None
+
+            def write_valid(table) -> None:
+                nonlocal valid_writer
+                if valid_writer is None:
+                    valid_writer = _canonical_csv_writer(valid_file, table.schema)
+                valid_writer.write_table(table)
+
+            rejects_writer = csv.writer(rejects_file, lineterminator="\n", quoting=csv.QUOTE_ALL)
+            rejects_writer.writerow([*contract.column_names, "reason"])
+            # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated,
+            # and the valid rows of the last one are written (CSV, zstd) by another thread.
+            with InBackground(write_valid, waiting=1, name="write-valid-rows") as valid_rows:
+                chunks = read_chunks(local, contract, chunk_rows, plain=file_scan.plain_reader)
+                for chunk in read_ahead(chunks, 1, "read-chunks"):
+                    checked = validator.validate(chunk)
+                    valid_rows.put(checked.valid)
+                    result.header_skipped |= chunk.header_skipped
+                    _add_referenced_ids(referenced, contract, checked.valid)
+                    _write_rejects(rejects_writer, checked.rejected, len(contract.columns), broken_rules)
+                    result.rows += len(chunk)
+                    result.valid += checked.valid_count
+                    result.rejected += len(checked.rejected)
+                    log.info(
+                        "%s: %d rows read, %d valid, %d rejected so far",
+                        source,
+                        result.rows,
+                        result.valid,
+                        result.rejected,
+                    )
+                    del chunk, checked  # one chunk validated at a time (one more read ahead)
+                    release_arrow_memory()
+            if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
+                # Raised inside the upload: the valid rows' blob is then never committed.
+                raise IngestError(
+                    f"{source}: {result.rows} rows read but {result.valid} valid + "
+                    f"{result.rejected} rejected; refusing to continue"
+                )
+            if valid_writer is not None:
+                valid_writer.close()
+            valid_file.close()  # the last compressed bytes, then the blob's commit
+        log.info(
+            "%s: valid rows handed over in %s/%s (%d bytes, zstd)",
+            source,
+            container,
+            result.valid_blob,
+            valid_upload.bytes_written,
+        )
+        store.upload_file(container, result.rejects_blob, rejects_path)
+    result.referenced_ids = {table: sorted(ids) for table, ids in referenced.items()}
+    _judge_reject_share(result, broken_rules, max_reject_ratio)
+    return result
+
+
+def _scan_claimed(store: BlobStore, result: FileValidation, work: Path, contract) -> tuple[Path, FileScan]:
+    """The first pass over the claimed file, on the blocks as they download, keeping a local copy
+    for the second: (the copy, the scan); the file's sha256 and size go into ``result``. A file
+    with a record longer than the read block is downloaded whole and scanned by the plain reader.
+    Raises ``UnreadableFileError``."""
+    container = raw_container()
+    local = work / "extract.csv"
+    digest = hashlib.sha256()
+    with open(local, "wb") as copy:
+        file_scan = scan_blocks(
+            _copied(store.prefetched_blocks(container, result.claimed_blob), copy, digest), contract
+        )
+    if file_scan.plain_reader:
+        log.info(
+            "%s has a record longer than the read block (%d bytes): read by the plain CSV reader",
+            result.source,
+            read_block_bytes(),
+        )
+        local = work / "extract-whole.csv"  # the first copy stopped with the scan
+        store.download_to_file(container, result.claimed_blob, local)
+        file_scan = scan(local, contract)
+        digest = _sha256_of(local)
+    result.sha256, result.bytes = digest.hexdigest(), local.stat().st_size
+    return local, file_scan
+
+
+def _add_referenced_ids(referenced: dict[str, set[int]], contract, valid) -> None:
+    """The ids the valid rows (an Arrow table) point at, added by referenced table."""
+    import pyarrow.compute as pc
+
+    for column in contract.foreign_keys:
+        referenced[column.references].update(pc.unique(valid[column.name]).to_pylist())
+
+
+def _write_rejects(writer, rejected: list, width: int, broken_rules: Counter) -> None:
+    """Each rejected row as the rejects file holds it: its fields in the table's columns, made
+    spreadsheet-safe, then its reason. Counts the rules it broke in ``broken_rules``."""
+    for row in rejected:
+        broken_rules.update(row.rules)
+        writer.writerow([*map(spreadsheet_safe, _fit(row.fields, width)), row.reason])
+
+
+def _judge_reject_share(result: FileValidation, broken_rules: Counter, max_reject_ratio: float) -> None:
+    """Sets ``over_limit_reason`` (the file is not loaded) when the rejected share is above
+    ``max_reject_ratio``, naming the rules broken most; warns when every row was rejected."""
+    if not result.rows:
+        return
+    if result.rejected / result.rows > max_reject_ratio:
+        top = ", ".join(f"{rule} ({count})" for rule, count in broken_rules.most_common(5))
+        result.over_limit_reason = (
+            f"{result.rejected} of {result.rows} rows rejected ({result.rejected / result.rows:.1%}), "
+            f"above the run's max_reject_ratio of {max_reject_ratio:.1%}; most frequent: {top}"
+        )
+        log.error("%s is not loaded: %s", result.source, result.over_limit_reason)
+    if result.valid == 0:
+        log.warning(
+            "%s: every one of its %d rows was rejected; is it the right table's file?",
+            result.source,
+            result.rows,
+        )
+
+
+def _copied(blocks, handle, digest):
+    for block in blocks:
+        handle.write(block)
+        digest.update(block)
+        yield block
+
+
+def _sha256_of(path: Path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest
+
+
+def _note_earlier_ingest(warehouse: Warehouse, result: FileValidation) -> None:
+    if not result.sha256:
+        return
+    earlier = ledger.earlier_ingest(warehouse, result.sha256, result.run_id)
+    if earlier:
+        result.same_as_run = earlier[0]
+        log.info(
+            "%s has the same bytes (sha256 %s) as %s, ingested by run %s at %s: ingested "
+            "again (loads are upserts, so the tables do not change)",
+            result.source,
+            result.sha256[:12],
+            earlier[1],
+            earlier[0],
+            earlier[2],
+        )
+
+
+def compressed_stream(upload):
+    """The stream the valid rows are written through: compressed (``VALID_ROWS_COMPRESSION``)
+    into ``upload``, as ``BlobStore.decompressed_blocks`` reads them back for the load."""
+    import pyarrow as pa
+
+    return pa.CompressedOutputStream(pa.PythonFile(upload, mode="w"), VALID_ROWS_COMPRESSION)
+
+
+def _canonical_csv_writer(handle, schema):
+    """Arrow's CSV writer: no header, LF line ends, every text value quoted (inner quotes
+    doubled), which PostgreSQL's COPY, csv.reader and ``csv_batches`` all read back."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.CSVWriter(handle, schema, write_options=pacsv.WriteOptions(include_header=False))
+
+
+def _fit(fields: list[str], width: int) -> list[str]:
+    """A rejected row's original fields in the table's columns: missing ones empty, extra ones
+    kept in the last column (joined by commas, as they were in the file)."""
+    if len(fields) <= width:
+        return fields + [""] * (width - len(fields))
+    return fields[: width - 1] + [",".join(fields[width - 1 :])]
+
+
+def _reject_whole_file(
+    store: BlobStore, result: FileValidation, day: str, run_id: str, reason: str, work: Path
+) -> FileValidation:
+    """An unreadable file: measured and hashed whole (the scan stopped part way); the archive step
+    sets it aside whole in rejected/ with a ``.reason.txt``."""
+    container = raw_container()
+    whole = work / "unreadable"
+    store.download_to_file(container, result.claimed_blob, whole)
+    result.sha256, result.bytes = _sha256_of(whole).hexdigest(), whole.stat().st_size
+    destination = layout.unreadable_file_name(result.table, day, run_id, result.source)
+    log.error("%s cannot be read: %s. It is set aside whole in %s", result.source, reason, destination)
+    result.unreadable_reason = (
+        f"{result.source} cannot be read ({reason}); set aside whole in {container}/{destination}"
+    )
+    return result
