@@ -12,7 +12,7 @@
    per table (``warehouse.<table>``, ``extra`` ``{"rows": n}``), for the Assets view.
 
 Published: ``quarterly_hires_2021``, ``departments_above_mean_2021``, ``hires_by_quarter``,
-``departments_above_mean``. Read them in the SPEC's order with the ORDER BY written at the top of
+``departments_above_mean``. Read them in their documented order (docs/CONTRACT.md) with the ORDER BY written at the top of
 each metric's .sql file.
 """
 
@@ -87,7 +87,7 @@ def publish_metrics():
     build_metric_tables_aside >> checks >> swap_in_metric_tables >> record_published_row_counts()
 
 
-dag = publish_metrics()
+publish_metrics_dag = publish_metrics()
 
 if __name__ == "__main__":
-    dag.test()
+    publish_metrics_dag.test()

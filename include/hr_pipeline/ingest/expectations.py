@@ -1,6 +1,6 @@
 """Row validation with Great Expectations, derived from the table contract.
 
-Each rule of the SPEC is one ``Rule``: the GX expectation that checks it and the sentence a user
+Each rule of docs/CONTRACT.md is one ``Rule``: the GX expectation that checks it and the sentence a user
 reads when a row breaks it. The suite is built from the contract (and, for foreign keys, from the
 keys that exist in the warehouse), then run on each chunk of the file as a pandas DataFrame whose
 columns are the raw text of the fields plus a few derived columns (the integer a field holds,

@@ -224,7 +224,7 @@ def validate_file(
                     )
                     del chunk, checked  # one chunk validated at a time (one more read ahead)
                     release_arrow_memory()
-            if result.valid + result.rejected != result.rows:  # the SPEC's invariant, never relaxed
+            if result.valid + result.rejected != result.rows:  # docs/CONTRACT.md's invariant, never relaxed
                 # Raised inside the upload: the valid rows' blob is then never committed.
                 raise IngestError(
                     f"{source}: {result.rows} rows read but {result.valid} valid + "

@@ -151,7 +151,7 @@ def airflow_env(
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
-        # Connections and containers of the pipeline (see SPEC.md).
+        # Connections and containers of the pipeline (see docs/CONTRACT.md).
         "AIRFLOW_CONN_AZURE_BLOB": azurite_connection(blob_port),
         "AIRFLOW_CONN_WAREHOUSE": warehouse_uri
         or sqlite_warehouse_connection(root / ".local" / "warehouse.db"),

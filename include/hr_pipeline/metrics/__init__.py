@@ -4,7 +4,7 @@ One definition per metric: ``<metric>.sql`` beside this file, a PostgreSQL query
 and run. Each dialect's SQL is derived from it with sqlglot; the one thing sqlglot does not
 translate for SQLite, ``EXTRACT(YEAR | QUARTER FROM ts)`` on SQLite's ISO-text timestamps, is
 rewritten here into substrings of that fixed-width text. The column names and types of each
-published table are declared in ``METRIC_TABLES`` (the SPEC's contract) and checked against the
+published table are declared in ``METRIC_TABLES`` (docs/CONTRACT.md, Metric tables) and checked against the
 query's SELECT list.
 
 Publishing never shows a reader an empty or half-written table:
@@ -18,7 +18,7 @@ Publishing never shows a reader an empty or half-written table:
    previous rows until the commit (MVCC on PostgreSQL, WAL on SQLite), and grants or views on the
    published tables survive, which a DROP + RENAME swap would break.
 
-Tables have no order: rows are inserted in the SPEC's order, and readers get it with the
+Tables have no order: rows are inserted in the documented order (docs/CONTRACT.md), and readers get it with the
 ``ORDER BY`` of each metric's query (``MetricTable.order_by``; ``reader_query`` writes it out).
 """
 
@@ -55,7 +55,7 @@ class MetricCheckError(RuntimeError):
 
 @dataclass(frozen=True)
 class MetricTable:
-    """One published table: its SPEC columns (name, type), key columns and count columns."""
+    """One published table: its documented columns (name, type; docs/CONTRACT.md), key columns and count columns."""
 
     name: str
     columns: tuple[tuple[str, str], ...]
@@ -248,7 +248,7 @@ def _order_by_sql(metric: MetricTable) -> str:
 
 
 def reader_query(metric: MetricTable, dialect: Dialect | Adapter) -> str:
-    """How to read a published table in its SPEC order."""
+    """How to read a published table in its documented order (docs/CONTRACT.md)."""
     columns = ", ".join(metric.column_names)
     return render(f"SELECT {columns} FROM {metric.name} ORDER BY {_order_by_sql(metric)}", dialect)
 
@@ -399,7 +399,7 @@ def published_row_counts(warehouse) -> dict[str, int]:
 
 
 def read_metric(warehouse, name: str) -> list[tuple]:
-    """A published table's rows in its SPEC order (unknown ``name`` raises KeyError)."""
+    """A published table's rows in the order docs/CONTRACT.md gives (unknown ``name`` raises KeyError)."""
     metric = METRICS[name]
     with warehouse.transaction() as connection:
         cursor = connection.cursor()
@@ -428,7 +428,7 @@ def format_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 
 def format_2021_tables(warehouse=None) -> str:
-    """The two 2021 tables of the SPEC, aligned, in the SPEC's order, ready to print.
+    """The two 2021 metric tables, aligned, in their documented order (docs/CONTRACT.md), ready to print.
 
     ``warehouse``: a ``Warehouse``; by default the one of the ``warehouse`` connection.
     """

@@ -1,7 +1,7 @@
 """Blob Storage through the ``azure_blob`` connection (Azure, or Azurite locally).
 
 A thin layer over the provider's ``WasbHook``: the pipeline's few operations with the blob layout
-of the SPEC in one place.
+of docs/CONTRACT.md in one place.
 """
 
 from __future__ import annotations
