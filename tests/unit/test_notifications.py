@@ -85,16 +85,20 @@ class WebhookSink:
         self.port = free_port()
         self.posts: list[dict] = []
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.requests = 0  # answered, whatever the status
         self.statuses = list(statuses)
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.requests += 1
                 status = sink.statuses.pop(0) if sink.statuses else 202
                 if status < 300:
                     sink.posts.append(json.loads(body))
                     sink.paths.append(self.path)
+                    sink.headers.append(dict(self.headers))
                 self.send_response(status)
                 self.end_headers()
 
@@ -342,6 +346,8 @@ def test_webhook_posts_the_card(no_alert_connections, monkeypatch):
         sent = send_alerts(task_context(conf={"table_name": "jobs"}, exception=RuntimeError("boom")))
     assert sent == {"webhook": True}
     assert sink.paths == ["/workflows/alerts?sig=secret-signature"]
+    assert sink.headers[0]["Content-Type"] == "application/json"
+    assert sink.headers[0]["User-Agent"] == "hr-pipeline-alerts"
     facts = card_facts(sink.posts[0])
     assert facts["DAG"] == "restore_table"
     assert facts["Table"] == "jobs"
@@ -349,7 +355,9 @@ def test_webhook_posts_the_card(no_alert_connections, monkeypatch):
     assert facts["Run"] == RUN_ID
 
 
-def test_webhook_url_from_host_port_schema_and_endpoint(no_alert_connections, monkeypatch):
+def test_webhook_connection_as_the_http_provider_reads_it(no_alert_connections, monkeypatch):
+    """Schema, host and port, or the whole URL as host; the extra's keys are headers, but for
+    the provider's options (``timeout``)."""
     with WebhookSink() as sink:
         set_connection(
             monkeypatch,
@@ -359,24 +367,91 @@ def test_webhook_url_from_host_port_schema_and_endpoint(no_alert_connections, mo
                 "host": "127.0.0.1",
                 "port": sink.port,
                 "schema": "http",
-                "extra": {"endpoint": "hooks/hr"},
+                "extra": {"X-Alert-Source": "hr-pipeline", "timeout": 5},
             },
         )
         assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": True}
-        set_connection(monkeypatch, "hr_alerts_webhook", {"conn_type": "http", "extra": {"url": sink.url}})
+        set_connection(
+            monkeypatch,
+            "hr_alerts_webhook",
+            {"conn_type": "http", "host": f"http://127.0.0.1:{sink.port}/hooks/hr"},
+        )
         assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": True}
-    assert sink.paths == ["/hooks/hr", "/workflows/alerts?sig=secret-signature"]
+    assert sink.paths == ["/", "/hooks/hr"]
+    assert sink.headers[0]["X-Alert-Source"] == "hr-pipeline"
+    assert "timeout" not in {name.lower() for name in sink.headers[0]}
+    assert "X-Alert-Source" not in sink.headers[1]
 
 
-def test_webhook_retries_a_server_error_then_delivers(no_alert_connections):
-    with WebhookSink(statuses=(503, 500)) as sink:
-        assert notifications.post_json(sink.url, {"a": 1}, backoff=0.05) is True
-    assert sink.posts == [{"a": 1}]
-
-
-def test_a_delivery_error_is_logged_never_raised(no_alert_connections, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="hr_pipeline.ops.alerts")
+@pytest.fixture
+def quick_retries(monkeypatch):
     monkeypatch.setattr(notifications, "WEBHOOK_BACKOFF_SECONDS", 0.05)
+
+
+def test_webhook_retries_a_server_error_then_delivers(
+    no_alert_connections, monkeypatch, quick_retries, caplog
+):
+    caplog.set_level(logging.INFO, logger="hr_pipeline.ops.alerts")
+    with WebhookSink(statuses=(503, 500)) as sink:
+        set_connection(monkeypatch, "hr_alerts_webhook", sink.connection())
+        assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": True}
+    assert (sink.requests, len(sink.posts)) == (3, 1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"Alert not delivered to the webhook at http://127.0.0.1:{sink.port} (attempt 1 of 3): "
+        "HTTP 503 Service Unavailable; retrying",
+        f"Alert not delivered to the webhook at http://127.0.0.1:{sink.port} (attempt 2 of 3): "
+        "HTTP 500 Internal Server Error; retrying",
+    ]
+
+
+def test_webhook_gives_up_after_its_attempts(no_alert_connections, monkeypatch, quick_retries, caplog):
+    with WebhookSink(statuses=(503, 502, 429, 503)) as sink:
+        set_connection(monkeypatch, "hr_alerts_webhook", sink.connection())
+        assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": False}
+    assert (sink.requests, sink.posts) == (3, [])
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"Alert not delivered to the webhook at http://127.0.0.1:{sink.port} (attempt 3 of 3): "
+        "HTTP 429 Too Many Requests"
+    ]
+
+
+def test_webhook_refusal_is_not_retried(no_alert_connections, monkeypatch, quick_retries, caplog):
+    with WebhookSink(statuses=(400,)) as sink:
+        set_connection(monkeypatch, "hr_alerts_webhook", sink.connection())
+        assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": False}
+    assert sink.requests == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"Alert not delivered to the webhook at http://127.0.0.1:{sink.port} (attempt 1 of 3): "
+        "HTTP 400 Bad Request"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("connection", "named"),
+    [
+        ({"conn_type": "http", "extra": {"timeout": 2}}, "names no host"),
+        ({"conn_type": "http", "extra": {"url": "http://127.0.0.1:9/hook"}}, "has extra 'url'"),
+        (
+            {"conn_type": "http", "host": "127.0.0.1", "extra": {"endpoint": "hook", "attempts": 2}},
+            "has extra 'attempts', 'endpoint'",
+        ),
+    ],
+)
+def test_a_webhook_connection_the_provider_would_misread_is_refused_saying_how_to_set_it(
+    no_alert_connections, monkeypatch, caplog, connection, named
+):
+    set_connection(monkeypatch, "hr_alerts_webhook", connection)
+    assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"webhook": False}
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.startswith(f"Alert connection hr_alerts_webhook {named}: no webhook post. "), error
+    assert "whole URL in its host" in error
+
+
+def test_a_delivery_error_is_logged_never_raised(no_alert_connections, monkeypatch, quick_retries, caplog):
+    caplog.set_level(logging.INFO, logger="hr_pipeline.ops.alerts")
     closed = free_port()  # nothing listens there
     set_connection(
         monkeypatch,
@@ -384,7 +459,7 @@ def test_a_delivery_error_is_logged_never_raised(no_alert_connections, monkeypat
         {
             "conn_type": "http",
             "host": f"http://127.0.0.1:{closed}/hook?sig=do-not-log",
-            "extra": {"attempts": 2, "timeout": 2},
+            "extra": {"timeout": 2},
         },
     )
     set_connection(
@@ -407,9 +482,18 @@ def test_a_delivery_error_is_logged_never_raised(no_alert_connections, monkeypat
     FAILURE_ALERTS(task_context(exception=RuntimeError("boom")))  # returns, does not raise
     assert send_alerts(task_context(exception=RuntimeError("boom"))) == {"email": False, "webhook": False}
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert any("Alert not delivered to the webhook at http://127.0.0.1:" in m for m in errors)
+    assert any(
+        f"Alert not delivered to the webhook at http://127.0.0.1:{closed} (attempt 3 of 3): ConnectionError"
+        in m
+        for m in errors
+    ), errors
     assert any("Alert email to oncall@hr.test through hr_alerts_smtp not sent" in m for m in errors)
     assert not any("do-not-log" in r.getMessage() for r in caplog.records)
+    # What the hook itself logs of the URL goes through the task log's masking processor.
+    from airflow.sdk.log import mask_logs
+
+    hook_line = f"Max retries exceeded with url: /hook?sig=do-not-log (port {closed})"
+    assert "do-not-log" not in mask_logs(None, "warning", {"event": hook_line})["event"]
 
 
 def test_email_through_the_smtp_provider(no_alert_connections, monkeypatch):

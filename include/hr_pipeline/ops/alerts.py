@@ -9,10 +9,15 @@ connection exists, looked up when it runs (never when a DAG file is parsed):
 - ``hr_alerts_smtp`` (type ``smtp``): email through the SMTP provider's ``SmtpNotifier``. The
   recipients are the connection's extra ``to`` (a list, or addresses separated by ``,`` / ``;``),
   else the Variable ``hr_alerts_email_to``; the sender is the extra ``from_email``.
-- ``hr_alerts_webhook`` (type ``http``): an Adaptive Card POSTed as JSON to the URL (Microsoft Teams
-  workflows "when a Teams webhook request is received" take exactly this), by ``WebhookNotifier``.
-  The URL is the extra ``url``, else the host when it is a whole URL, else
-  ``<schema or https>://<host>[:<port>]<extra endpoint>``.
+- ``hr_alerts_webhook`` (type ``http``): an Adaptive Card POSTed as JSON (Microsoft Teams workflows
+  "when a Teams webhook request is received" take exactly this) through the HTTP provider's
+  ``HttpHook``, which reads the connection as for any HTTP operator: the URL is the host when it
+  is a whole URL (``https://.../invoke?...&sig=...``), else ``<schema>://<host>[:<port>]`` (schema
+  ``http`` when unset, as the provider has it); login and password are basic auth; the extra's
+  keys are request headers, but for the provider's options (``timeout`` in seconds, 10 when unset;
+  ``proxies``, ``verify``, ...). A network error, a timeout, 408, 429 or 5xx is tried again, 3
+  attempts in all, after 1 s then 2 s (``run_with_advanced_retry``). The URL's path and query,
+  where a webhook keeps its signature, are never logged here and are masked in the task log.
 
 With neither connection the callback sends nothing and logs one warning naming both connections
 and how to set them. A channel that fails (server down, refused, timeout) is logged and never
@@ -28,11 +33,7 @@ pattern of Airflow 3's own ``TaskInstance.log_url``.
 from __future__ import annotations
 
 import html
-import json
 import logging
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -50,9 +51,14 @@ DEFAULT_BASE_URL = "http://localhost:8080/"
 PRODUCT = "HR pipeline"
 ERROR_MAX_CHARS = 500
 
-WEBHOOK_TIMEOUT_SECONDS = 10.0
+WEBHOOK_TIMEOUT_SECONDS = 10.0  # unless the connection's extra sets ``timeout``
 WEBHOOK_ATTEMPTS = 3
 WEBHOOK_BACKOFF_SECONDS = 1.0  # doubled after each failed attempt
+RETRIED_STATUSES = (408, 429)  # and every 5xx
+# Extra keys that read as settings of a URL or of the retries, which the HTTP provider would send
+# as request headers instead (a number even fails the request): refused, naming them.
+NOT_HEADERS = frozenset({"url", "endpoint", "attempts"})
+URL_SECRET_MIN_CHARS = 8  # a shorter path or query holds no credential, and masking it hides common text
 
 
 # -- the alert -----------------------------------------------------------------------------------
@@ -332,96 +338,125 @@ def email_recipients(connection) -> list[str]:
     return [address for address in (to or []) if address]
 
 
-def webhook_url(connection) -> str | None:
-    """The URL a webhook connection names (see the module's docstring)."""
-    extra = _extra(connection)
-    if extra.get("url"):
-        return str(extra["url"])
-    host = (connection.host or "").strip()
-    if not host:
-        return None
-    if "://" in host:
-        return host
-    scheme = (connection.schema or "https").strip() or "https"
-    port = f":{connection.port}" if connection.port else ""
-    endpoint = str(extra.get("endpoint") or "")
-    if endpoint and not endpoint.startswith("/"):
-        endpoint = "/" + endpoint
-    return f"{scheme}://{host}{port}{endpoint}"
-
-
 def _where(url: str) -> str:
     """A URL without its path and query (which may hold a signature): safe to log."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _url_secrets(url: str) -> list[str]:
+    """The parts of a webhook URL that may be its credential: the query (a Teams workflow's
+    ``sig``) and the path (a Slack-style token), each when long enough to name one."""
+    parts = urlsplit(url)
+    return [part for part in (parts.query, parts.path) if len(part) >= URL_SECRET_MIN_CHARS]
+
+
+def _hide(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 # -- channels ------------------------------------------------------------------------------------
 
 
-def post_json(
-    url: str,
-    payload: Mapping[str, Any],
-    timeout: float = WEBHOOK_TIMEOUT_SECONDS,
-    attempts: int = WEBHOOK_ATTEMPTS,
-    backoff: float = WEBHOOK_BACKOFF_SECONDS,
-) -> bool:
-    """POST ``payload`` as JSON; retry on a network error, 408, 429 or 5xx. Never raises: returns
-    whether the server accepted it (2xx), logging each failure."""
-    body = json.dumps(payload).encode("utf-8")
-    where = _where(url)
-    for attempt in range(1, max(1, attempts) + 1):
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "hr-pipeline-alerts"},
-        )
-        retry = True
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                log.info("Alert posted to the webhook at %s: HTTP %s", where, response.status)
-                return True
-        except urllib.error.HTTPError as error:
-            retry = error.code in (408, 429) or error.code >= 500
-            problem = f"HTTP {error.code} {error.reason}"
-        except Exception as error:  # noqa: BLE001 - a broken backend must not cost the other channel
-            problem = f"{type(error).__name__}: {error}"
-        if not retry or attempt >= attempts:
-            log.error(
-                "Alert not delivered to the webhook at %s (attempt %d of %d): %s",
-                where,
-                attempt,
-                attempts,
-                problem,
-            )
-            return False
+def _retried(response) -> bool:
+    return response.status_code in RETRIED_STATUSES or response.status_code >= 500
+
+
+class _Retries:
+    """``run_with_advanced_retry``'s tenacity settings for one post: a network error, a timeout,
+    408, 429 or 5xx is tried again after ``WEBHOOK_BACKOFF_SECONDS``, doubled each time,
+    ``attempts`` in all; each failed attempt but the last is logged as it happens."""
+
+    def __init__(self, attempts: int, where: str, secrets: list[str]):
+        self.attempts, self.where, self.secrets = attempts, where, secrets
+        self.made = 0
+
+    def problem(self, outcome) -> str:
+        if outcome.failed:
+            error = outcome.exception()
+            return _hide(f"{type(error).__name__}: {error}", self.secrets)
+        response = outcome.result()
+        return f"HTTP {response.status_code} {response.reason}"
+
+    def _count(self, state) -> None:
+        self.made = state.attempt_number
+
+    def _log_retry(self, state) -> None:
         log.warning(
             "Alert not delivered to the webhook at %s (attempt %d of %d): %s; retrying",
-            where,
-            attempt,
-            attempts,
-            problem,
+            self.where,
+            state.attempt_number,
+            self.attempts,
+            self.problem(state.outcome),
         )
-        time.sleep(backoff * 2 ** (attempt - 1))
-    return False
+
+    def settings(self) -> dict[str, Any]:
+        import requests
+        import tenacity
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.attempts),
+            "wait": tenacity.wait_exponential(multiplier=WEBHOOK_BACKOFF_SECONDS, exp_base=2, min=0),
+            "retry": tenacity.retry_if_exception_type((requests.ConnectionError, requests.Timeout))
+            | tenacity.retry_if_result(_retried),
+            "before": self._count,
+            "before_sleep": self._log_retry,
+            # The last attempt's own response or error, not tenacity's RetryError around it.
+            "retry_error_callback": lambda state: state.outcome.result(),
+        }
 
 
 def send_webhook(alert: Alert, connection) -> bool:
-    url = webhook_url(connection)
-    if not url:
+    """POST the alert's card through the HTTP provider's ``HttpHook`` (see the module's
+    docstring). Never raises: returns whether the server accepted it, logging each failure."""
+    misplaced = sorted(set(_extra(connection)) & NOT_HEADERS)
+    if misplaced or not (connection.host or "").strip():
         log.error(
-            "Alert connection %s names no URL (extra 'url' or host): no webhook post", connection.conn_id
+            "Alert connection %s %s: no webhook post. Put the webhook's whole URL in its host (or "
+            "schema, host and port); the HTTP provider sends the extra's keys as request headers, "
+            "all but its options such as timeout",
+            connection.conn_id,
+            f"has extra {', '.join(map(repr, misplaced))}" if misplaced else "names no host",
         )
         return False
-    extra = _extra(connection)
-    return post_json(
-        url,
-        alert.card(),
-        timeout=float(extra.get("timeout", WEBHOOK_TIMEOUT_SECONDS)),
-        attempts=int(extra.get("attempts", WEBHOOK_ATTEMPTS)),
-        backoff=WEBHOOK_BACKOFF_SECONDS,
+    retries = _Retries(max(1, WEBHOOK_ATTEMPTS), connection.conn_id, [])
+    try:
+        from airflow.providers.http.hooks.http import HttpHook
+        from airflow.sdk.log import mask_secret
+
+        hook = HttpHook(method="POST", http_conn_id=connection.conn_id)
+        url = hook.url_from_endpoint(None)
+        retries.where, retries.secrets = _where(url), _url_secrets(url)
+        for secret in retries.secrets:
+            # Masked in the task log: the hook logs a connection error with the URL it tried.
+            mask_secret(secret)
+        # The connection's own ``timeout`` wins; the status is judged here, for the retries.
+        options: dict[str, Any] = {"check_response": False}
+        if "timeout" not in _extra(connection):
+            options["timeout"] = WEBHOOK_TIMEOUT_SECONDS
+        response = hook.run_with_advanced_retry(
+            retries.settings(),
+            json=alert.card(),
+            headers={"User-Agent": "hr-pipeline-alerts"},
+            extra_options=options,
+        )
+    except Exception as error:  # noqa: BLE001 - a broken backend must not cost the other channel
+        problem = _hide(f"{type(error).__name__}: {error}", retries.secrets)
+    else:
+        if response.ok:
+            log.info("Alert posted to the webhook at %s: HTTP %s", retries.where, response.status_code)
+            return True
+        problem = f"HTTP {response.status_code} {response.reason}"
+    log.error(
+        "Alert not delivered to the webhook at %s (attempt %d of %d): %s",
+        retries.where,
+        max(1, retries.made),
+        retries.attempts,
+        problem,
     )
+    return False
 
 
 def send_email(alert: Alert, connection, context: Mapping[str, Any]) -> bool:
@@ -459,22 +494,6 @@ def send_email(alert: Alert, connection, context: Mapping[str, Any]) -> bool:
         return False
     log.info("Alert emailed to %s through %s", ", ".join(to), connection.conn_id)
     return True
-
-
-class WebhookNotifier(BaseNotifier):
-    """The project's own notifier for a chat webhook: one Adaptive Card per failure, POSTed to the
-    URL of an ``http`` connection, with a timeout and retries; a delivery error is logged."""
-
-    def __init__(self, webhook_conn_id: str = WEBHOOK_CONN_ID, **kwargs):
-        super().__init__(**kwargs)
-        self.webhook_conn_id = webhook_conn_id
-
-    def notify(self, context) -> None:
-        connection = get_connection(self.webhook_conn_id)
-        if connection is None:
-            log.debug("No connection %s: no webhook alert", self.webhook_conn_id)
-            return
-        send_webhook(build_alert(context), connection)
 
 
 class FailureAlerts(BaseNotifier):
