@@ -77,6 +77,35 @@ def test_a_closed_port_is_free_again(foreign):
     assert ports.listener_pids(port) == set()
 
 
+def test_without_the_systems_socket_table_each_process_is_asked(foreign, monkeypatch):
+    """macOS lists the system's sockets to root only (psutil raises AccessDenied): the listeners
+    are then found process by process. The refusal is simulated, Linux does not make it."""
+    import psutil
+
+    def refused(kind="inet"):
+        raise psutil.AccessDenied()
+
+    port, process = foreign
+    monkeypatch.setattr(psutil, "net_connections", refused)
+    assert ports.listener_pids(port) == {process.pid}
+    assert ports.owned_by(port, [process.pid]) is True
+    assert ports.listener_pids(ports.free_port()) == set()
+
+
+def test_processes_alive_gone_and_named(foreign):
+    port, process = foreign
+    assert ports.alive(process.pid)
+    assert ports.command_line(process.pid).startswith(sys.executable)
+    assert ports.describe_listeners(port).startswith(f" by pid {process.pid} ({sys.executable}")
+    process.kill()
+    process.wait()
+    assert not ports.alive(process.pid)
+    assert ports.command_line(process.pid) is None
+    assert ports.describe_listeners(port) == ""
+    assert not ports.alive(0)
+    assert ports.process_tree([0, process.pid]) == {0, process.pid}
+
+
 def test_an_explicit_busy_port_is_refused_naming_the_port_and_the_variable(foreign):
     port, _ = foreign
     with pytest.raises(ports.PortBusy) as refused:

@@ -5,7 +5,8 @@ talk to a process that is not theirs: another developer's emulator on 10000 answ
 protocol and would silently receive the demo's files. So a port is used only when it was free
 before our process started and, once it answers, the process listening on it is ours.
 
-Standard library only (the Azurite launcher may run before the virtual environment exists).
+Who listens on a port, and which processes descend from which, come from psutil (a dependency of
+Airflow), the same way on Linux, macOS and Windows.
 
     choose_port(10000, "AZURITE_BLOB_PORT")   # -> (port, note): the variable's port, the default
                                               #    when free, else a free one; PortBusy if the
@@ -18,14 +19,12 @@ Standard library only (the Azurite launcher may run before the virtual environme
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+
+import psutil
 
 HOST = "127.0.0.1"
-LISTEN = "0A"  # TCP state in /proc/net/tcp
 
 
 class PortBusy(RuntimeError):
@@ -62,129 +61,76 @@ def free_port(host: str = HOST) -> int:
 
 
 # -- who listens ------------------------------------------------------------------------------
-def _listening_inodes(port: int) -> set[str] | None:
-    """Socket inodes LISTENing on ``port`` (any address), from /proc/net/tcp{,6}; None if no /proc."""
-    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
-    if not tables[0].exists():
+def _listening(connection, port: int) -> bool:
+    return (
+        connection.status == psutil.CONN_LISTEN and bool(connection.laddr) and connection.laddr.port == port
+    )
+
+
+def _listeners_by_process(port: int) -> set[int | None] | None:
+    """The pids listening on ``port``, asking each process we may inspect; a listener none of
+    them holds is another user's (``None``). None when no process at all could be inspected."""
+    pids: set[int | None] = set()
+    inspected = False
+    for process in psutil.process_iter():
+        try:
+            connections = process.net_connections(kind="tcp")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        inspected = True
+        if any(_listening(connection, port) for connection in connections):
+            pids.add(process.pid)
+    if not inspected:
         return None
-    inodes = set()
-    for table in tables:
-        try:
-            lines = table.read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != LISTEN:
-                continue
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    return inodes
-
-
-def _socket_owners(inodes: set[str]) -> dict[str, set[int]]:
-    """inode -> pids holding it open (only the processes whose fds we may read)."""
-    wanted = {f"socket:[{inode}]": inode for inode in inodes}
-    owners: dict[str, set[int]] = {inode: set() for inode in inodes}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            fds = list((proc / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target in wanted:
-                owners[wanted[target]].add(int(proc.name))
-    return owners
+    if not pids and answers(port):
+        pids.add(None)
+    return pids
 
 
 def listener_pids(port: int) -> set[int | None] | None:
-    """The pids listening on ``port``; a listener whose owner we cannot see counts as ``None``
-    (another user's process). Returns None when this system offers no way to tell."""
-    inodes = _listening_inodes(port)
-    if inodes is not None:
-        pids: set[int | None] = set()
-        for owner_pids in _socket_owners(inodes).values():
-            pids |= owner_pids if owner_pids else {None}
-        return pids
-    if shutil.which("lsof"):  # macOS and other systems without /proc
-        result = subprocess.run(
-            ["lsof", "-nP", "-t", f"-iTCP:{port}", "-sTCP:LISTEN"], capture_output=True, text=True
-        )
-        pids = {int(p) for p in result.stdout.split()}
-        if not pids and answers(port):
-            pids = {None}
-        return pids
-    return None
+    """The pids listening on ``port`` (any address); a listener whose owner we cannot see counts
+    as ``None`` (another user's process). Returns None when this system offers no way to tell."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # macOS lists the system's sockets to root only
+        return _listeners_by_process(port)
+    # psutil gives no pid for a socket of a process we may not inspect.
+    return {connection.pid for connection in connections if _listening(connection, port)}
 
 
 # -- processes --------------------------------------------------------------------------------
 def command_line(pid: int) -> str | None:
     """The command line of a process, or None when it is gone (or not readable)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
-    except FileNotFoundError:
-        if Path("/proc/self").exists():
-            return None
-    except OSError:
+    if pid <= 0:  # psutil takes no such pid; a pid file may hold one
         return None
-    result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
-    return result.stdout.strip() or None
+    try:
+        return " ".join(psutil.Process(pid).cmdline()).strip()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def alive(pid: int) -> bool:
     """True when the process exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if pid <= 0:
         return False
-    except PermissionError:
-        return True  # exists, another user's
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        if Path("/proc/self").exists():
-            return False
-    except OSError:
-        pass
-    result = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
-    return bool(result.stdout.strip()) and not result.stdout.strip().startswith("Z")
-
-
-def _parents() -> dict[int, int]:
-    """pid -> parent pid of every visible process."""
-    parents = {}
-    if Path("/proc/self").exists():
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-        return parents
-    result = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True)
-    for line in result.stdout.splitlines():
-        pid, ppid = line.split()
-        parents[int(pid)] = int(ppid)
-    return parents
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # a ZombieProcess too
+        return False
+    except psutil.AccessDenied:
+        return True  # exists, another user's
 
 
 def process_tree(pids: Iterable[int]) -> set[int]:
     """The given pids and all their descendants."""
     tree = set(pids)
-    parents = _parents()
-    grew = True
-    while grew:
-        children = {pid for pid, ppid in parents.items() if ppid in tree} - tree
-        tree |= children
-        grew = bool(children)
+    for pid in list(tree):
+        if pid <= 0:
+            continue
+        try:
+            tree |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            continue
     return tree
 
 
