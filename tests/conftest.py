@@ -126,7 +126,7 @@ def _postgres_admin():
         import psycopg
 
         return psycopg.connect(POSTGRES_DSN, autocommit=True, connect_timeout=3)
-    except Exception as error:  # any failure to reach the server means: no PostgreSQL here
+    except Exception as error:  # noqa: BLE001 - any failure to reach the server means: no PostgreSQL here (skip_or_fail)
         skip_or_fail(f"PostgreSQL is not reachable at {POSTGRES_DSN}: {error}")
 
 

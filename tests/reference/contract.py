@@ -180,6 +180,47 @@ def is_header(fields: list[str], table: str) -> bool:
     )
 
 
+def check_fields(
+    columns: tuple[RefColumn, ...], raw: list[str], existing_keys: dict[str, set[int]]
+) -> tuple[set[tuple[str, str | None]], list, int | None]:
+    """One data row of the right width, field by field: the rules it breaks, its typed values
+    (None where a field breaks a rule) and its key (None when the key field breaks one)."""
+    broken: set[tuple[str, str | None]] = set()
+    values: list = []
+    key_value = None
+    for column, value in zip(columns, raw):
+        text = trim(value)
+        typed = None
+        if text == "":
+            broken.add((REQUIRED, column.name))
+        elif column.type == INTEGER:
+            shaped, typed = parse_integer(text)
+            if not shaped:
+                broken.add((INTEGER_RULE, column.name))
+            elif typed is None:
+                broken.add((RANGE, column.name))
+            else:
+                if column.name == KEY:
+                    key_value = typed
+                if column.references and typed not in existing_keys.get(column.references, ()):
+                    broken.add((FOREIGN_KEY, column.name))
+        elif column.type == STRING:
+            if len(text) > MAX_LENGTH:
+                broken.add((LENGTH, column.name))
+            else:
+                typed = text
+        elif column.type == TIMESTAMP:
+            shaped, typed = parse_instant(text)
+            if not shaped:
+                broken.add((INSTANT_FORMAT, column.name))
+            elif typed is None:
+                broken.add((REAL_INSTANT, column.name))
+        else:  # pragma: no cover - a column type this reference does not know
+            raise ValueError(column.type)
+        values.append(typed)
+    return broken, values, key_value
+
+
 def reference_file(table: str, data: bytes, existing_keys: dict[str, set[int]] | None = None) -> FileOutcome:
     """The contract's verdict on one file of ``table``.
 
@@ -212,39 +253,7 @@ def reference_file(table: str, data: bytes, existing_keys: dict[str, set[int]] |
             outcome.misshapen += 1
             checked.append((number, raw, {(FIELDS, None)}, None, None))
             continue
-        broken: set[tuple[str, str | None]] = set()
-        values: list = []
-        key_value = None
-        for column, value in zip(columns, raw):
-            text = trim(value)
-            typed = None
-            if text == "":
-                broken.add((REQUIRED, column.name))
-            elif column.type == INTEGER:
-                shaped, typed = parse_integer(text)
-                if not shaped:
-                    broken.add((INTEGER_RULE, column.name))
-                elif typed is None:
-                    broken.add((RANGE, column.name))
-                else:
-                    if column.name == KEY:
-                        key_value = typed
-                    if column.references and typed not in existing_keys.get(column.references, ()):
-                        broken.add((FOREIGN_KEY, column.name))
-            elif column.type == STRING:
-                if len(text) > MAX_LENGTH:
-                    broken.add((LENGTH, column.name))
-                else:
-                    typed = text
-            elif column.type == TIMESTAMP:
-                shaped, typed = parse_instant(text)
-                if not shaped:
-                    broken.add((INSTANT_FORMAT, column.name))
-                elif typed is None:
-                    broken.add((REAL_INSTANT, column.name))
-            else:  # pragma: no cover - a column type this reference does not know
-                raise ValueError(column.type)
-            values.append(typed)
+        broken, values, key_value = check_fields(columns, raw, existing_keys)
         if key_value is not None:
             key_counts[key_value] = key_counts.get(key_value, 0) + 1
         checked.append((number, raw, broken, values, key_value))

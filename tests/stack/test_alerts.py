@@ -118,7 +118,8 @@ def test_a_refused_restore_alerts_by_mail_and_webhook(local_stack, alerts):
     }
     # "Backup '<missing>' of jobs not found ...", or "No backup of jobs exists ..." when none at all
     error = facts["Error"]
-    assert error.startswith("AirflowFailException: ") and "of jobs" in error, error
+    assert error.startswith("AirflowFailException: "), error
+    assert "of jobs" in error, error
     assert missing in error or "No backup of jobs" in error, error
     assert "\n" not in facts["Error"]
     card = post["attachments"][0]["content"]

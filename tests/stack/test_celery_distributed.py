@@ -211,6 +211,33 @@ def write_generated_hires(path: Path, rows: int, first_id: int) -> None:
             )
 
 
+def wait_for_running_load(api, run_id: str) -> dict:
+    """The task instance of ``load`` once it runs on a worker (its hostname known)."""
+
+    def loading():
+        for ti in api.task_instances("ingest_table", run_id):
+            if ti["task_id"] == "load" and ti["state"] == "running" and ti["hostname"]:
+                return ti
+        assert api.run("ingest_table", run_id)["state"] in ("queued", "running")
+        return None
+
+    deadline = time.monotonic() + 600
+    while (running := loading()) is None:
+        assert time.monotonic() < deadline, api.failure_report("ingest_table", run_id)
+        time.sleep(0.5)
+    return running
+
+
+def assert_generated_rows_loaded_once(user, before: int, first_id: int) -> None:
+    """Every generated row in the table once, none missing, and no file left waiting."""
+    assert user.row_count("hired_employees") == before + GENERATED_ROWS
+    assert user.sql(
+        "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM hired_employees WHERE id >= %s",
+        (first_id,),
+    )[0] == (GENERATED_ROWS, GENERATED_ROWS, first_id, first_id + GENERATED_ROWS - 1)
+    assert user.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "incoming/") == []
+
+
 def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     """SIGKILL the worker that is loading 200,000 rows; the retry on the other worker completes.
 
@@ -236,17 +263,7 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
     # connections, must still be running when the kill lands.
     run_id = api.trigger_run("ingest_table", {"table_name": "hired_employees", "batch_size": 100})
 
-    def loading():
-        for ti in api.task_instances("ingest_table", run_id):
-            if ti["task_id"] == "load" and ti["state"] == "running" and ti["hostname"]:
-                return ti
-        assert api.run("ingest_table", run_id)["state"] in ("queued", "running")
-        return None
-
-    deadline = time.monotonic() + 600
-    while (running := loading()) is None:
-        assert time.monotonic() < deadline, api.failure_report("ingest_table", run_id)
-        time.sleep(0.5)
+    running = wait_for_running_load(api, run_id)
     victim = worker_of(running["hostname"])
     survivor = ({"w1", "w2"} - {victim}).pop()
     # Let it commit some batches first, so the kill really lands in the middle of the load.
@@ -292,12 +309,7 @@ def test_a_worker_killed_mid_load_loses_no_data(celery_stack, user, tmp_path):
 
     # No data lost, none doubled (the key is the primary key: count == distinct ids).
     assert 0 < rows_at_kill < GENERATED_ROWS, "the kill did not land in the middle of the load"
-    assert user.row_count("hired_employees") == before + GENERATED_ROWS
-    assert user.sql(
-        "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM hired_employees WHERE id >= %s",
-        (first_id,),
-    )[0] == (GENERATED_ROWS, GENERATED_ROWS, first_id, first_id + GENERATED_ROWS - 1)
-    assert user.blob_names("AZURE_BLOB_CONTAINER_RAW_DATA", "incoming/") == []
+    assert_generated_rows_loaded_once(user, before, first_id)
 
     # The metrics follow: 2019 appears with every generated hire, 2021 is untouched.
     wait_for_metrics_run(user, parse_instant(run["start_date"]), "warehouse.hired_employees", timeout=600)

@@ -30,7 +30,9 @@ def read_env_file(path: Path) -> dict[str, str]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         key, sep, value = line.partition("=")
-        assert sep and key.strip() == key and key.isupper(), f"{path.name}:{number}: not KEY=VALUE"
+        assert sep == "=", f"{path.name}:{number}: not KEY=VALUE (no '=')"
+        assert key.strip() == key, f"{path.name}:{number}: not KEY=VALUE (blanks around {key!r})"
+        assert key.isupper(), f"{path.name}:{number}: not KEY=VALUE ({key!r} is not upper case)"
         env[key] = value
     return env
 
@@ -164,7 +166,8 @@ def test_shipped_secrets_are_the_pipeline_connections():
     assert set(secrets) == set(expected) | set(CONFIG_SECRETS.values())
     # The configuration secrets of the example are placeholders, not values.
     for name in CONFIG_SECRETS.values():
-        assert secrets[name].startswith("<") and secrets[name].endswith(">"), name
+        assert secrets[name].startswith("<"), f"{name}: {secrets[name]!r} is not a <placeholder>"
+        assert secrets[name].endswith(">"), f"{name}: {secrets[name]!r} is not a <placeholder>"
 
     blob = secrets["airflow-connections-azure-blob"]
     assert blob["conn_type"] == "wasb"
@@ -179,7 +182,7 @@ def test_shipped_secrets_are_the_pipeline_connections():
     assert warehouse["conn_type"] == "mssql"
     assert warehouse["host"].endswith(".database.windows.net")
     assert warehouse["port"] == 1433
-    assert warehouse["schema"]
+    assert warehouse["schema"] == "hr"
 
 
 # -- Airflow instantiating the backend from that configuration ------------------------------------
@@ -227,14 +230,17 @@ def test_blob_connection_resolves_from_key_vault_with_managed_identity(key_vault
     assert client.vault_url == "https://hr-pipeline-kv.vault.azure.net/"
     assert client.requested == ["airflow-connections-azure-blob"]
     # The Key Vault client itself authenticates with DefaultAzureCredential (managed identity).
-    assert key_vault.credentials
-    assert "managed_identity_client_id" in key_vault.credentials[0]
+    # No client id of its own: DefaultAzureCredential's managed identity reads AZURE_CLIENT_ID.
+    assert key_vault.credentials == [{"managed_identity_client_id": "", "workload_identity_tenant_id": ""}]
+    assert client.credential.kind == "DefaultAzureCredential"
 
     blob_credentials = []
+    made = []
 
     def fake_blob_credential(**kwargs):
         blob_credentials.append(kwargs)
-        return SimpleNamespace(get_token=lambda *a, **k: None, kwargs=kwargs)
+        made.append(SimpleNamespace(get_token=lambda *a, **k: None, kwargs=kwargs))
+        return made[-1]
 
     monkeypatch.setattr(
         "airflow.providers.microsoft.azure.hooks.wasb.get_sync_default_azure_credential",
@@ -249,7 +255,7 @@ def test_blob_connection_resolves_from_key_vault_with_managed_identity(key_vault
             "workload_identity_tenant_id": None,
         }
     ]
-    assert service.credential is not None
+    assert service.credential is made[0]  # the managed identity's, not an account key
     assert not hasattr(service.credential, "account_key")
 
 
@@ -278,7 +284,7 @@ def test_unknown_connection_falls_through_key_vault(key_vault):
 
     with pytest.raises(AirflowNotFoundException):
         BaseHook.get_connection("not_in_the_vault")
-    assert "airflow-connections-not-in-the-vault" in key_vault.clients[0].requested
+    assert key_vault.clients[0].requested == ["airflow-connections-not-in-the-vault"]
 
 
 # -- Airflow's own secrets resolved from it (Azure SDK mocked) --------------------------------------

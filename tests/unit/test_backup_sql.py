@@ -55,7 +55,9 @@ def test_postgres_restore_loads_the_table_inside_the_transaction(contract):
     assert all("NOT EXISTS" in sql for sql in statements[copy + 1 :])
     for sql in statements[:copy] + statements[copy + 1 :]:
         parse(sql, "postgres")
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match="^postgres restores load the table itself inside the swap transaction$"
+    ):
         POSTGRES.restore_staging_sql(contract)
 
 
@@ -174,7 +176,14 @@ def test_mssql_restore_sends_tsql_in_one_transaction(mssql_warehouse, tmp_path, 
     for text in texts:
         parse(text, "tsql")
     inserts = [t for t in texts if t.startswith("INSERT INTO #restore_hired_employees")]
-    assert len(inserts) >= 3  # 900 rows x 5 columns stay under 2,100 parameters per statement
+    # 900 rows x 5 columns stay under 2,100 parameters per statement: 419 rows at most in each.
+    rows_sent = [
+        len(params) // len(contract.columns)
+        for sql, params in connection.sent
+        if sql.startswith("INSERT INTO #restore_hired_employees")
+    ]
+    assert rows_sent == [419, 419, 62]
+    assert len(inserts) == 3
     assert "'2021-11-07T02:48:42.123456'" in inserts[0]  # microseconds kept, no offset
     order = [
         next(i for i, t in enumerate(texts) if t.startswith(p))

@@ -186,7 +186,7 @@ def test_a_record_longer_than_a_block_is_read_by_the_plain_reader(tmp_path, monk
     data = f"1,a\n2,{chr(34) + long + chr(34) if quoted else long}\n3,c\n"
     path = write(tmp_path, data)
     result = scan(path, JOBS)
-    assert result.plain_reader
+    assert result.plain_reader is True
     assert result.records == 3
     assert result.duplicate_ids == {}
     assert records_of(path, JOBS, 10, plain=True) == [(1, ["1", "a"]), (2, ["2", long]), (3, ["3", "c"])]

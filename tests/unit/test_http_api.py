@@ -312,6 +312,11 @@ def test_a_missing_warehouse_connection_is_the_same_503(as_user, monkeypatch):
 def test_the_docs_pages_load_their_assets_from_the_app_not_a_cdn(page, assets):
     """A private network has no internet: the pages' scripts and styles are this app's own, from
     the pinned fastapi-offline package, and under the app's mount prefix."""
+    from pathlib import Path
+
+    import fastapi_offline
+
+    packaged = Path(fastapi_offline.__file__).parent / "static"
     client = TestClient(app, root_path=URL_PREFIX)
     html = client.get(page).text
     assert "cdn.jsdelivr.net" not in html
@@ -321,7 +326,7 @@ def test_the_docs_pages_load_their_assets_from_the_app_not_a_cdn(page, assets):
         assert f"{URL_PREFIX}/docs-assets/{asset}" in html
         response = TestClient(app).get(f"/docs-assets/{asset}")
         assert response.status_code == 200
-        assert len(response.content) > 10_000
+        assert response.content == (packaged / asset).read_bytes(), f"{asset} is not the packaged file"
 
 
 # -- refused before anything runs: fields the endpoint does not take, backup names ------------------

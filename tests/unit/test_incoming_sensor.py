@@ -2,7 +2,7 @@
 
 import pytest
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from hr_pipeline.ops.sensors import IncomingFilesSensor
 
@@ -30,16 +30,17 @@ def test_trigger_timeout_says_which_folder_stayed_empty_and_what_to_do():
 
 
 def test_other_trigger_failures_are_not_reported_as_timeouts():
-    with pytest.raises(Exception) as failure:
+    with pytest.raises(AirflowException, match="^connection refused$") as failure:
         sensor().resume_execution(TRIGGER_FAIL_REPR, {"error": "connection refused"}, context={})
     assert not isinstance(failure.value, AirflowSensorTimeout)
     assert "connection refused" in str(failure.value)
 
 
 def test_an_error_listing_the_folder_names_the_folder_and_the_connection():
-    with pytest.raises(Exception) as failure:
+    with pytest.raises(AirflowException) as failure:
         sensor().execute_complete({}, {"status": "error", "message": "Connection reset by peer"})
-    assert not isinstance(failure.value, AirflowSensorTimeout)
+    # A plain AirflowException: retried (the DAG's retries), unlike a timeout or a fail exception.
+    assert type(failure.value) is AirflowException
     assert str(failure.value) == (
         "Could not list raw-data/incoming/jobs/ on connection 'azure_blob': Connection reset by peer"
     )

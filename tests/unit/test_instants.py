@@ -21,7 +21,7 @@ def test_parse_instant_gives_aware_utc():
     assert instants.parse_instant("2026-01-02 03:04:05") == expected  # naive: UTC
     assert instants.parse_instant("2026-01-02T03:04:05.123456Z") == expected.replace(microsecond=123456)
     assert instants.parse_instant("2026-01-02T03:04:05Z").tzinfo is UTC
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^Invalid isoformat string: 'yesterday'$"):
         instants.parse_instant("yesterday")
 
 

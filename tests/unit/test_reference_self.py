@@ -93,7 +93,7 @@ def test_plain_rows_are_loaded_typed_in_record_order():
 )
 def test_a_header_row_is_skipped_but_keeps_record_number_1(header):
     result = outcome("departments", f"{header}\r\n5,x\r\n7,\n")
-    assert result.header_skipped
+    assert result.header_skipped is True
     assert result.data_rows == 2
     assert result.loaded_records == [2]
     assert result.rejected == {3: {(REQUIRED, "department")}}
@@ -113,7 +113,7 @@ def test_what_is_not_a_header():
 def test_bom_crlf_quotes_and_blank_lines():
     data = b'\xef\xbb\xbf\r\n\r\nid,department\r\n\r\n1,"Doe, Jane ""JD"""\r\n\n2,"two\r\nlines\nthree"\n\n'
     result = outcome("departments", data)
-    assert result.header_skipped
+    assert result.header_skipped is True
     assert result.data_rows == 2
     assert result.loaded == [(1, 'Doe, Jane "JD"'), (2, "two\r\nlines\nthree")]
     assert result.loaded_records == [2, 3]  # blank lines are not records
@@ -140,7 +140,7 @@ def test_quotes_that_do_not_open_a_quoted_field():
 )
 def test_nul_or_invalid_utf8_makes_the_file_unreadable(data):
     result = outcome("departments", data)
-    assert result.unreadable
+    assert result.unreadable is True
     assert result.data_rows == 0
     assert not result.loaded
 

@@ -51,5 +51,5 @@ def test_when_airflow_answers_nothing_the_state_is_unknown():
 
 
 def test_an_unexpected_state_is_an_error_not_an_end():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^'exploded' is not a valid DagRunState$"):
         has_ended(TaskInstance(state="exploded"), "ingest_table", "run-1")

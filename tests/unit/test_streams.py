@@ -176,13 +176,16 @@ def test_items_still_queued_are_dropped_when_the_producer_fails():
         time.sleep(0.2)
         release.set()
 
-    with pytest.raises(RuntimeError, match="invariant"):
+    def produce_then_fail() -> None:
         with InBackground(work, waiting=1, name="w") as background:
             background.put("first")  # taken by the worker, held
             assert first_started.wait(30)
             background.put("second")  # queued
             threading.Thread(target=unblock_soon, daemon=True).start()
             raise RuntimeError("invariant broken")
+
+    with pytest.raises(RuntimeError, match="^invariant broken$"):
+        produce_then_fail()
     assert worked == ["first"]
 
 
