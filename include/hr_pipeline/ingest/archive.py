@@ -210,7 +210,7 @@ def _ledger_row(table: str, item: FileValidation, outcome: _Outcome, archived_as
         archived_as=archived_as,
         rejects_file=item.rejects_destination if outcome.rejected else None,
         same_as_run=item.same_as_run,
-        detail=(outcome.set_aside or "")[:1024] or None,
+        detail=ledger.fit_text(outcome.set_aside, "detail"),
     )
 
 

@@ -21,13 +21,16 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from hr_pipeline.runtime.settings import BLOB_CONN_ID
+from hr_pipeline.storage import layout
 
 SOURCE_ETAG_KEY = "hr_source_etag"
 
 
 def marker_name(source: str) -> str:
-    """The marker of a reported file ``incoming/<table>/<path>``."""
-    return "processing/landing/" + source[len("incoming/") :]
+    """The marker of a reported file ``incoming/<table>/<path>``, within Azure's limit on a name
+    as the layout's names are (``layout.fitted``), and in its table's folder."""
+    table, _, path = source[len("incoming/") :].partition("/")
+    return layout.fitted(f"processing/landing/{table}/", path)
 
 
 def is_reported(source_etag: str | None, marker_metadata: dict | None) -> bool:

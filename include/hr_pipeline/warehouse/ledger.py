@@ -40,6 +40,17 @@ COLUMNS: dict[str, tuple[str, int | None, bool]] = {
 KEY = ("run_id", "file")
 
 
+def fit_text(value: str | None, column: str) -> str | None:
+    """``value`` cut to ``column``'s length as SQL Server's NVARCHAR counts it, in UTF-16 code
+    units (an emoji counts two; PostgreSQL's VARCHAR counts it one); None for no text."""
+    length, units = COLUMNS[column][1], 0
+    for end, char in enumerate(value or ""):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > length:
+            return value[:end]
+    return value or None
+
+
 @dataclass(frozen=True)
 class LedgerRow:
     run_id: str
