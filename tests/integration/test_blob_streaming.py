@@ -30,20 +30,27 @@ def test_an_empty_streamed_upload_is_an_empty_blob(blob_store):
 
 
 def test_a_failure_while_writing_leaves_no_blob(blob_store):
-    with pytest.raises(ValueError, match="validation stopped"):
+    def write_then_fail() -> None:
         with blob_store.streaming_upload(raw_container(), "half.csv", block_bytes=1024) as upload:
             upload.write(b"x" * 10_000)
             raise ValueError("validation stopped")
+
+    with pytest.raises(ValueError, match="^validation stopped$"):
+        write_then_fail()
     assert not blob_store.exists(raw_container(), "half.csv")
 
 
 def test_an_upload_error_reaches_the_writer(blob_store):
     upload = blob_store.streaming_upload("no-such-container-here", "x.csv", block_bytes=1024)
     blob_store.container("no-such-container-here").delete_container()
-    with pytest.raises(RuntimeError, match="Upload of x.csv failed"):
+
+    def write_all_then_close() -> None:
         for _ in range(100):
             upload.write(b"y" * 1024)
         upload.close()
+
+    with pytest.raises(RuntimeError, match="Upload of x.csv failed"):
+        write_all_then_close()
 
 
 @pytest.mark.parametrize(("size", "block_bytes"), [(50, 1), (20_001, 1000), (3_000_001, 4 << 20)])
@@ -99,11 +106,16 @@ def test_a_compressed_upload_stopped_by_an_error_leaves_no_blob(blob_store):
 
     from hr_pipeline.ingest.validate import compressed_stream
 
-    with pytest.raises(ValueError, match="invariant"):
+    left_behind = []  # the compressed stream, kept alive past the failed upload
+
+    def write_then_fail() -> None:
         with blob_store.streaming_upload(raw_container(), "refused.csv.zst", block_bytes=1024) as upload:
-            compressed = compressed_stream(upload)
-            compressed.write(os.urandom(50_000))
+            left_behind.append(compressed_stream(upload))
+            left_behind[0].write(os.urandom(50_000))
             raise ValueError("invariant broken")
-    del compressed
+
+    with pytest.raises(ValueError, match="^invariant broken$"):
+        write_then_fail()
+    left_behind.clear()
     gc.collect()
     assert not blob_store.exists(raw_container(), "refused.csv.zst")

@@ -64,7 +64,8 @@ def test_the_compose_azurite_account_works_and_the_well_known_key_does_not(
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
-            assert process.poll() is None and time.monotonic() < deadline, "Azurite did not start"
+            assert process.poll() is None, f"Azurite exited with {process.returncode} before it listened"
+            assert time.monotonic() < deadline, "Azurite did not listen within 60 s"
             time.sleep(0.2)
 
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError

@@ -28,6 +28,10 @@ FILES = {
 }
 EXPECTED_JOBS = {1: "Nurse", 2: "Cook", 3: "Driver", 4: "Pilot", 6: "Chef"}
 EXPECTED_LEDGER = {"incoming/jobs/a.csv": (3, 1), "incoming/jobs/b.csv": (2, 1)}  # loaded, rejected
+EXPECTED_REASONS = {  # each file's one rejected row
+    "incoming/jobs/a.csv": "row 3: id: 'x' is not an integer",
+    "incoming/jobs/b.csv": "row 2: job: required field is empty",
+}
 
 # (step, the log line it is killed at, which occurrence): every boundary between two of its steps.
 KILL_POINTS = [
@@ -93,7 +97,7 @@ def assert_nothing_lost(blob_store, warehouse) -> None:
         assert blob_store.download_bytes(raw_container(), archived_as) == FILES[name].encode(), file
         rejects = read_rejects(blob_store, rejects_file)
         assert len(rejects) == 1, f"{file}: its rejected row and reason are kept"
-        assert rejects[0]["reason"], file
+        assert rejects[0]["reason"] == EXPECTED_REASONS[file], file
     archived = blob_names(blob_store, "archive/jobs/")
     assert sorted(n.rsplit("/", 1)[-1] for n in archived) == sorted(FILES), "each file archived once"
     assert blob_names(blob_store, "incoming/") == []
