@@ -217,11 +217,27 @@ def test_a_missing_blob_is_named_in_the_error(blob_store):
 
 
 def test_a_blob_rewritten_while_it_is_read_fails_the_read(blob_store):
-    from hr_pipeline.storage.blob_store import BlobAccessError
+    from hr_pipeline.storage.blob_store import BlobAccessError, BlobChangedError
 
     blob_store.upload_bytes(raw_container(), "big.bin", b"a" * 3000)
     blocks = blob_store.iter_blocks(raw_container(), "big.bin", block_bytes=1000)
     assert next(blocks) == b"a" * 1000
     blob_store.upload_bytes(raw_container(), "big.bin", b"b" * 3000)
-    with pytest.raises(BlobAccessError, match="big.bin"):
+    with pytest.raises(BlobChangedError, match=f"{raw_container()}/big.bin: it was replaced") as raised:
         next(blocks)
+    assert isinstance(raised.value, BlobAccessError)  # what callers already catch
+
+
+def test_a_source_with_a_url_too_long_for_copy_blob_is_streamed_through_of_its_version(blob_store):
+    """Past ``COPY_SOURCE_MAX_URL`` the copy reads the source here, chunk by chunk, pinned to the
+    version the move started from, with its metadata."""
+    import hr_pipeline.storage.blob_store as blob_store_module
+
+    long_source = "incoming/jobs/" + "é" * 400 + ".csv"  # %C3%A9 in the URL: 6 characters each
+    data = os.urandom(3 * 1000 + 7)
+    blob_store.upload_bytes(raw_container(), long_source, data, metadata={"origin": "hr"})
+    assert len(blob(blob_store, long_source).url) > blob_store_module.COPY_SOURCE_MAX_URL
+    blob_store.move(raw_container(), long_source, DESTINATION)
+    assert not blob_store.exists(raw_container(), long_source)
+    assert blob_store.download_bytes(raw_container(), DESTINATION) == data
+    assert blob_store.properties(raw_container(), DESTINATION).metadata["origin"] == "hr"

@@ -2,6 +2,11 @@
 
 A thin layer over the provider's ``WasbHook``: the pipeline's few operations with the blob layout
 of docs/CONTRACT.md in one place.
+
+Reads stream through the SDK's own download (``download_blob``, conditional on the ETag found
+first, then ``chunks()`` or ``readinto``), on a client whose chunk size is the read's: memory holds
+a few chunks whatever the blob's size, and a blob replaced during a read fails it, naming the
+blob, instead of mixing two versions.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class BlobInfo:
         return self.name.rsplit("/", 1)[-1]
 
 
+READ_CHUNK_BYTES = 4 << 20  # one GET of a streamed read: what a read holds per chunk in memory
+DOWNLOAD_CONCURRENCY = 4  # parallel GETs of a download to a file (a chunk in memory each)
 DEFAULT_COPY_TIMEOUT = 1800.0  # seconds a server-side copy may take before it is aborted
 # Copy Blob takes its source as a URL of up to 2 KiB (x-ms-copy-source); a longer one (a name
 # of many characters that URLs escape) is copied through this process instead.
@@ -56,6 +63,11 @@ class BlobExistsError(BlobAccessError):
     """A blob that must not be replaced already has that name."""
 
 
+class BlobChangedError(BlobAccessError):
+    """The blob was replaced while it was read: what was read so far is of a version that is gone
+    (reading it again reads the new one)."""
+
+
 @contextmanager
 def naming_the_blob(container: str, name: str, action: str):
     """Errors of the storage service re-raised with the container and blob they concern (the
@@ -69,6 +81,24 @@ def naming_the_blob(container: str, name: str, action: str):
         raise BlobNotFoundError(f"Cannot {action} {container}/{name}: the {what} does not exist") from error
     except HttpResponseError as error:
         raise BlobAccessError(f"Cannot {action} {container}/{name}: {_describe(error)}") from error
+
+
+@contextmanager
+def reading_the_blob(container: str, name: str, etag: str | None):
+    """``naming_the_blob`` for a read pinned to version ``etag``: a blob replaced meanwhile (HTTP
+    412 on a later chunk's GET) raises ``BlobChangedError``."""
+    from azure.core.exceptions import HttpResponseError
+
+    with naming_the_blob(container, name, "read"):
+        try:
+            yield
+        except HttpResponseError as error:
+            if error.status_code != 412:
+                raise
+            raise BlobChangedError(
+                f"Cannot read {container}/{name}: it was replaced while it was read (it no longer "
+                f"has ETag {etag}); none of the new version was read, read it again"
+            ) from error
 
 
 class BlobMoveError(RuntimeError):
@@ -175,6 +205,40 @@ class BlobStore:
 
         self.hook = WasbHook(wasb_conn_id=conn_id)
         self.service = self.hook.get_conn()
+        self._readers: dict[int, object] = {}
+
+    def _reader(self, chunk_bytes: int):
+        """A client of the same account, credential and API version whose downloads GET
+        ``chunk_bytes`` at a time, the first GET too (the SDK's default first GET is 32 MiB):
+        chunk sizes are settings of a client, not of a download."""
+        reader = self._readers.get(chunk_bytes)
+        if reader is None:
+            from azure.storage.blob import BlobServiceClient
+
+            reader = BlobServiceClient(
+                self.service.url,  # with its SAS query, when the connection has one
+                credential=self.service.credential,
+                api_version=self.service.api_version,
+                max_single_get_size=chunk_bytes,
+                max_chunk_get_size=chunk_bytes,
+            )
+            self._readers[chunk_bytes] = reader
+        return reader
+
+    def _pinned_chunks(self, container: str, name: str, etag: str, chunk_bytes: int) -> Iterator[bytes]:
+        """Version ``etag`` of a blob, streamed by the SDK (``download_blob(...).chunks()``) in
+        chunks of ``chunk_bytes``, one GET each, one chunk in memory at a time. Every GET is
+        conditional on the ETag (If-Match): a blob replaced meanwhile fails the next GET (HTTP
+        412) instead of mixing two versions. Raises the SDK's errors."""
+        from azure.core import MatchConditions
+
+        blob = self._reader(chunk_bytes).get_blob_client(container, name)
+        download = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        yield from download.chunks()
+
+    def _current_etag(self, container: str, name: str) -> str:
+        with naming_the_blob(container, name, "read"):
+            return self.container(container).get_blob_client(name).get_blob_properties().etag
 
     def container(self, name: str):
         return self.service.get_container_client(name)
@@ -265,32 +329,28 @@ class BlobStore:
             self.container(container).get_blob_client(name).set_blob_metadata(metadata)
 
     def download_to_file(self, container: str, name: str, path: Path) -> int:
-        """Stream a blob to a local file; returns the bytes written."""
-        written = 0
-        with open(path, "wb") as handle:
-            for block in self.iter_blocks(container, name):
-                written += handle.write(block)
+        """Download a blob to a local file, ``DOWNLOAD_CONCURRENCY`` chunks of
+        ``READ_CHUNK_BYTES`` at a time (the SDK's ``readinto``), all of the version found first;
+        returns the bytes written."""
+        from azure.core import MatchConditions
+
+        etag = self._current_etag(container, name)
+        blob = self._reader(READ_CHUNK_BYTES).get_blob_client(container, name)
+        with reading_the_blob(container, name, etag), open(path, "wb") as handle:
+            written = blob.download_blob(
+                etag=etag, match_condition=MatchConditions.IfNotModified, max_concurrency=DOWNLOAD_CONCURRENCY
+            ).readinto(handle)
         log.info("Downloaded %s/%s: %d bytes", container, name, written)
         return written
 
-    def iter_blocks(self, container: str, name: str, block_bytes: int = 4 << 20) -> Iterator[bytes]:
-        """A blob's bytes in blocks of ``block_bytes``, one ranged read each: memory holds one
-        block whatever the blob's size (the SDK's plain download takes its first 32 MB at once).
-        Every block is of the version read first (its ETag): a blob rewritten meanwhile fails the
-        read instead of mixing two versions."""
-        from azure.core import MatchConditions
-
-        blob = self.container(container).get_blob_client(name)
-        with naming_the_blob(container, name, "read"):
-            properties = blob.get_blob_properties()
-        for offset in range(0, properties.size, block_bytes):
-            with naming_the_blob(container, name, "read"):
-                yield blob.download_blob(
-                    offset=offset,
-                    length=min(block_bytes, properties.size - offset),
-                    etag=properties.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                ).readall()
+    def iter_blocks(self, container: str, name: str, block_bytes: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+        """A blob's bytes in blocks of ``block_bytes`` (the last one shorter), streamed: memory
+        holds one block whatever the blob's size. Every block is of the version found first (its
+        ETag): a blob replaced meanwhile fails the read (``BlobChangedError``) instead of mixing
+        two versions."""
+        etag = self._current_etag(container, name)
+        with reading_the_blob(container, name, etag):
+            yield from self._pinned_chunks(container, name, etag, block_bytes)
 
     def decompressed_blocks(
         self, container: str, name: str, compression: str = "zstd", block_bytes: int = 4 << 20
@@ -307,8 +367,10 @@ class BlobStore:
 
     def prefetched_blocks(self, container: str, name: str, depth: int = 4) -> Iterator[bytes]:
         """``iter_blocks``, fetched by a background thread up to ``depth`` blocks ahead, so the
-        consumer (a load) does not wait for the network between blocks."""
-        return read_ahead(self.iter_blocks(container, name), depth, "blob-download")
+        consumer (a load) does not wait for the network between blocks: memory holds at most
+        ``depth + 2`` blocks. (The SDK's ``chunks()`` fetches one chunk per ``next``, whatever
+        its ``max_concurrency``.)"""
+        return read_ahead(self.iter_blocks(container, name, READ_CHUNK_BYTES), depth, "blob-download")
 
     def download_bytes(self, container: str, name: str) -> bytes:
         with naming_the_blob(container, name, "read"):
@@ -367,8 +429,8 @@ class BlobStore:
         this process), polled until it finishes, for at most ``copy_timeout`` seconds. Within one
         storage account the service authorises the read of the source with the caller's own
         credential, Shared Key or Microsoft Entra ID (OAuth), so no SAS is needed. (The
-        synchronous Copy Blob From URL this replaced is limited to 256 MiB and needs its source
-        authorised separately, by a SAS or a source bearer token.) A source whose URL is longer
+        synchronous Copy Blob From URL is limited to 256 MiB and needs its source authorised
+        separately, by a SAS or a source bearer token.) A source whose URL is longer
         than Copy Blob takes (``COPY_SOURCE_MAX_URL``) is copied through this process instead,
         block by block, with its metadata.
 
@@ -386,17 +448,39 @@ class BlobStore:
         Raises ``BlobSourceMissingError``, ``BlobSourceChangedError`` or ``BlobMoveError``,
         each naming the container and the blobs.
         """
-        from azure.core import MatchConditions
-        from azure.core.exceptions import HttpResponseError
-
         source_client = self.container(container).get_blob_client(source)
         destination_client = self.container(container).get_blob_client(destination)
         where = f"{container}/{source} to {container}/{destination}"
+        properties = self._source_version(source_client, destination_client, where, if_match_etag)
+        if properties is None:
+            return
+        if len(source_client.url) > COPY_SOURCE_MAX_URL:
+            copied = self._copy_through(source_client, destination_client, properties, where)
+        else:
+            copied = self._copy_version(
+                source_client, destination_client, properties.etag, where, copy_timeout, poll_interval
+            )
+        if copied.size != properties.size:
+            raise BlobMoveError(
+                f"Copy of {where} finished with {copied.size} bytes, but the source has "
+                f"{properties.size}; {container}/{source} is left in place"
+            )
+        self._delete_source(source_client, properties.etag, where, destination)
+        log.info("Moved %s/%s to %s (%d bytes)", container, source, destination, properties.size)
+
+    @staticmethod
+    def _source_version(source_client, destination_client, where: str, if_match_etag: str | None):
+        """The properties of the source's version to move (``if_match_etag``'s, else the current
+        one); None when an earlier try already moved it."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        container, source = source_client.container_name, source_client.blob_name
         expected = (
             {"etag": if_match_etag, "match_condition": MatchConditions.IfNotModified} if if_match_etag else {}
         )
         try:
-            properties = source_client.get_blob_properties(**expected)
+            return source_client.get_blob_properties(**expected)
         except HttpResponseError as error:
             if error.status_code == 412:
                 raise BlobSourceChangedError(
@@ -406,27 +490,26 @@ class BlobStore:
             if error.status_code == 404 and _error_code(error) == "BlobNotFound":
                 if _copied_from(destination_client, source_client.url) is not None:
                     log.info(
-                        "%s/%s was already moved to %s (by an earlier try)", container, source, destination
+                        "%s/%s was already moved to %s (by an earlier try)",
+                        container,
+                        source,
+                        destination_client.blob_name,
                     )
-                    return
+                    return None
                 raise BlobSourceMissingError(
                     f"Cannot move {where}: the source blob {container}/{source} does not exist"
                 ) from None
             raise BlobMoveError(
                 f"Cannot move {where}: reading {container}/{source} failed: {_describe(error)}"
             ) from error
-        etag = properties.etag
-        if len(source_client.url) > COPY_SOURCE_MAX_URL:
-            copied = self._copy_through(source_client, destination_client, properties, where)
-        else:
-            copied = self._copy_version(
-                source_client, destination_client, etag, where, copy_timeout, poll_interval
-            )
-        if copied.size != properties.size:
-            raise BlobMoveError(
-                f"Copy of {where} finished with {copied.size} bytes, but the source has "
-                f"{properties.size}; {container}/{source} is left in place"
-            )
+
+    @staticmethod
+    def _delete_source(source_client, etag: str, where: str, destination: str) -> None:
+        """Delete the source once copied, only if it still is version ``etag`` (If-Match)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        container, source = source_client.container_name, source_client.blob_name
         try:
             source_client.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
         except HttpResponseError as error:
@@ -442,29 +525,21 @@ class BlobStore:
             log.warning(
                 "%s/%s was deleted by someone else after it was copied to %s", container, source, destination
             )
-        log.info("Moved %s/%s to %s (%d bytes)", container, source, destination, properties.size)
 
-    @staticmethod
-    def _copy_through(source_client, destination_client, properties, where: str, block_bytes: int = 4 << 20):
-        """Copy the source's version ``properties.etag`` by reading it here and writing the
-        destination (Put Block, Put Block List: it appears whole or not at all), with the
+    def _copy_through(
+        self, source_client, destination_client, properties, where: str, block_bytes: int = READ_CHUNK_BYTES
+    ):
+        """Copy the source's version ``properties.etag`` by streaming it here (``_pinned_chunks``)
+        into the destination (Put Block, Put Block List: it appears whole or not at all), with the
         source's metadata and ``MOVED_FROM_KEY``; the destination's properties then."""
-        from azure.core import MatchConditions
         from azure.core.exceptions import HttpResponseError
 
         container, source = source_client.container_name, source_client.blob_name
         metadata = {**(properties.metadata or {}), MOVED_FROM_KEY: _moved_from(source_client.url)}
         try:
             with StreamingUpload(destination_client, block_bytes, metadata=metadata) as upload:
-                for offset in range(0, properties.size, block_bytes):
-                    upload.write(
-                        source_client.download_blob(
-                            offset=offset,
-                            length=min(block_bytes, properties.size - offset),
-                            etag=properties.etag,
-                            match_condition=MatchConditions.IfNotModified,
-                        ).readall()
-                    )
+                for chunk in self._pinned_chunks(container, source, properties.etag, block_bytes):
+                    upload.write(chunk)
         except HttpResponseError as error:
             if error.status_code == 412:
                 raise BlobSourceChangedError(
