@@ -73,7 +73,7 @@ def backup_tables():
     backup_table.expand(table_name=tables) >> apply_retention.expand(table_name=tables)
 
 
-dag = backup_tables()
+backup_tables_dag = backup_tables()
 
 if __name__ == "__main__":
-    dag.test()
+    backup_tables_dag.test()

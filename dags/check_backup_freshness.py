@@ -51,7 +51,7 @@ def check_backup_freshness():
     check_backups()
 
 
-dag = check_backup_freshness()
+check_backup_freshness_dag = check_backup_freshness()
 
 if __name__ == "__main__":
-    dag.test()
+    check_backup_freshness_dag.test()

@@ -41,4 +41,7 @@ def ingest_on_landing():
     ).expand(conf=tables_that_landed())
 
 
-ingest_on_landing()
+ingest_on_landing_dag = ingest_on_landing()
+
+if __name__ == "__main__":
+    ingest_on_landing_dag.test()

@@ -14,7 +14,6 @@ scheduled on that asset run as for any other producer; a failed restore emits no
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
@@ -58,31 +57,12 @@ def restore_table():
     def restore(params=None, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from hr_pipeline.backup import restore as restore_logic
+        from hr_pipeline.backup.restore import RestoreRefused, restore_or_refuse
 
         try:
-            result = restore_logic.restore_table(
-                params["table_name"], backup=params["backup"], as_of=params["as_of"]
-            )
-        except restore_logic.REFUSALS as refusal:
-            # The refusal is the whole story: said on one line of the log, not retried.
-            logging.getLogger("hr_pipeline.backup.restore").error("Restore refused: %s", refusal)
-            raise AirflowFailException(f"Restore refused: {refusal}") from None
-        except Exception as error:
-            from hr_pipeline.ingest.load import is_data_error
-
-            if not is_data_error(error):
-                raise  # a connection or service error: retried
-            # The backup's rows break a rule of the table (ids twice, say): the table is left as
-            # it was, and trying again cannot help.
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            message = (
-                f"Restore refused: the warehouse refused the backup's rows for "
-                f"{params['table_name']} ({type(error).__name__}: {first_line}); the table "
-                "is unchanged"
-            )
-            logging.getLogger("hr_pipeline.backup.restore").error(message)
-            raise AirflowFailException(message) from None
+            result = restore_or_refuse(params["table_name"], backup=params["backup"], as_of=params["as_of"])
+        except RestoreRefused as refusal:  # the table is unchanged; it would fail the same way again
+            raise AirflowFailException(str(refusal)) from None
         outlet_events[RESTORED_TABLE].add(
             TABLE_ASSETS[result.table],
             extra={"restored_from": result.blob_name, "rows": result.rows},
@@ -92,7 +72,7 @@ def restore_table():
     restore()
 
 
-dag = restore_table()
+restore_table_dag = restore_table()
 
 if __name__ == "__main__":
-    dag.test()
+    restore_table_dag.test()

@@ -356,7 +356,7 @@ def load_dag(dag_id):
     spec = importlib.util.spec_from_file_location(f"dag_{dag_id}", dag_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.dag
+    return getattr(module, f"{dag_id}_dag")
 
 
 def asset_events(run_id):

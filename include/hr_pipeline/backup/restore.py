@@ -58,6 +58,7 @@ from hr_pipeline.contract.tables import (
 from hr_pipeline.runtime import settings
 from hr_pipeline.warehouse.dialects import ReferenceCheck, ReplacePlan, adapter_for
 from hr_pipeline.warehouse.dialects.base import related_tables  # noqa: F401  (part of this module's API)
+from hr_pipeline.warehouse.errors import WarehouseDataError
 
 log = logging.getLogger(__name__)
 
@@ -394,3 +395,36 @@ def _replace_rows_locked(
         ) from error
     finally:
         connection.close()
+
+
+class RestoreRefused(RuntimeError):
+    """A restore that cannot succeed as asked (no such backup, a corrupted or foreign file,
+    broken references, rows the warehouse refuses): the table is unchanged, and trying again
+    fails the same way. The message is the whole story, for the log and the alert."""
+
+
+def restore_or_refuse(
+    table_name: str, backup: str | None = LATEST, as_of: str | None = None
+) -> RestoreResult:
+    """``restore_table``, with every refusal raised as ``RestoreRefused``; passing faults (the
+    warehouse or Blob Storage unreachable) propagate unchanged, to be retried."""
+    try:
+        return restore_table(table_name, backup=backup, as_of=as_of)
+    except REFUSALS as refusal:
+        message = f"Restore refused: {refusal}"
+    except Exception as error:
+        refused = _refused_data(error)
+        if refused is None:
+            raise  # a passing fault: retried
+        message = (
+            f"Restore refused: the warehouse refused the backup's rows for {table_name} ({refused}); "
+            "the table is unchanged"
+        )
+    log.error(message)
+    raise RestoreRefused(message)
+
+
+def _refused_data(error: BaseException) -> WarehouseDataError | None:
+    """What in ``error``'s chain of causes says the warehouse refused the rows, if anything."""
+    typed = default_warehouse().adapter.typed_error(error)
+    return typed if isinstance(typed, WarehouseDataError) else None

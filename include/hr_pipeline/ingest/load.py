@@ -20,6 +20,7 @@ from hr_pipeline.runtime.settings import (
     raw_container,
 )
 from hr_pipeline.storage.blob_store import BlobStore
+from hr_pipeline.warehouse.errors import WarehouseDataError
 from hr_pipeline.warehouse.facade import Warehouse, csv_batches
 
 log = logging.getLogger(__name__)
@@ -126,10 +127,8 @@ def _load_file(
     try:
         # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
         warehouse.load_batches(contract, batches, on_batch=count)
-    except Exception as error:
-        if not is_data_error(error):
-            raise
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    except WarehouseDataError as error:
+        first_line = str(error)
         log.error(
             "%s: the warehouse refused its rows (%s) after %d of %d were loaded; the "
             "other files go on, and this one is set aside whole by the archive step",
@@ -138,7 +137,7 @@ def _load_file(
             written,
             item.valid,
         )
-        return {"loaded": written, "rejected": 0, "error": f"{type(error).__name__}: {first_line}"}
+        return {"loaded": written, "rejected": 0, "error": first_line}
     if dropped:
         _upload_load_rejects(store, item, contract, dropped)
     if written + len(dropped) != item.valid:
@@ -181,22 +180,6 @@ def _upload_load_rejects(store: BlobStore, item: FileValidation, contract, dropp
     writer = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerows([*map(spreadsheet_safe, row[:-1]), row[-1]] for row in dropped)
     store.upload_bytes(raw_container(), load_rejects_name(item), text.getvalue().encode())
-
-
-def is_data_error(error: BaseException) -> bool:
-    """Whether a database error is about the rows sent (a constraint, a value out of range), not
-    about the connection: SQLSTATE classes 21, 22 and 23, or the DB-API's IntegrityError and
-    DataError, whichever driver raised it, on the error or on what caused it."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        sqlstate = getattr(error, "sqlstate", None) or getattr(getattr(error, "diag", None), "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate[:2] in ("21", "22", "23"):
-            return True
-        if any(kind.__name__ in ("IntegrityError", "DataError") for kind in type(error).__mro__):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def what_changed(validations: list[dict], loads: list[dict]) -> dict:

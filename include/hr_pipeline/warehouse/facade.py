@@ -133,16 +133,18 @@ class Warehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """A connection whose work is committed on success and rolled back on any error."""
-        connection = self.connect()
-        try:
-            yield connection
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()
+        """A connection whose work is committed on success and rolled back on any error; the
+        driver's errors are raised as the warehouse's typed errors (``warehouse.errors``)."""
+        with self.adapter.errors_typed():
+            connection = self.connect()
+            try:
+                yield connection
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                connection.close()
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -349,7 +351,14 @@ class Warehouse:
         On PostgreSQL, ``CsvBatch`` batches go straight into the table by COPY as long as none
         meets a key already there (the common case: new rows); the first that does is rolled
         back and upserted through a staging table, as is every batch after it.
+
+        Rows the warehouse refuses raise ``WarehouseDataError``; an unreachable warehouse
+        ``WarehouseUnavailableError`` (``warehouse.errors``).
         """
+        with self.adapter.errors_typed():
+            return self._load_batches(contract, batches, on_batch, connections)
+
+    def _load_batches(self, contract: TableContract, batches, on_batch, connections: int | None) -> int:
         state = self.adapter.new_load()
 
         def write(connection, batch) -> None:

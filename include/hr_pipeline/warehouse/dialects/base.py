@@ -24,6 +24,14 @@ from hr_pipeline.contract.tables import (
     TableContract,
     referencing_columns,
 )
+from hr_pipeline.warehouse.errors import (
+    DATA_SQLSTATE_CLASSES,
+    WarehouseDataError,
+    WarehouseError,
+    WarehouseUnavailableError,
+    first_line,
+    sqlstate_of,
+)
 
 # Kinds of column: the contracts' types, and the ledger's and the metrics' own.
 INTEGER, TEXT, BIGINT, TIMESTAMP, FLOAT = "integer", "text", "bigint", "timestamp", "float"
@@ -31,10 +39,6 @@ _CONTRACT_KINDS = {ColumnType.INTEGER: INTEGER, ColumnType.STRING: TEXT, ColumnT
 
 
 EXCLUSIVE_MODE, SHARED_MODE = "exclusive", "shared"
-
-
-class WarehouseError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -366,6 +370,44 @@ class Adapter:
     def load_restore_rows(self, cursor, contract: TableContract, sql: str, rows: Iterable) -> None:
         """Run the plan's ``load`` step: ``sql`` for every row of ``rows``."""
         raise NotImplementedError
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def driver_errors(self) -> tuple[tuple[type, ...], tuple[type, ...]]:
+        """(the driver's exceptions for refused data, those for an unreachable server); the
+        DB-API's IntegrityError/DataError and OperationalError/InterfaceError of the driver."""
+        return (), ()
+
+    def typed_error(self, error: BaseException) -> WarehouseError | None:
+        """``error`` (or what caused it) as a ``WarehouseDataError`` or
+        ``WarehouseUnavailableError``; None when it is neither."""
+        data_types, unavailable_types = self.driver_errors()
+        seen: set[int] = set()
+        current: BaseException | None = error
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            if isinstance(current, WarehouseError):
+                return current
+            sqlstate = sqlstate_of(current)
+            if isinstance(current, data_types) or (sqlstate or "")[:2] in DATA_SQLSTATE_CLASSES:
+                return WarehouseDataError(f"{type(current).__name__}: {first_line(current)}")
+            if isinstance(current, unavailable_types):
+                return WarehouseUnavailableError(f"{type(current).__name__}: {first_line(current)}")
+            current = current.__cause__ or current.__context__
+        return None
+
+    @contextmanager
+    def errors_typed(self) -> Iterator[None]:
+        """Raise the driver's errors of the ``with`` body as the warehouse's typed errors."""
+        try:
+            yield
+        except WarehouseError:
+            raise
+        except Exception as error:
+            typed = self.typed_error(error)
+            if typed is None:
+                raise
+            raise typed from error
 
     # -- table locks -------------------------------------------------------------------------
 

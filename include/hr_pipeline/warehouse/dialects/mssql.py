@@ -40,6 +40,11 @@ class MssqlAdapter(Adapter):
     }
     publish_isolation = "SERIALIZABLE"
 
+    def driver_errors(self) -> tuple[tuple[type, ...], tuple[type, ...]]:
+        import pymssql
+
+        return (pymssql.IntegrityError, pymssql.DataError), (pymssql.OperationalError, pymssql.InterfaceError)
+
     def quote(self, identifier: str) -> str:
         return "[" + super().quote(identifier)[1:-1] + "]"
 

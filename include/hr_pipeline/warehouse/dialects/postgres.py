@@ -46,6 +46,21 @@ class PostgresAdapter(Adapter):
     publish_isolation = "REPEATABLE READ"
     takes_aware_timestamps = True
 
+    def driver_errors(self) -> tuple[tuple[type, ...], tuple[type, ...]]:
+        # psycopg 3 for COPY, psycopg2 behind the provider's hook: both drivers' classes.
+        import psycopg
+        import psycopg2
+
+        return (
+            (psycopg.IntegrityError, psycopg.DataError, psycopg2.IntegrityError, psycopg2.DataError),
+            (
+                psycopg.OperationalError,
+                psycopg.InterfaceError,
+                psycopg2.OperationalError,
+                psycopg2.InterfaceError,
+            ),
+        )
+
     def existing_keys_query(self, contract: TableContract, wanted: list[int]) -> tuple[str, tuple]:
         key, table = self.quote(contract.key), self.quote(contract.name)
         return f"SELECT {key} FROM {table} WHERE {key} = ANY(%s::bigint[])", (wanted,)

@@ -29,6 +29,11 @@ class SqliteAdapter(Adapter):
     types = {"integer": "INTEGER", "text": "TEXT", "bigint": "INTEGER", "timestamp": "TEXT", "float": "REAL"}
     timestamps_as_text = True
 
+    def driver_errors(self) -> tuple[tuple[type, ...], tuple[type, ...]]:
+        import sqlite3
+
+        return (sqlite3.IntegrityError, sqlite3.DataError), (sqlite3.OperationalError, sqlite3.InterfaceError)
+
     def parameter(self, value):
         return format_instant(value) if isinstance(value, datetime) else value
 
