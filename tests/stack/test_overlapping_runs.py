@@ -104,6 +104,12 @@ def sensor_state(api, run_id: str) -> str | None:
     )
 
 
+def recent_runs(api) -> list[dict]:
+    return api.json(
+        "GET", "/api/v2/dags/ingest_table/dagRuns", params={"order_by": "-run_after", "limit": 50}
+    )["dag_runs"]
+
+
 def wait_for(condition, what: str, timeout: float = 600):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,6 +125,7 @@ def test_a_manual_run_and_a_landing_run_race_for_one_file_and_no_run_is_left_wai
 ):
     api = local_stack.api
     raced = "incoming/jobs/race.csv"
+    earlier = {run["dag_run_id"] for run in recent_runs(api)}  # other tests' runs are not this race's
     api.json("PATCH", "/api/v2/dags/ingest_on_landing", json={"is_paused": False})
     try:
         waiting = api.trigger_run("ingest_table", {"table_name": "jobs", "wait_minutes": 30})
@@ -142,10 +149,10 @@ def test_a_manual_run_and_a_landing_run_race_for_one_file_and_no_run_is_left_wai
         assert api.wait_for_run("ingest_table", waiting, timeout=600)["state"] == "success"
 
         def every_jobs_run_ended():
-            runs = api.json(
-                "GET", "/api/v2/dags/ingest_table/dagRuns", params={"order_by": "-run_after", "limit": 20}
-            )["dag_runs"]
-            mine = [r for r in runs if r["conf"].get("table_name") == "jobs"]
+            runs = recent_runs(api)
+            mine = [
+                r for r in runs if r["conf"].get("table_name") == "jobs" and r["dag_run_id"] not in earlier
+            ]
             return all(r["state"] in ("success", "failed") for r in mine) and mine
 
         runs = wait_for(every_jobs_run_ended, "every run of jobs ended")
