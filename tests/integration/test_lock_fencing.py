@@ -165,6 +165,19 @@ def test_a_second_run_with_nothing_waiting_joins_the_run_already_waiting(blob_st
     assert blob_names(blob_store, waiting_marker_name("jobs")) == []
 
 
+def test_files_that_land_while_a_run_waits_are_left_to_the_waiting_run(blob_store):
+    assert sensor(10)._take_waiting_place(sensor_context("run-1", {"run-1": "running"})) is None
+    drop_file(blob_store, "jobs", "1,Nurse\n", "a.csv")
+    states = {"run-1": "running", "landing-run": "running"}
+
+    with pytest.raises(AirflowSkipException, match="Run run-1 is waiting for files of jobs"):
+        sensor(0).execute(sensor_context("landing-run", states))
+    assert blob_names(blob_store, "incoming/") == ["incoming/jobs/a.csv"]  # still there for run-1
+
+    states["run-1"] = "failed"  # the waiting run ended without them: the next run takes them
+    assert sensor(0).execute(sensor_context("landing-run", states)) is None
+
+
 def test_a_waiting_place_left_by_an_ended_run_is_taken(blob_store):
     assert sensor(10)._take_waiting_place(sensor_context("run-1", {"run-1": "running"})) is None
     assert sensor(10)._take_waiting_place(sensor_context("run-2", {"run-1": "failed"})) is None

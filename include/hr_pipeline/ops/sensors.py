@@ -2,6 +2,8 @@
 
 At its first look it counts as waiting both the files under ``incoming/<table>/`` and the files
 that ended runs claimed and did not archive (``claims.stranded_claims``: this run adopts them).
+Files under ``incoming/`` while another run of the table is waiting are that run's: this run ends,
+skipped, naming it (else the waiting run, its files taken, would wait its whole wait for nothing).
 If there are none:
 
 - a run whose wait is 0 (``ingest_on_landing`` starts runs so: their files landed, so another run
@@ -10,6 +12,8 @@ If there are none:
   naming it (files that land are that run's; one waiting run per table);
 - otherwise it becomes the table's waiting run (``blob_layout.waiting_marker_name``) and waits
   in the triggerer, through the provider's ``WasbPrefixSensorTrigger``, for at most its wait.
+  When the wait runs out it leaves its place and looks once more: a file that landed while a
+  newer run yielded to this one is ingested, not left behind.
 
 It imports the provider's Blob Storage modules, and with them the Azure SDK, only when it runs:
 a DAG file using it parses without loading them.
@@ -86,6 +90,12 @@ class IncomingFilesSensor(BaseSensorOperator):
     def execute(self, context):
         self.timeout = max(0.0, float(self.wait_minutes)) * 60
         if self.poke(context):
+            waiting = self._other_waiting_run(context)
+            if waiting:
+                self._end(
+                    f"Run {waiting} is waiting for files of {self.table_name} "
+                    f"({self.container_name}/{self.prefix}) and takes the ones there now, so this run ends"
+                )
             return None
         stranded = self._stranded(context)
         if stranded:
@@ -108,9 +118,12 @@ class IncomingFilesSensor(BaseSensorOperator):
             try:
                 return super().execute(context)
             except AirflowSensorTimeout as error:
-                raise AirflowSensorTimeout(self._timeout_message()) from error
+                timed_out = error
             finally:
                 self._leave_waiting_place(context)
+            if self._arrived_at_the_end(context):
+                return None
+            raise AirflowSensorTimeout(self._timeout_message()) from timed_out
         from airflow.providers.microsoft.azure.triggers.wasb import WasbPrefixSensorTrigger
 
         self.defer(
@@ -144,6 +157,36 @@ class IncomingFilesSensor(BaseSensorOperator):
             + f": {taker} took them (the ingest_files ledger names the run of each file), so this "
             "run ends"
         )
+
+    def _other_waiting_run(self, context) -> str | None:
+        """The run, not this one, that is the table's waiting run and has not ended; a run whose
+        state cannot be read counts as not waiting (this run takes the files: the ingest lock
+        still keeps two runs' loads apart)."""
+        from hr_pipeline.ops.run_states import RunStateUnknown, ended_runs_of_this_dag
+        from hr_pipeline.storage.blob_store import BlobNotFoundError
+
+        try:
+            marker = self._store().properties(
+                self.container_name, layout.waiting_marker_name(self.table_name)
+            )
+        except BlobNotFoundError:
+            return None
+        other = (marker.metadata or {}).get(WAITING_RUN_KEY, "")
+        if not other or other == context["run_id"]:
+            return None
+        try:
+            return None if ended_runs_of_this_dag(context)(other) else other
+        except RunStateUnknown as error:
+            self.log.warning("Cannot tell whether run %s still waits (%s): taking the files", other, error)
+            return None
+
+    def _arrived_at_the_end(self, context) -> bool:
+        """The last look when the wait ran out (after leaving the waiting place, so a run that
+        yielded to this one before then has left its files for this look)."""
+        if not self.poke(context):
+            return False
+        self.log.info("A file arrived as the wait ran out: ingesting it")
+        return True
 
     def _take_waiting_place(self, context) -> str | None:
         """Become the table's one waiting run; returns the run already waiting, if any."""
@@ -209,4 +252,6 @@ class IncomingFilesSensor(BaseSensorOperator):
             return super().resume_execution(next_method, next_kwargs, context)
         except AirflowSensorTimeout as error:  # the deferred path: the trigger timed out
             self._leave_waiting_place(context)
+            if self._arrived_at_the_end(context):
+                return None
             raise AirflowSensorTimeout(self._timeout_message()) from error
