@@ -31,7 +31,8 @@ from airflow.sdk import (
     task,
 )
 
-from hr_pipeline.storage.landing import IncomingFilesTrigger, landing_poll_seconds
+from hr_pipeline.runtime.settings import landing_poll_seconds
+from hr_pipeline.storage.landing import IncomingFilesTrigger
 
 FLOOR_CONTAINER = "latency-floor"
 TABLES = ("departments", "jobs", "hired_employees")

@@ -99,7 +99,7 @@ def triggered(monkeypatch):
 
 
 def test_the_default_limit_is_one_mebibyte_and_the_variable_sets_it(monkeypatch):
-    from hr_pipeline.api.app import DEFAULT_MAX_BODY_BYTES, max_body_bytes
+    from hr_pipeline.runtime.settings import DEFAULT_MAX_BODY_BYTES, max_body_bytes
 
     monkeypatch.delenv("HR_API_MAX_BODY_BYTES", raising=False)
     assert max_body_bytes() == DEFAULT_MAX_BODY_BYTES == 1024 * 1024

@@ -48,7 +48,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -61,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from hr_pipeline import metrics
 from hr_pipeline.backup.backups import backup_blob_name, backup_ref
 from hr_pipeline.contract.tables import TABLE_NAMES
+from hr_pipeline.runtime.settings import MAX_BODY_BYTES_VARIABLE, max_body_bytes
 
 URL_PREFIX = "/hr"
 INGEST_DAG = "ingest_table"
@@ -73,24 +73,8 @@ LATEST_BACKUP = "latest"
 TableName = enum.Enum("TableName", {name: name for name in TABLE_NAMES}, type=str)
 TableName.__doc__ = "A table of the data contract."
 
-MAX_BODY_BYTES_VARIABLE = "HR_API_MAX_BODY_BYTES"
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # the largest body is a restore's: well under 1 KiB
 
 log = logging.getLogger(__name__)
-
-
-def max_body_bytes() -> int:
-    """``HR_API_MAX_BODY_BYTES`` (a positive integer), else 1 MiB."""
-    raw = os.environ.get(MAX_BODY_BYTES_VARIABLE, "").strip()
-    if not raw:
-        return DEFAULT_MAX_BODY_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{MAX_BODY_BYTES_VARIABLE}={raw!r}: expected a positive number of bytes")
-    return value
 
 
 # -- request size limit ------------------------------------------------------------------------

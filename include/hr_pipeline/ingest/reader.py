@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hr_pipeline.contract.field_values import integer_values, normalized_text
 from hr_pipeline.contract.tables import CONTRACTS, INTEGER_MAX, INTEGER_MIN, TableContract
+from hr_pipeline.runtime.settings import read_block_bytes
 from hr_pipeline.runtime.streams import BlocksFile
 
 
@@ -143,14 +143,6 @@ def _arrow_source(handle):
     import pyarrow as pa
 
     return pa.PythonFile(_NoBlockEndsInCR(handle), mode="r")
-
-
-def read_block_bytes() -> int:
-    """The block Arrow's reader parses at a time (HR_READ_BLOCK_BYTES, default 256 KiB). Its
-    streaming reader holds memory in proportion to it (measured: 241 MB of its pool for 5M rows
-    with 12.8 MB blocks, 9 MB with 256 KB blocks). A record longer than a block is read by the
-    plain reader instead (see ``RecordTooLongForBlocks``); tests set small blocks to cross them."""
-    return max(1024, int(os.environ.get("HR_READ_BLOCK_BYTES", str(1 << 18))))
 
 
 # Records longer than this are not held whole in memory by the plain reader: a field that long is

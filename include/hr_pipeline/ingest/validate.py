@@ -14,7 +14,6 @@ from hr_pipeline.ingest.archive import finish_archive
 from hr_pipeline.ingest.reader import (
     FileScan,
     UnreadableFileError,
-    read_block_bytes,
     read_chunks,
     release_arrow_memory,
     scan,
@@ -31,6 +30,7 @@ from hr_pipeline.ingest.run import (
 from hr_pipeline.runtime.settings import (
     ingest_lock_timeout_seconds,
     raw_container,
+    read_block_bytes,
     reference_poll_seconds,
     reference_wait_seconds,
     validation_chunk_rows,

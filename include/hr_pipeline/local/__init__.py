@@ -7,5 +7,12 @@ May import anything of the package; nothing of the package imports it.
 
 from pathlib import Path
 
+from hr_pipeline.runtime.settings import local_state_dir_name
+
 # The checkout this package is installed from (editable): its dags/, plugins/, .local/, node_modules/.
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def state_dir() -> Path:
+    """Where the local tools keep their state: ``HR_LOCAL_DIR``, else ``.local`` in the checkout."""
+    return Path(local_state_dir_name() or PROJECT_ROOT / ".local").resolve()

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hr_pipeline.local import PROJECT_ROOT, ports
+from hr_pipeline.local import PROJECT_ROOT, ports, state_dir
 
 ROOT = PROJECT_ROOT
 DEFAULT_PORT = 10000
@@ -255,7 +255,7 @@ def _tail(path: Path, chars: int = 2000) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     action = args[0] if args else "status"
-    local = Path(os.environ.get("HR_LOCAL_DIR") or ROOT / ".local")
+    local = state_dir()
     data_dir = Path(args[1] if len(args) > 1 else local / "azurite").resolve()
     port = int(args[2]) if len(args) > 2 and args[2] else None
     if action == "start":

@@ -34,7 +34,7 @@ import time
 import traceback
 from pathlib import Path
 
-from hr_pipeline.local import PROJECT_ROOT, azurite, ports
+from hr_pipeline.local import PROJECT_ROOT, azurite, ports, state_dir
 from hr_pipeline.local import env as local_env
 
 ROOT = PROJECT_ROOT
@@ -43,10 +43,6 @@ ROOT = PROJECT_ROOT
 TABLES = ("departments", "jobs", "hired_employees")
 QUARTERLY_ROWS_SHOWN = 10
 LABEL_WIDTH = 16
-
-
-def state_dir() -> Path:
-    return Path(os.environ.get("HR_LOCAL_DIR") or ROOT / ".local").resolve()
 
 
 def shown(path: Path) -> str:

@@ -32,8 +32,8 @@ Ports are verified to be the stack's own: each must be free before its process s
 the API answers, the process listening on its port must be the stack's api-server (Azurite: see
 ``azurite.py``); otherwise ``start`` fails naming the port.
 
-CLI (used by scripts/stack.sh): ``python scripts/stack.py up|down|status`` for the stack of
-`make up` (state in ``<root>/.local``, or ``HR_LOCAL_DIR``). Ports: ``AIRFLOW_API_PORT`` and
+CLI: ``hr-pipeline up|down|status`` (what ``make up`` runs) for the stack (state in
+``<root>/.local``, or ``HR_LOCAL_DIR``). Ports: ``AIRFLOW_API_PORT`` and
 ``AZURITE_BLOB_PORT`` when set (refused, naming the port, when taken); unset, 8080 and 10000 when
 free, else the ports of the last start, else free ones (printed, and written to ``airflow.env``).
 A running stack keeps its ports.
@@ -60,6 +60,7 @@ import httpx
 
 from hr_pipeline.local import PROJECT_ROOT, azurite, ports
 from hr_pipeline.local import env as local_env
+from hr_pipeline.local import state_dir as local_state_dir
 
 ROOT = PROJECT_ROOT
 
@@ -692,7 +693,7 @@ def up(stack: Stack, state_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The local Airflow stack of `make up`.")
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--state-dir", default=os.environ.get("HR_LOCAL_DIR") or str(ROOT / ".local"))
+    parser.add_argument("--state-dir", default=str(local_state_dir()))
     parser.add_argument("--api-port", type=int, help=f"as {API_PORT_VARIABLE}")
     parser.add_argument("--blob-port", type=int, help=f"as {azurite.VARIABLE}")
     args = parser.parse_args(argv)

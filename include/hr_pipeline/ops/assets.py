@@ -45,12 +45,8 @@ def _landing_asset(table_name: str) -> Asset:
     """Files landing under incoming/<table>/, watched in the triggerer unless switched off."""
     from airflow.sdk import AssetWatcher
 
-    from hr_pipeline.runtime.settings import raw_container
-    from hr_pipeline.storage.landing import (
-        IncomingFilesTrigger,
-        ingest_on_landing_enabled,
-        landing_poll_seconds,
-    )
+    from hr_pipeline.runtime.settings import ingest_on_landing_enabled, landing_poll_seconds, raw_container
+    from hr_pipeline.storage.landing import IncomingFilesTrigger
 
     watchers = []
     if ingest_on_landing_enabled():

@@ -60,3 +60,45 @@ def backups_container() -> str:
 
 def backup_retention_days() -> int:
     return int(os.environ.get("HR_BACKUP_RETENTION_DAYS", "30"))
+
+
+def read_block_bytes() -> int:
+    """The block Arrow's CSV reader parses at a time (HR_READ_BLOCK_BYTES, default 256 KiB). Its
+    streaming reader holds memory in proportion to it (benchmarks/RESULTS.md). A record longer
+    than a block is read by the plain reader instead (``reader.RecordTooLongForBlocks``); tests
+    set small blocks to cross them."""
+    return max(1024, int(os.environ.get("HR_READ_BLOCK_BYTES", str(1 << 18))))
+
+
+def ingest_on_landing_enabled() -> bool:
+    """Whether ``ingest_on_landing`` watches ``incoming/`` (HR_INGEST_ON_LANDING, default true)."""
+    return os.environ.get("HR_INGEST_ON_LANDING", "true").strip().lower() not in ("0", "false", "no", "off")
+
+
+def landing_poll_seconds() -> float:
+    """How often the landing trigger lists ``incoming/`` (HR_LANDING_POLL_SECONDS, default 10)."""
+    return float(os.environ.get("HR_LANDING_POLL_SECONDS", "10"))
+
+
+MAX_BODY_BYTES_VARIABLE = "HR_API_MAX_BODY_BYTES"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # the largest body is a restore's: well under 1 KiB
+
+
+def max_body_bytes() -> int:
+    """The ``/hr`` API's request body limit: ``HR_API_MAX_BODY_BYTES`` (a positive integer), else 1 MiB."""
+    raw = os.environ.get(MAX_BODY_BYTES_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BODY_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{MAX_BODY_BYTES_VARIABLE}={raw!r}: expected a positive number of bytes")
+    return value
+
+
+def local_state_dir_name() -> str | None:
+    """Where the local tools keep Azurite's data, the stack's state and the demo (HR_LOCAL_DIR;
+    unset: ``.local`` in the checkout)."""
+    return os.environ.get("HR_LOCAL_DIR") or None

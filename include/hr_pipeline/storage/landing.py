@@ -14,7 +14,6 @@ Switched off with ``HR_INGEST_ON_LANDING=false``: the landing assets then have n
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,14 +34,6 @@ def marker_name(source: str) -> str:
 
 def is_reported(source_etag: str | None, marker_metadata: dict | None) -> bool:
     return bool(source_etag) and (marker_metadata or {}).get(SOURCE_ETAG_KEY) == str(source_etag).strip('"')
-
-
-def ingest_on_landing_enabled() -> bool:
-    return os.environ.get("HR_INGEST_ON_LANDING", "true").strip().lower() not in ("0", "false", "no", "off")
-
-
-def landing_poll_seconds() -> float:
-    return float(os.environ.get("HR_LANDING_POLL_SECONDS", "10"))
 
 
 class IncomingFilesTrigger(BaseEventTrigger):
