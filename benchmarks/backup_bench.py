@@ -71,11 +71,11 @@ def _empty_copy_of_hires(database: str, table: str) -> None:
     import psycopg
 
     from hr_pipeline.contract.tables import CONTRACTS
-    from hr_pipeline.warehouse.facade import ddl
+    from hr_pipeline.warehouse.dialects import POSTGRES
 
     with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:
         connection.execute(f'DROP TABLE IF EXISTS "{table}"')
-        connection.execute(ddl.create_table(CONTRACTS["hired_employees"], "postgres", table_name=table))
+        connection.execute(POSTGRES.create_table(CONTRACTS["hired_employees"], table_name=table))
 
 
 # -- what runs in the children (module level: they are pickled by name) -------------------------

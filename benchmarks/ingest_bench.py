@@ -130,7 +130,8 @@ def _prepare_warehouse(database: str) -> None:
 
     use_postgres_warehouse(database)
     from hr_pipeline.contract.tables import CONTRACTS
-    from hr_pipeline.warehouse.facade import Warehouse, ddl
+    from hr_pipeline.warehouse.dialects import POSTGRES
+    from hr_pipeline.warehouse.facade import Warehouse
 
     Warehouse().ensure_tables()
     with psycopg.connect(postgres_dsn(database)) as connection:
@@ -138,7 +139,7 @@ def _prepare_warehouse(database: str) -> None:
             with connection.cursor().copy(f"COPY {table} (id, {table[:-1]}) FROM STDIN") as copy:
                 for row in dimension_rows(count, label):
                     copy.write_row(row)
-        connection.execute(ddl.create_table(CONTRACTS["hired_employees"], "postgres", "copy_baseline"))
+        connection.execute(POSTGRES.create_table(CONTRACTS["hired_employees"], "copy_baseline"))
 
 
 def main() -> bool:

@@ -6,7 +6,7 @@ import pytest
 
 from hr_pipeline.contract import tables as contracts
 from hr_pipeline.contract.tables import CONTRACTS, TABLE_NAMES, get_contract
-from hr_pipeline.warehouse import ddl
+from hr_pipeline.warehouse.dialects import DIALECTS, MSSQL, POSTGRES, SQLITE, adapter_for
 
 
 def test_the_specs_tables_and_columns_in_csv_order():
@@ -42,26 +42,27 @@ def test_avro_schema_uses_logical_timestamps():
     assert fields["name"] == "string"
 
 
-@pytest.mark.parametrize("dialect", ddl.DIALECTS)
+@pytest.mark.parametrize("dialect", DIALECTS)
 def test_ddl_has_every_column_and_the_key(dialect):
-    sql = ddl.create_table_if_missing(CONTRACTS["hired_employees"], dialect)
+    adapter = adapter_for(dialect)
+    sql = adapter.create_contract_table_if_missing(CONTRACTS["hired_employees"])
     for name in CONTRACTS["hired_employees"].column_names:
-        assert ddl.quote(name, dialect) in sql
-    assert f"PRIMARY KEY ({ddl.quote('id', dialect)})" in sql
+        assert adapter.quote(name) in sql
+    assert f"PRIMARY KEY ({adapter.quote('id')})" in sql
 
 
 def test_ddl_types_per_dialect():
     contract = CONTRACTS["hired_employees"]
-    assert "TIMESTAMP(6)" in ddl.create_table(contract, "postgres")
-    assert "DATETIME2(6)" in ddl.create_table(contract, "mssql")
-    assert "NVARCHAR(255)" in ddl.create_table(contract, "mssql")  # non-ASCII names
+    assert "TIMESTAMP(6)" in POSTGRES.create_table(contract)
+    assert "DATETIME2(6)" in MSSQL.create_table(contract)
+    assert "NVARCHAR(255)" in MSSQL.create_table(contract)  # non-ASCII names
 
 
 def test_identifiers_outside_the_contract_alphabet_are_refused():
     hostile = 'x"; DROP TABLE jobs; --'
     refusal = f"Refusing identifier {hostile!r}: contracts use [A-Za-z0-9_] only"
     with pytest.raises(ValueError, match=f"^{re.escape(refusal)}$"):
-        ddl.quote(hostile, "postgres")
+        POSTGRES.quote(hostile)
 
 
 def test_ddl_runs_on_sqlite(tmp_path):
@@ -69,7 +70,7 @@ def test_ddl_runs_on_sqlite(tmp_path):
 
     connection = sqlite3.connect(tmp_path / "w.db")
     for contract in CONTRACTS.values():
-        connection.execute(ddl.create_table_if_missing(contract, "sqlite"))
-        connection.execute(ddl.create_table_if_missing(contract, "sqlite"))  # idempotent
+        connection.execute(SQLITE.create_contract_table_if_missing(contract))
+        connection.execute(SQLITE.create_contract_table_if_missing(contract))  # idempotent
     tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == set(TABLE_NAMES)

@@ -22,7 +22,6 @@ import sqlglot
 from sqlglot import ErrorLevel, exp
 
 from hr_pipeline.contract.tables import CONTRACTS, ColumnType, TableContract
-from hr_pipeline.warehouse import ddl
 from hr_pipeline.warehouse import facade as warehouse
 from hr_pipeline.warehouse.dialects import MSSQL
 from hr_pipeline.warehouse.dialects.mssql import MSSQL_MAX_PARAMETERS
@@ -62,7 +61,7 @@ contracts = pytest.mark.parametrize("contract", list(CONTRACTS.values()), ids=li
 
 @contracts
 def test_create_table_if_missing_parses(contract):
-    sql = ddl.create_table_if_missing(contract, "mssql")
+    sql = MSSQL.create_contract_table_if_missing(contract)
     (statement,) = parse_tsql(sql)
     creates = list(statement.find_all(exp.Create))
     assert len(creates) == 1
@@ -74,7 +73,7 @@ def test_create_table_if_missing_parses(contract):
 
 @contracts
 def test_create_table_parses_with_every_contract_column(contract):
-    (statement,) = parse_tsql(ddl.create_table(contract, "mssql"))
+    (statement,) = parse_tsql(MSSQL.create_table(contract))
     assert isinstance(statement, exp.Create)
     columns = [c.name for c in statement.find_all(exp.ColumnDef)]
     assert columns == list(contract.column_names)
@@ -85,13 +84,13 @@ def test_create_table_parses_with_every_contract_column(contract):
 
 @contracts
 def test_upsert_from_staging_is_one_merge(contract):
-    (statement,) = parse_tsql(ddl.upsert_from_staging(contract, "mssql", STAGING))
+    (statement,) = parse_tsql(MSSQL.upsert_from_staging(contract, STAGING))
     assert isinstance(statement, exp.Merge), type(statement)
     assert statement.this.name == contract.name
     whens = statement.find_all(exp.When)
     assert {bool(w.args.get("matched")) for w in whens} == {True, False}
     # SQL Server refuses a MERGE without a terminating semicolon.
-    assert ddl.upsert_from_staging(contract, "mssql", STAGING).rstrip().endswith(";")
+    assert MSSQL.upsert_from_staging(contract, STAGING).rstrip().endswith(";")
 
 
 @contracts

@@ -1,7 +1,8 @@
 """The one definition of each table: columns, types, key, foreign keys, rules.
 
-Everything else is derived from ``CONTRACTS``: the DDL of each SQL dialect (``ddl.py``), the AVRO
-schema of backups (``avro_schema``), the Great Expectations suite (``validation.py``), and the
+Everything else is derived from ``CONTRACTS``: the DDL of each SQL dialect (the adapters of
+``warehouse/dialects``), the AVRO schema of backups (``avro_schema``), the Great Expectations suite
+(``ingest/expectations.py``), and the
 choices of the ``table_name`` param in the trigger forms (``TABLE_NAMES``).
 """
 

@@ -425,19 +425,3 @@ def format_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any
     out = [f"{title} ({len(rows)} rows)", line(list(columns)), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(out)
-
-
-def format_2021_tables(warehouse=None) -> str:
-    """The two 2021 metric tables, aligned, in their documented order (docs/CONTRACT.md), ready to print.
-
-    ``warehouse``: a ``Warehouse``; by default the one of the ``warehouse`` connection.
-    """
-    if warehouse is None:
-        from hr_pipeline.warehouse.facade import Warehouse
-
-        warehouse = Warehouse(WAREHOUSE_CONN_ID)
-    parts = []
-    for name in ("quarterly_hires_2021", "departments_above_mean_2021"):
-        metric = METRICS[name]
-        parts.append(format_table(name, metric.column_names, read_metric(warehouse, name)))
-    return "\n\n".join(parts)

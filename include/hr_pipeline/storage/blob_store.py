@@ -35,10 +35,6 @@ class BlobInfo:
     metadata: dict[str, str] | None = None
     etag: str | None = None
 
-    @property
-    def file_name(self) -> str:
-        return self.name.rsplit("/", 1)[-1]
-
 
 READ_CHUNK_BYTES = 4 << 20  # one GET of a streamed read: what a read holds per chunk in memory
 DOWNLOAD_CONCURRENCY = 4  # parallel GETs of a download to a file (a chunk in memory each)

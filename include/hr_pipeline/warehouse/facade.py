@@ -154,12 +154,6 @@ class Warehouse:
             for contract in contracts:
                 cursor.execute(self.adapter.create_contract_table_if_missing(contract))
 
-    # -- values ------------------------------------------------------------------------------
-
-    def to_db_row(self, contract: TableContract, row: Sequence[Any]) -> tuple:
-        """A typed row (int, str, naive-UTC datetime) as this dialect's driver wants it."""
-        return self.adapter.to_db_row(contract, row)
-
     # -- per-table locks across processes -----------------------------------------------------
 
     @contextmanager
@@ -323,10 +317,6 @@ class Warehouse:
             return int(cursor.fetchone()[0])
 
     # -- writes ------------------------------------------------------------------------------
-
-    def from_text_row(self, contract: TableContract, row: Sequence[str]) -> tuple:
-        """A validated row in canonical text form (see validation.py) as this driver wants it."""
-        return self.adapter.from_text_row(contract, row)
 
     def load_connections(self) -> int:
         """How many connections a bulk load writes through at once (PostgreSQL: several, a COPY

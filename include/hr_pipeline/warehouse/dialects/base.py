@@ -43,7 +43,7 @@ EXCLUSIVE_MODE, SHARED_MODE = "exclusive", "shared"
 
 @dataclass(frozen=True)
 class CsvBatch:
-    """Validated rows as canonical CSV bytes (see validation.py): PostgreSQL's COPY reads them
+    """Validated rows as canonical CSV bytes (see ingest/expectations.py): PostgreSQL's COPY reads them
     as they are, with no per-row work in Python; the other dialects parse them into rows."""
 
     data: bytes
@@ -163,7 +163,7 @@ class Adapter:
         return tuple(row)
 
     def from_text_row(self, contract: TableContract, row: Sequence[str]) -> tuple:
-        """A validated row in canonical text form (see validation.py) as this driver wants it."""
+        """A validated row in canonical text form (see ingest/expectations.py) as this driver wants it."""
         return tuple(row)
 
     # -- plain statements --------------------------------------------------------------------
