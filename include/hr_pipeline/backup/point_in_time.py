@@ -1,0 +1,181 @@
+"""Which backup and which journaled changes rebuild a table as it was at an instant.
+
+The table as of ``T`` is the newest backup whose snapshot is at or before ``T``, plus the changes
+of the table journal (``warehouse.journal``) after that backup's position and committed at or
+before ``T``, in order. A load is replayed as an upsert of exactly the rows it committed (its
+archived rows file). A restore in between is resolved the same way, recursively: what it left
+is its backup plus the changes it replayed, and the changes after it follow.
+
+``plan_as_of`` decides; it reads nothing and writes nothing (the caller lists the backups and the
+journal), so it is tested against a plain model of the table. ``rows_of`` streams a load's rows
+file and checks it against the journal (sha256 and row count) as it goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from hr_pipeline.backup.backups import BLOB_META_POSITION, BackupError, BackupRef
+from hr_pipeline.contract.instants import as_utc, format_instant
+from hr_pipeline.warehouse.journal import LOAD, RESTORE, ROWS_FILE_COMPRESSION, JournalEntry
+
+# A restore can cross restores that crossed restores: deeper than this is a journal that loops.
+MAX_RESTORE_DEPTH = 100
+
+
+class PointInTimeError(BackupError):
+    """The table cannot be rebuilt exactly as asked (an instant before every backup, a rows file
+    or a backup that a change needs is missing): nothing is changed."""
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A backup and the loads to replay over it, in order."""
+
+    table: str
+    base: BackupRef
+    base_position: int
+    replays: tuple[JournalEntry, ...] = ()
+    through_seq: int = 0  # the table's journal position the result stands for
+    as_of: datetime | None = None
+    crossed_restores: tuple[int, ...] = field(default=())  # the restores resolved on the way
+
+    def describe(self) -> str:
+        text = f"backup {self.base.name} (journal position {self.base_position})"
+        if self.replays:
+            seqs = ", ".join(str(entry.seq) for entry in self.replays)
+            rows = sum(entry.rows for entry in self.replays)
+            text += f" then {len(self.replays)} load(s) replayed (journal {seqs}; {rows} rows)"
+        if self.crossed_restores:
+            text += f", through the restore(s) at journal {', '.join(map(str, self.crossed_restores))}"
+        return text
+
+
+def backup_position(ref: BackupRef) -> int:
+    """The table's journal position a backup holds (0: written before the table had a journal,
+    so every journaled change came after it)."""
+    return int(ref.metadata.get(BLOB_META_POSITION) or 0)
+
+
+def plan_backup(ref: BackupRef) -> RestorePlan:
+    """Exactly one backup: no change replayed."""
+    position = backup_position(ref)
+    return RestorePlan(ref.table, ref, position, (), position, None)
+
+
+def plan_as_of(
+    table: str, backups: list[BackupRef], journal: list[JournalEntry], instant: datetime
+) -> RestorePlan:
+    """The plan that rebuilds ``table`` as it was at ``instant`` (see the module).
+
+    ``backups``: the table's backups; ``journal``: its journal entries, in ``seq`` order (at least
+    those after the chosen backup's position)."""
+    instant = as_utc(instant)
+    taken = [ref for ref in backups if ref.instant <= instant]
+    if not taken:
+        oldest = min((ref.instant for ref in backups), default=None)
+        raise PointInTimeError(
+            f"{table} cannot be restored as of {format_instant(instant)}: no backup of it was taken "
+            "at or before that instant"
+            + (f" (the oldest was taken {format_instant(oldest)})" if oldest else " (it has no backup)")
+            + ". The table is unchanged."
+        )
+    base = max(taken, key=lambda ref: (ref.instant, ref.name))
+    naive = instant.replace(tzinfo=None)
+    committed = [entry for entry in journal if entry.committed_at <= naive]
+    through = max([backup_position(base), *(entry.seq for entry in committed)])
+    plan = _resolve(table, {ref.name: ref for ref in backups}, journal, base, through, depth=0)
+    return RestorePlan(
+        table, plan.base, plan.base_position, plan.replays, through, instant, plan.crossed_restores
+    )
+
+
+def _resolve(
+    table: str,
+    backups: dict[str, BackupRef],
+    journal: list[JournalEntry],
+    base: BackupRef,
+    through: int,
+    depth: int,
+) -> RestorePlan:
+    position = backup_position(base)
+    changes = [entry for entry in journal if position < entry.seq <= through]
+    restores = [entry for entry in changes if entry.kind == RESTORE]
+    if not restores:
+        loads = tuple(entry for entry in changes if entry.kind == LOAD)
+        return RestorePlan(table, base, position, loads, through)
+    last = restores[-1]
+    if depth >= MAX_RESTORE_DEPTH:
+        raise PointInTimeError(f"{table}: the journal's restores nest deeper than {MAX_RESTORE_DEPTH}")
+    restored_from = backups.get(last.source)
+    if restored_from is None:
+        raise PointInTimeError(
+            f"{table} cannot be rebuilt across the restore at journal {last.seq} "
+            f"({format_instant(last.committed_at)}): the backup it restored, {last.source}, is gone. "
+            "Restore as of an instant after a later backup, or before that restore. The table is unchanged."
+        )
+    inner = _resolve(
+        table, backups, journal, restored_from, last.through_seq or backup_position(restored_from), depth + 1
+    )
+    after = tuple(entry for entry in changes if entry.seq > last.seq and entry.kind == LOAD)
+    return RestorePlan(
+        table,
+        inner.base,
+        inner.base_position,
+        inner.replays + after,
+        through,
+        None,
+        (*inner.crossed_restores, last.seq),
+    )
+
+
+def missing_rows_files(plan: RestorePlan, exists) -> list[JournalEntry]:
+    """The plan's loads whose rows file ``exists(name)`` does not find."""
+    return [entry for entry in plan.replays if not entry.rows_file or not exists(entry.rows_file)]
+
+
+def refuse_missing(plan: RestorePlan, missing: list[JournalEntry], container: str) -> None:
+    if not missing:
+        return
+    shown = "; ".join(
+        f"journal {entry.seq} (load of {entry.source} by run {entry.run_id}, "
+        f"{format_instant(entry.committed_at)}): {container}/{entry.rows_file} is missing"
+        for entry in missing[:5]
+    )
+    raise PointInTimeError(
+        f"{plan.table} cannot be restored exactly as asked: the rows of {len(missing)} journaled "
+        f"load(s) are gone ({shown}). Restore as of an instant before the first of them, or after "
+        "a backup taken after it. The table is unchanged."
+    )
+
+
+def rows_of(entry: JournalEntry, blocks: Iterable[bytes], container: str) -> Iterator[bytes]:
+    """The decompressed bytes of a load's rows file, checked as they pass: once all have passed,
+    their sha256 must be the journal's, else ``PointInTimeError`` (raised inside the restore's
+    transaction: nothing is committed)."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+        yield block
+    if digest.hexdigest() != entry.rows_sha256:
+        raise PointInTimeError(
+            f"{container}/{entry.rows_file} (the rows of journal {entry.seq}, load of {entry.source}) "
+            f"has sha256 {digest.hexdigest()}; the journal recorded {entry.rows_sha256}. It was "
+            "changed after the load; the table is unchanged."
+        )
+
+
+__all__ = [
+    "ROWS_FILE_COMPRESSION",
+    "PointInTimeError",
+    "RestorePlan",
+    "backup_position",
+    "missing_rows_files",
+    "plan_as_of",
+    "plan_backup",
+    "refuse_missing",
+    "rows_of",
+]
