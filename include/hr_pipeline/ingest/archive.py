@@ -8,6 +8,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from hr_pipeline.contract.tables import TableContract, get_contract
 from hr_pipeline.ingest.run import (
     FileValidation,
     IngestError,
@@ -48,28 +49,32 @@ def archive_ingested(
     """
     if not validations:
         return []
+    contract = get_contract(table)
     store = store or BlobStore()
     warehouse = warehouse or Warehouse()
-    lock = ingest_lock(table, run_id or validations[0]["run_id"], store, warehouse)
+    lock = ingest_lock(contract, run_id or validations[0]["run_id"], store, warehouse)
     manifest = {
-        "table": table,
+        "table": contract.name,
         "run_id": validations[0]["run_id"],
         "day": day,
         "validations": validations,
         "loads": loads or [],
     }
-    with warehouse.table_locks(writers=[table]):
+    with warehouse.table_locks(writers=[contract.name]):
         lock.ensure_held()
-        summary = _archive_run(store, warehouse, manifest)
+        summary = _archive_run(contract, store, warehouse, manifest)
         lock.release()
-    log.info("Ingest of %s, per file:\n%s", table, "\n".join(f"  {line}" for line in summary))
+    log.info("Ingest of %s, per file:\n%s", contract.name, "\n".join(f"  {line}" for line in summary))
     return summary
 
 
-def _archive_run(store: BlobStore, warehouse: Warehouse, manifest: dict) -> list[str]:
-    """Archive one run's files as the manifest says: the manifest first (what a take-over
-    finishes), then each file and its rejects, the ledger rows, and the manifest removed."""
-    table, run_id = manifest["table"], manifest["run_id"]
+def _archive_run(
+    contract: TableContract, store: BlobStore, warehouse: Warehouse, manifest: dict
+) -> list[str]:
+    """Archive one run's files of ``contract``'s table as the manifest says: the manifest first
+    (what a take-over finishes), then each file and its rejects, the ledger rows, and the
+    manifest removed."""
+    table, run_id = contract.name, manifest["run_id"]
     container = raw_container()
     manifest_name = layout.archive_manifest_name(table, run_id)
     if not store.exists(container, manifest_name):
@@ -78,7 +83,7 @@ def _archive_run(store: BlobStore, warehouse: Warehouse, manifest: dict) -> list
     loads = loads_by_source(manifest["loads"])
     summary, ledger_rows = [], []
     for item in map(lambda d: FileValidation(**d), manifest["validations"]):
-        line, ledger_row = _archive_file(store, table, manifest["day"], item, loads.get(item.source, {}))
+        line, ledger_row = _archive_file(store, contract, manifest["day"], item, loads.get(item.source, {}))
         summary.append(line)
         ledger_rows.append(ledger_row)
     ledger.record(warehouse, ledger_rows)
@@ -88,11 +93,14 @@ def _archive_run(store: BlobStore, warehouse: Warehouse, manifest: dict) -> list
     return summary
 
 
-def finish_archive(manifest: dict, store: BlobStore, warehouse: Warehouse, lock: IngestLock) -> None:
-    """An ended run's archive, finished by the run that took the ingest lock over (fenced)."""
-    with warehouse.table_locks(writers=[manifest["table"]]):
+def finish_archive(
+    contract: TableContract, manifest: dict, store: BlobStore, warehouse: Warehouse, lock: IngestLock
+) -> None:
+    """An ended run's archive of ``contract``'s table (the manifest found under its
+    ``processing/`` folder), finished by the run that took the ingest lock over (fenced)."""
+    with warehouse.table_locks(writers=[contract.name]):
         lock.ensure_held()
-        for line in _archive_run(store, warehouse, manifest):
+        for line in _archive_run(contract, store, warehouse, manifest):
             log.warning("Archived for run %s, which ended part way: %s", manifest["run_id"], line)
 
 
@@ -123,10 +131,11 @@ def _outcome(item: FileValidation, load: dict, rejected_at_load: int) -> _Outcom
 
 
 def _archive_file(
-    store: BlobStore, table: str, day: str, item: FileValidation, load: dict
+    store: BlobStore, contract: TableContract, day: str, item: FileValidation, load: dict
 ) -> tuple[str, ledger.LedgerRow]:
     """Archive one file as ``archive_ingested`` says: its summary line and ledger row. Each step
     is done once: a repeat finds it done (moved, written) and goes on."""
+    table = contract.name
     container = raw_container()
     late_rejects = _bytes_if_any(store, load_rejects_name(item))
     # Rejected at load: as the load said, or (a caller that kept no result) as its file says.
@@ -150,7 +159,7 @@ def _archive_file(
     log.info("%s: hand-over files removed", item.source)
     line = _summary_line(item, outcome, destination)
     log.info(line)
-    return line, _ledger_row(table, item, outcome, destination)
+    return line, _ledger_row(contract, item, outcome, destination)
 
 
 def _bytes_if_any(store: BlobStore, name: str) -> bytes:
@@ -196,11 +205,13 @@ def _summary_line(item: FileValidation, outcome: _Outcome, destination: str) -> 
     return line
 
 
-def _ledger_row(table: str, item: FileValidation, outcome: _Outcome, archived_as: str) -> ledger.LedgerRow:
+def _ledger_row(
+    contract: TableContract, item: FileValidation, outcome: _Outcome, archived_as: str
+) -> ledger.LedgerRow:
     return ledger.LedgerRow(
         run_id=item.run_id,
         file=item.source,
-        table_name=table,
+        table_name=contract.name,
         status=outcome.status,
         sha256=item.sha256,
         bytes=item.bytes,

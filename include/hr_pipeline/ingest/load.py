@@ -6,7 +6,7 @@ import csv
 import io
 import logging
 
-from hr_pipeline.contract.tables import get_contract
+from hr_pipeline.contract.tables import TableContract, get_contract
 from hr_pipeline.ingest.run import (
     VALID_ROWS_COMPRESSION,
     FileValidation,
@@ -69,10 +69,10 @@ def load_validated(
     loads: list[dict] = []
     if not validations:
         return loads
-    lock = ingest_lock(table, validations[0]["run_id"], store, warehouse)
+    lock = ingest_lock(contract, validations[0]["run_id"], store, warehouse)
     # The content shared: an upsert removes no id, so a load of departments need not wait for a
     # load of hires; the writer lock keeps two loads of one table apart.
-    with warehouse.table_locks(writers=[table], shared=[table, *referenced]):
+    with warehouse.table_locks(writers=[contract.name], shared=[contract.name, *referenced]):
         lock.ensure_held()
         for item in map(lambda d: FileValidation(**d), validations):
             load = {"source": item.source, "loaded": 0, "rejected": 0, "error": None}
@@ -81,7 +81,7 @@ def load_validated(
             loads.append(load)
     log.info(
         "Loaded %s:\n%s",
-        table,
+        contract.name,
         "\n".join(
             f"  {load['source']}: {load['loaded']} rows"
             + (f", {load['rejected']} rejected at load" if load["rejected"] else "")
@@ -94,7 +94,7 @@ def load_validated(
 
 
 def _load_file(
-    contract, item: FileValidation, batch_size: int, store: BlobStore, warehouse: Warehouse
+    contract: TableContract, item: FileValidation, batch_size: int, store: BlobStore, warehouse: Warehouse
 ) -> dict:
     vanished = {}
     for column in contract.foreign_keys:
@@ -148,7 +148,7 @@ def _load_file(
     return {"loaded": written, "rejected": len(dropped), "error": None}
 
 
-def _without_vanished_references(batches, contract, vanished: dict, dropped: list):
+def _without_vanished_references(batches, contract: TableContract, vanished: dict, dropped: list):
     """The batches without the rows that point at an id removed since validation; those rows go
     to ``dropped`` with their reason. Parses the batches: only for a file that needs it."""
     from hr_pipeline.warehouse.facade import CsvBatch
@@ -175,7 +175,9 @@ def _without_vanished_references(batches, contract, vanished: dict, dropped: lis
             yield CsvBatch(kept.getvalue().encode(), rows)
 
 
-def _upload_load_rejects(store: BlobStore, item: FileValidation, contract, dropped: list) -> None:
+def _upload_load_rejects(
+    store: BlobStore, item: FileValidation, contract: TableContract, dropped: list
+) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerows([*map(spreadsheet_safe, row[:-1]), row[-1]] for row in dropped)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
+from hr_pipeline.contract.tables import TableContract
 from hr_pipeline.runtime.settings import (
     raw_container,
 )
@@ -71,13 +72,14 @@ def spreadsheet_safe(value: str) -> str:
 
 
 def ingest_lock(
-    table: str,
+    contract: TableContract,
     run_id: str,
     store: BlobStore,
     warehouse: Warehouse,
     run_has_ended: RunHasEnded | None = None,
 ) -> IngestLock:
     """The table's ingest lock for ``run_id``, fenced by the warehouse's writer lock of the table."""
+    table = contract.name
     return IngestLock(
         store,
         raw_container(),

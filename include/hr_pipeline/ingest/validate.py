@@ -9,7 +9,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from hr_pipeline.contract.tables import get_contract
+from hr_pipeline.contract.tables import TableContract, get_contract
 from hr_pipeline.ingest.archive import finish_archive
 from hr_pipeline.ingest.reader import (
     FileScan,
@@ -40,6 +40,7 @@ from hr_pipeline.storage import layout
 from hr_pipeline.storage.blob_store import BlobStore
 from hr_pipeline.storage.claims import (
     Claim,
+    IngestLock,
     RunHasEnded,
     adopt_leftovers,
     claim_files,
@@ -64,11 +65,11 @@ def validate_incoming(
     """Claim and validate every file waiting for ``table``; returns one ``FileValidation`` dict
     per file, in the order they must be loaded.
 
-    Takes the table's ingest lock (see ``claims``) and keeps it until ``archive_ingested``
-    releases it, unless there is nothing to ingest. ``run_has_ended`` tells whether another run
-    holding the lock has ended (then it takes the lock over, and adopts what that run left). A
-    file whose rejected share is
-    above ``max_reject_ratio`` (the DAG's param; here no limit by default) is not loaded.
+    Takes the table's ingest lock (see ``hr_pipeline.storage.claims``) and keeps it until
+    ``archive_ingested`` releases it, unless there is nothing to ingest. ``run_has_ended`` tells
+    whether another run holding the lock has ended (then it takes the lock over, and adopts what
+    that run left). A file whose rejected share is above ``max_reject_ratio`` (the DAG's param;
+    here no limit by default) is not loaded.
     """
     contract = get_contract(table)
     store = store or BlobStore()
@@ -76,43 +77,22 @@ def validate_incoming(
     container = raw_container()
     use_system_allocator()
     warehouse.ensure_tables()
-    wait_for_referenced_ingests(
-        store,
-        container,
-        table,
-        [column.references for column in contract.foreign_keys],
-        reference_wait_seconds(),
-        poll_seconds=reference_poll_seconds(),
-        run_has_ended=run_has_ended,
-    )
-    lock = ingest_lock(table, run_id, store, warehouse, run_has_ended)
-    lock.acquire(ingest_lock_timeout_seconds())
-    adopt_leftovers(
-        store,
-        container,
-        table,
-        run_id,
-        finish_archive=lambda manifest: finish_archive(manifest, store, warehouse, lock),
-    )
-    claims = claim_files(store, container, table, run_id)
+    lock = _take_ingest_lock(contract, run_id, store, warehouse, container, run_has_ended)
+    claims = claim_files(store, container, contract.name, run_id)
     log.info(
         "%d file(s) to ingest for %s: %s",
         len(claims),
-        table,
+        contract.name,
         ", ".join(claim.source for claim in claims) or "-",
     )
     if not claims:
         lock.release()
         return []
-    reference_keys = {
-        column.references: warehouse.key_values(column.references) for column in contract.foreign_keys
-    }
-    for referenced, keys in reference_keys.items():
-        log.info("Foreign keys of %s checked against %d ids of %s", table, len(keys), referenced)
+    reference_keys = _reference_keys(contract, warehouse)
     results = []
     for claim in claims:
         result = validate_file(
-            table,
+            contract,
             claim,
             run_id,
             day,
@@ -123,21 +103,66 @@ def validate_incoming(
         )
         _note_earlier_ingest(warehouse, result)
         results.append(result.to_dict())
+    _log_validated(contract, results)
+    return results
+
+
+def _take_ingest_lock(
+    contract: TableContract,
+    run_id: str,
+    store: BlobStore,
+    warehouse: Warehouse,
+    container: str,
+    run_has_ended: RunHasEnded | None,
+) -> IngestLock:
+    """The table's ingest lock, taken once the ingests of the tables it references are done (or
+    the wait ran out); what ended runs of the table left is adopted under it."""
+    wait_for_referenced_ingests(
+        store,
+        container,
+        contract.name,
+        [column.references for column in contract.foreign_keys],
+        reference_wait_seconds(),
+        poll_seconds=reference_poll_seconds(),
+        run_has_ended=run_has_ended,
+    )
+    lock = ingest_lock(contract, run_id, store, warehouse, run_has_ended)
+    lock.acquire(ingest_lock_timeout_seconds())
+    adopt_leftovers(
+        store,
+        container,
+        contract.name,
+        run_id,
+        finish_archive=lambda manifest: finish_archive(contract, manifest, store, warehouse, lock),
+    )
+    return lock
+
+
+def _reference_keys(contract: TableContract, warehouse: Warehouse) -> dict[str, set[int]]:
+    """The ids in the warehouse of each table ``contract``'s foreign keys reference."""
+    reference_keys = {
+        column.references: warehouse.key_values(column.references) for column in contract.foreign_keys
+    }
+    for referenced, keys in reference_keys.items():
+        log.info("Foreign keys of %s checked against %d ids of %s", contract.name, len(keys), referenced)
+    return reference_keys
+
+
+def _log_validated(contract: TableContract, results: list[dict]) -> None:
     log.info(
         "Validated %d file(s) of %s:\n%s",
         len(results),
-        table,
+        contract.name,
         "\n".join(
             f"  {r['source']}: {r['rows']} rows, {r['valid']} valid, {r['rejected']} rejected"
             + (f" (UNREADABLE: {r['unreadable_reason']})" if r["unreadable_reason"] else "")
             for r in results
         ),
     )
-    return results
 
 
 def validate_file(
-    table: str,
+    contract: TableContract,
     claim: Claim,
     run_id: str,
     day: str,
@@ -149,12 +174,32 @@ def validate_file(
     """Validate one claimed file, chunk by chunk: its valid rows (canonical CSV, zstd) and its
     rejects go to ``processing/`` for the load and archive steps. An unreadable file is moved
     whole to ``rejected/``."""
-    from hr_pipeline.ingest.expectations import ChunkValidator
+    result = _file_validation(contract, claim, run_id, day)
+    with tempfile.TemporaryDirectory(prefix="hr-ingest-") as work:
+        try:
+            local, file_scan = _scan_claimed(store, result, Path(work), contract)
+        except UnreadableFileError as error:
+            return _reject_whole_file(store, result, day, run_id, str(error), Path(work))
+        log.info(
+            "%s: %d records; %d id(s) occur more than once",
+            claim.source,
+            file_scan.records,
+            len(file_scan.duplicate_ids),
+        )
+        rejects_path = Path(work) / "rejects.csv"
+        referenced, broken_rules = _validate_rows(
+            store, result, local, file_scan, contract, reference_keys, chunk_rows, rejects_path
+        )
+        store.upload_file(raw_container(), result.rejects_blob, rejects_path)
+    result.referenced_ids = {table: sorted(ids) for table, ids in referenced.items()}
+    _judge_reject_share(result, broken_rules, max_reject_ratio)
+    return result
 
-    contract = get_contract(table)
-    container = raw_container()
-    source = claim.source
-    result = FileValidation(
+
+def _file_validation(contract: TableContract, claim: Claim, run_id: str, day: str) -> FileValidation:
+    """A claimed file's validation before any row is read: where its outputs go, nothing counted."""
+    table, source = contract.name, claim.source
+    return FileValidation(
         table=table,
         source=source,
         claimed_blob=claim.blob,
@@ -167,86 +212,110 @@ def validate_file(
         archive_blob=layout.archive_name(table, day, run_id, source),
         rejects_destination=layout.rejects_name(table, day, run_id, source),
     )
-    with tempfile.TemporaryDirectory(prefix="hr-ingest-") as work:
-        try:
-            local, file_scan = _scan_claimed(store, result, Path(work), contract)
-        except UnreadableFileError as error:
-            return _reject_whole_file(store, result, day, run_id, str(error), Path(work))
-        log.info(
-            "%s: %d records; %d id(s) occur more than once",
-            source,
-            file_scan.records,
-            len(file_scan.duplicate_ids),
+
+
+def _validate_rows(
+    store: BlobStore,
+    result: FileValidation,
+    local: Path,
+    file_scan: FileScan,
+    contract: TableContract,
+    reference_keys: dict[str, set[int]],
+    chunk_rows: int,
+    rejects_path: Path,
+) -> tuple[dict[str, set[int]], Counter]:
+    """The second pass over the scanned file: each chunk validated, its valid rows streamed to
+    ``result.valid_blob`` and its rejects written to ``rejects_path``, the counts into ``result``.
+    Returns (the ids the valid rows reference, by table; how often each rule was broken)."""
+    from hr_pipeline.ingest.expectations import ChunkValidator
+
+    container = raw_container()
+    validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
+    referenced: dict[str, set[int]] = {column.references: set() for column in contract.foreign_keys}
+    broken_rules: Counter = Counter()
+    # The valid rows go to Blob Storage as they are produced (uploaded by a background thread
+    # while the next chunk is validated), compressed with zstd: far fewer bytes to send and for
+    # the load to fetch, for little time per chunk. The rejects, usually few, are uploaded at the
+    # end.
+    with (
+        store.streaming_upload(container, result.valid_blob) as valid_upload,
+        open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file,
+    ):
+        valid_out = _ValidRowsOut(valid_upload)
+        rejects_writer = csv.writer(rejects_file, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        rejects_writer.writerow([*contract.column_names, "reason"])
+        # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated,
+        # and the valid rows of the last one are written (CSV, zstd) by another thread.
+        with InBackground(valid_out.write, waiting=1, name="write-valid-rows") as valid_rows:
+            chunks = read_chunks(local, contract, chunk_rows, plain=file_scan.plain_reader)
+            for chunk in read_ahead(chunks, 1, "read-chunks"):
+                checked = validator.validate(chunk)
+                valid_rows.put(checked.valid)
+                result.header_skipped |= chunk.header_skipped
+                _add_referenced_ids(referenced, contract, checked.valid)
+                _write_rejects(rejects_writer, checked.rejected, len(contract.columns), broken_rules)
+                _count_chunk(result, len(chunk), checked)
+                del chunk, checked  # one chunk validated at a time (one more read ahead)
+                release_arrow_memory()
+        # Raised inside the upload: the valid rows' blob is then never committed.
+        _check_every_row_counted(result)
+        valid_out.close()
+    log.info(
+        "%s: valid rows handed over in %s/%s (%d bytes, zstd)",
+        result.source,
+        container,
+        result.valid_blob,
+        valid_upload.bytes_written,
+    )
+    return referenced, broken_rules
+
+
+class _ValidRowsOut:
+    """The valid rows written as canonical CSV, compressed, into an upload; the CSV writer is
+    made for the first table written, as it needs its schema."""
+
+    def __init__(self, upload):
+        self._stream = compressed_stream(upload)
+        self._writer = None
+
+    def write(self, table) -> None:
+        if self._writer is None:
+            self._writer = _canonical_csv_writer(self._stream, table.schema)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        """The last compressed bytes, then the blob's commit."""
+        if self._writer is not None:
+            self._writer.close()
+        self._stream.close()
+
+
+def _count_chunk(result: FileValidation, rows: int, checked) -> None:
+    """A validated chunk's rows added to the file's counts, logged."""
+    result.rows += rows
+    result.valid += checked.valid_count
+    result.rejected += len(checked.rejected)
+    log.info(
+        "%s: %d rows read, %d valid, %d rejected so far",
+        result.source,
+        result.rows,
+        result.valid,
+        result.rejected,
+    )
+
+
+def _check_every_row_counted(result: FileValidation) -> None:
+    """docs/CONTRACT.md's invariant, never relaxed: every row read is either valid or rejected."""
+    if result.valid + result.rejected != result.rows:
+        raise IngestError(
+            f"{result.source}: {result.rows} rows read but {result.valid} valid + "
+            f"{result.rejected} rejected; refusing to continue"
         )
 
-        validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
-        referenced: dict[str, set[int]] = {column.references: set() for column in contract.foreign_keys}
-        broken_rules: Counter = Counter()
-        rejects_path = Path(work) / "rejects.csv"
-        # The valid rows go to Blob Storage as they are produced (uploaded by a background thread
-        # while the next chunk is validated), compressed with zstd: a tenth of the bytes to send
-        # and for the load to fetch, for a few milliseconds per chunk. The rejects, usually few,
-        # are uploaded at the end.
-        with (
-            store.streaming_upload(container, result.valid_blob) as valid_upload,
-            open(rejects_path, "w", newline="", encoding="utf-8") as rejects_file,
-        ):
-            valid_file = compressed_stream(valid_upload)
-            valid_writer = None
 
-            def write_valid(table) -> None:
-                nonlocal valid_writer
-                if valid_writer is None:
-                    valid_writer = _canonical_csv_writer(valid_file, table.schema)
-                valid_writer.write_table(table)
-
-            rejects_writer = csv.writer(rejects_file, lineterminator="\n", quoting=csv.QUOTE_ALL)
-            rejects_writer.writerow([*contract.column_names, "reason"])
-            # The next chunk is parsed (by Arrow, outside the GIL) while this one is validated,
-            # and the valid rows of the last one are written (CSV, zstd) by another thread.
-            with InBackground(write_valid, waiting=1, name="write-valid-rows") as valid_rows:
-                chunks = read_chunks(local, contract, chunk_rows, plain=file_scan.plain_reader)
-                for chunk in read_ahead(chunks, 1, "read-chunks"):
-                    checked = validator.validate(chunk)
-                    valid_rows.put(checked.valid)
-                    result.header_skipped |= chunk.header_skipped
-                    _add_referenced_ids(referenced, contract, checked.valid)
-                    _write_rejects(rejects_writer, checked.rejected, len(contract.columns), broken_rules)
-                    result.rows += len(chunk)
-                    result.valid += checked.valid_count
-                    result.rejected += len(checked.rejected)
-                    log.info(
-                        "%s: %d rows read, %d valid, %d rejected so far",
-                        source,
-                        result.rows,
-                        result.valid,
-                        result.rejected,
-                    )
-                    del chunk, checked  # one chunk validated at a time (one more read ahead)
-                    release_arrow_memory()
-            if result.valid + result.rejected != result.rows:  # docs/CONTRACT.md's invariant, never relaxed
-                # Raised inside the upload: the valid rows' blob is then never committed.
-                raise IngestError(
-                    f"{source}: {result.rows} rows read but {result.valid} valid + "
-                    f"{result.rejected} rejected; refusing to continue"
-                )
-            if valid_writer is not None:
-                valid_writer.close()
-            valid_file.close()  # the last compressed bytes, then the blob's commit
-        log.info(
-            "%s: valid rows handed over in %s/%s (%d bytes, zstd)",
-            source,
-            container,
-            result.valid_blob,
-            valid_upload.bytes_written,
-        )
-        store.upload_file(container, result.rejects_blob, rejects_path)
-    result.referenced_ids = {table: sorted(ids) for table, ids in referenced.items()}
-    _judge_reject_share(result, broken_rules, max_reject_ratio)
-    return result
-
-
-def _scan_claimed(store: BlobStore, result: FileValidation, work: Path, contract) -> tuple[Path, FileScan]:
+def _scan_claimed(
+    store: BlobStore, result: FileValidation, work: Path, contract: TableContract
+) -> tuple[Path, FileScan]:
     """The first pass over the claimed file, on the blocks as they download, keeping a local copy
     for the second: (the copy, the scan); the file's sha256 and size go into ``result``. A file
     with a record longer than the read block is downloaded whole and scanned by the plain reader.
@@ -272,7 +341,7 @@ def _scan_claimed(store: BlobStore, result: FileValidation, work: Path, contract
     return local, file_scan
 
 
-def _add_referenced_ids(referenced: dict[str, set[int]], contract, valid) -> None:
+def _add_referenced_ids(referenced: dict[str, set[int]], contract: TableContract, valid) -> None:
     """The ids the valid rows (an Arrow table) point at, added by referenced table."""
     import pyarrow.compute as pc
 
