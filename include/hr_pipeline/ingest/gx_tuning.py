@@ -10,10 +10,10 @@ any custom expectation).
   batch metadata that nothing here reads: most of its time per row on a large chunk.
 - The expectations the suite uses are subclasses whose ``configuration`` is built once per object
   instead of on each read: GX builds the expectation objects of a suite afresh for every
-  validation run and reads that property about 135 times per expectation and run, which made up a
-  third of GX's fixed cost per run. The objects are not changed during a run;
+  validation run and reads that property many times per expectation and run, a large share of
+  GX's fixed cost per run (figures in benchmarks/RESULTS.md). The objects are not changed during a run;
   ``test_gx_tuning`` holds the results equal to GX's own expectations.
-- Its INFO logging is silenced: nine lines in ten of a task's log.
+- Its INFO logging is silenced: most of the lines of a task's log.
 """
 
 from __future__ import annotations

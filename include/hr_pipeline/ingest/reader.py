@@ -426,8 +426,8 @@ def scan_blocks(blocks: Iterable[bytes], contract: TableContract) -> FileScan:
 
     Raises ``UnreadableFileError`` for a file that is not UTF-8 CSV text, before anything of it
     is loaded. Only the key column is converted, and ids are held as 32-bit integers, read by the
-    validation's own definition of an integer (``field_values.integer_values``), so a 5-million-row
-    file costs about 20 MB here. If a record is longer than Arrow's block the result says only
+    validation's own definition of an integer (``field_values.integer_values``): 4 bytes per
+    record here (figures in benchmarks/RESULTS.md). If a record is longer than Arrow's block the result says only
     ``plain_reader``: the caller scans a whole local copy of the file with ``scan``.
     """
     import pyarrow as pa
