@@ -53,6 +53,9 @@ META_ROWS = "hr.rows"
 META_INSTANT = "hr.instant"
 META_CONTRACT_VERSION = "hr.contract_version"
 BLOB_META_SHA256 = "sha256"
+# The table journal position a backup holds (warehouse.journal), in its header and blob metadata.
+META_JOURNAL_POSITION = "hr.journal_position"
+BLOB_META_POSITION = "journal_position"
 _NAME_PATTERN = re.compile(rf"^(?P<table>[a-z_]+)/(?P=table)-(?P<stamp>{NAME_STAMP_PATTERN})\.avro$")
 
 
@@ -321,13 +324,6 @@ def backup_table(
         size = path.stat().st_size
         digest = sha256_of(path)
         name = backup_blob_name(table_name, instant)
-        blob_metadata = {
-            "table": contract.name,
-            "rows": str(rows),
-            "instant": format_instant(instant),
-            "contract_version": str(contract.version),
-            BLOB_META_SHA256: digest,
-        }
         log.info(
             "%s: %d rows, %d bytes written to a local file; uploading to %s/%s",
             table_name,
@@ -336,25 +332,10 @@ def backup_table(
             container,
             name,
         )
-        from hr_pipeline.storage.blob_store import BlobExistsError
-
-        try:
-            # Never replace a backup: the read-back below would delete it if this one failed.
-            store.upload_file(container, name, path, metadata=blob_metadata, overwrite=False)
-        except BlobExistsError as error:
-            raise BackupError(
-                f"Backup {container}/{name} already exists (a backup of {table_name} taken at the same "
-                "instant); refusing to overwrite it"
-            ) from error
+        metadata = _backup_metadata(contract, rows, instant, digest)
+        _upload_new_backup(store, container, name, path, metadata, table_name)
         os.unlink(path)
-        try:
-            verify_backup(
-                store, container, name, expected_rows=rows, expected_sha256=digest, work_dir=Path(tmp)
-            )
-        except BackupError:
-            # A blob that failed its read-back is no backup: never leave it for a restore to pick.
-            store.delete(container, name)
-            raise
+        _verify_or_delete(store, container, name, rows, digest, Path(tmp))
     seconds = time.perf_counter() - started
     log.info(
         "%s: backup %s/%s verified: %d rows, %d bytes, sha256 %s, %.1f s",
@@ -377,6 +358,44 @@ def backup_table(
         contract.version,
         round(seconds, 3),
     )
+
+
+def _backup_metadata(contract: TableContract, rows: int, instant: datetime, digest: str) -> dict[str, str]:
+    """The metadata a backup blob carries: its table, rows, instant, contract version, sha256."""
+    return {
+        "table": contract.name,
+        "rows": str(rows),
+        "instant": format_instant(instant),
+        "contract_version": str(contract.version),
+        BLOB_META_SHA256: digest,
+    }
+
+
+def _upload_new_backup(
+    store, container: str, name: str, path: Path, metadata: dict[str, str], table_name: str
+) -> None:
+    """Upload the backup file ``path`` of ``table_name`` as ``container/name``, refusing to replace
+    a blob there."""
+    from hr_pipeline.storage.blob_store import BlobExistsError
+
+    try:
+        # Never replace a backup: the read-back after it would delete it if this one failed.
+        store.upload_file(container, name, path, metadata=metadata, overwrite=False)
+    except BlobExistsError as error:
+        raise BackupError(
+            f"Backup {container}/{name} already exists (a backup of {table_name} taken at the same "
+            "instant); refusing to overwrite it"
+        ) from error
+
+
+def _verify_or_delete(store, container: str, name: str, rows: int, digest: str, work_dir: Path) -> None:
+    """``verify_backup`` the uploaded blob; one that fails its read-back is deleted."""
+    try:
+        verify_backup(store, container, name, expected_rows=rows, expected_sha256=digest, work_dir=work_dir)
+    except BackupError:
+        # A blob that failed its read-back is no backup: never leave it for a restore to pick.
+        store.delete(container, name)
+        raise
 
 
 def verify_backup(

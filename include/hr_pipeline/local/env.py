@@ -5,12 +5,12 @@ dag-processor, triggerer, workers) and the plain `airflow` CLI agree with each o
 home, the metadata database, the DAG and plugin folders, the connections to the blob emulator and
 the warehouse, and the login of the UI / REST API.
 
-    from local_env import write_airflow_env
+    from hr_pipeline.local.env import write_airflow_env
     path = write_airflow_env(root)          # -> <root>/.local/airflow.env
     # then, in a shell:  set -a; . .local/airflow.env; set +a; airflow dags list
 
-CLI: ``python scripts/local_env.py [--root DIR] [--warehouse-uri JSON] [--blob-port N]`` writes the
-file and prints its path.
+CLI: ``python -m hr_pipeline.local.env [--root DIR] [--warehouse-uri JSON] [--blob-port N] [--api-port N]``
+writes the file and prints its path.
 
 Metadata database: SQLite (``<AIRFLOW_HOME>/airflow.db``). Airflow 3 runs LocalExecutor on SQLite
 (task processes no longer touch the metadata database; they talk to the api-server's execution
@@ -107,7 +107,17 @@ def airflow_env(
     """
     root = Path(root).resolve()
     airflow_home = Path(airflow_home).resolve()
-    api_url = f"http://127.0.0.1:{api_port}"
+    return {
+        **_core_settings(root, airflow_home, executor, metadata_uri),
+        **_api_settings(airflow_home, api_port, jwt_secret),
+        **_login_settings(airflow_home),
+        **_process_settings(log_server_port, trigger_log_server_port),
+        **_pipeline_settings(root, blob_port, warehouse_uri, raw_container, backups_container),
+    }
+
+
+def _core_settings(root: Path, airflow_home: Path, executor: str, metadata_uri: str | None) -> dict[str, str]:
+    """Airflow's home, the DAG and plugin folders, the executor and the metadata database."""
     return {
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
@@ -115,26 +125,49 @@ def airflow_env(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_uri or f"sqlite:///{airflow_home / 'airflow.db'}",
-        # The UI and REST API, and the execution API the task processes report to.
+    }
+
+
+def _api_settings(airflow_home: Path, api_port: int, jwt_secret: str | None) -> dict[str, str]:
+    """The UI and REST API, and the execution API the task processes report to (with lineage)."""
+    api_url = f"http://127.0.0.1:{api_port}"
+    return {
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": api_url,  # the links in alerts point at this stack's UI
-        # Lineage: the OpenLineage events of every task, with the datasets it read and wrote
-        # (hr_pipeline.ops.lineage), one JSON document a line in <AIRFLOW_HOME>/openlineage.jsonl.
+        **_lineage_settings(airflow_home),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret or secrets.token_urlsafe(32),
+    }
+
+
+def _lineage_settings(airflow_home: Path) -> dict[str, str]:
+    """Lineage: the OpenLineage events of every task, with the datasets it read and wrote
+    (hr_pipeline.ops.lineage), one JSON document a line in <AIRFLOW_HOME>/openlineage.jsonl."""
+    return {
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
             {"type": "file", "log_file_path": str(airflow_home / "openlineage.jsonl"), "append": True}
         ),
         "AIRFLOW__OPENLINEAGE__EXTRACTORS": "hr_pipeline.ops.lineage.HrAssetsExtractor",
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "hr-local",
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret or secrets.token_urlsafe(32),
-        # Login: Airflow 3's SimpleAuthManager with one known admin user (see write_passwords_file).
+    }
+
+
+def _login_settings(airflow_home: Path) -> dict[str, str]:
+    """Login: Airflow 3's SimpleAuthManager with one known admin user (see write_passwords_file)."""
+    return {
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
         ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / PASSWORDS_FILE_NAME),
+    }
+
+
+def _process_settings(log_server_port: int, trigger_log_server_port: int) -> dict[str, str]:
+    """The log servers, DAG parsing and how many task processes run at once."""
+    return {
         # The log servers of the workers and the triggerer (fixed ports by default: a second
         # stack on the same machine needs its own).
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port),
@@ -151,7 +184,14 @@ def airflow_env(
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
-        # Connections and containers of the pipeline (see docs/CONTRACT.md).
+    }
+
+
+def _pipeline_settings(
+    root: Path, blob_port: int, warehouse_uri: str | None, raw_container: str, backups_container: str
+) -> dict[str, str]:
+    """Connections and containers of the pipeline (see docs/CONTRACT.md)."""
+    return {
         "AIRFLOW_CONN_AZURE_BLOB": azurite_connection(blob_port),
         "AIRFLOW_CONN_WAREHOUSE": warehouse_uri
         or sqlite_warehouse_connection(root / ".local" / "warehouse.db"),
@@ -172,7 +212,7 @@ def write_passwords_file(airflow_home: Path, users: dict[str, str] | None = None
 def format_env_file(env: dict[str, str]) -> str:
     """KEY=VALUE lines, values quoted for the shell (``set -a; . FILE`` reads them back)."""
     lines = [
-        "# Written by scripts/local_env.py: the environment of the local Airflow stack.",
+        "# Written by hr_pipeline.local.env: the environment of the local Airflow stack.",
         "# Use it with:  set -a; . .local/airflow.env; set +a",
     ]
     lines += [f"{key}={shlex.quote(value)}" for key, value in env.items()]

@@ -208,53 +208,26 @@ class Warehouse:
         if not plan:
             yield
             return
+        with self._holding(plan, waiting_message):
+            yield
+
+    @contextmanager
+    def _holding(self, plan: list[tuple[str, str]], waiting_message: str) -> Iterator[None]:
+        """Hold the locks of ``plan`` (from ``lock_plan``) on a locker of their own for the
+        ``with`` body, then release them and close the locker (see ``table_locks``)."""
         held_here = _held_in_this_thread()
-        for table, _ in plan:
-            if (self.conn_id, table) in held_here:
-                raise WarehouseError(
-                    f"This thread already holds the lock on {table} (warehouse {self.conn_id!r}): "
-                    "table_locks does not nest on one table"
-                )
+        _refuse_nested(self.conn_id, plan, held_here)
         locker = self._table_locker()
         held: list[tuple[str, str]] = []
         try:
-            refused: list[int] = []
-            for index, (table, mode) in enumerate(plan):
-                if locker.try_acquire(table, mode):
-                    held.append((table, mode))
-                else:
-                    refused.append(index)
-            if refused:
-                # Keep only the locks before the first refused one: waiting while holding a lock
-                # that comes later in the global order could deadlock with another waiter.
-                first = refused[0]
-                for table, mode in reversed(held[first:]):
-                    locker.release(table, mode)
-                del held[first:]
-                busy = ", ".join(plan[index][0] for index in refused)
-                log.info(waiting_message.format(tables=busy, table=busy))
-                started = time.monotonic()
-                for table, mode in plan[first:]:
-                    locker.acquire(table, mode)
-                    held.append((table, mode))
-                log.info("got the lock on %s after waiting %.1f s", busy, time.monotonic() - started)
+            _acquire_in_order(locker, plan, held, waiting_message)
             held_here.update((self.conn_id, table) for table, _ in plan)
             try:
                 yield
             finally:
                 held_here.difference_update((self.conn_id, table) for table, _ in plan)
         finally:
-            for table, mode in reversed(held):
-                try:
-                    locker.release(table, mode)
-                except Exception as error:  # noqa: BLE001 - closing below releases it anyway
-                    log.warning(
-                        "releasing the lock on %s failed (%s: %s); closing its connection releases it",
-                        table,
-                        type(error).__name__,
-                        error,
-                    )
-            locker.close()
+            _release_all(locker, held)
 
     def _table_locker(self):
         return self.adapter.table_locker(self)
@@ -452,6 +425,59 @@ def _held_in_this_thread() -> set[tuple[str, str]]:
     if held is None:
         held = _THREAD_LOCKS.held = set()
     return held
+
+
+def _refuse_nested(conn_id: str, plan: list[tuple[str, str]], held_here: set[tuple[str, str]]) -> None:
+    """``WarehouseError`` if this thread already holds a lock of ``plan`` (waiting would wait for itself)."""
+    for table, _ in plan:
+        if (conn_id, table) in held_here:
+            raise WarehouseError(
+                f"This thread already holds the lock on {table} (warehouse {conn_id!r}): "
+                "table_locks does not nest on one table"
+            )
+
+
+def _acquire_in_order(
+    locker, plan: list[tuple[str, str]], held: list[tuple[str, str]], waiting_message: str
+) -> None:
+    """Take every lock of ``plan``, appending each to ``held`` as it is taken: first each without
+    waiting; if any is refused, log ``waiting_message`` once and wait for the rest in order."""
+    refused: list[int] = []
+    for index, (table, mode) in enumerate(plan):
+        if locker.try_acquire(table, mode):
+            held.append((table, mode))
+        else:
+            refused.append(index)
+    if not refused:
+        return
+    # Keep only the locks before the first refused one: waiting while holding a lock
+    # that comes later in the global order could deadlock with another waiter.
+    first = refused[0]
+    for table, mode in reversed(held[first:]):
+        locker.release(table, mode)
+    del held[first:]
+    busy = ", ".join(plan[index][0] for index in refused)
+    log.info(waiting_message.format(tables=busy, table=busy))
+    started = time.monotonic()
+    for table, mode in plan[first:]:
+        locker.acquire(table, mode)
+        held.append((table, mode))
+    log.info("got the lock on %s after waiting %.1f s", busy, time.monotonic() - started)
+
+
+def _release_all(locker, held: list[tuple[str, str]]) -> None:
+    """Release ``held`` in reverse order, then close the locker (which releases any left)."""
+    for table, mode in reversed(held):
+        try:
+            locker.release(table, mode)
+        except Exception as error:  # noqa: BLE001 - closing below releases it anyway
+            log.warning(
+                "releasing the lock on %s failed (%s: %s); closing its connection releases it",
+                table,
+                type(error).__name__,
+                error,
+            )
+    locker.close()
 
 
 def _size(batch) -> int:
