@@ -1,4 +1,4 @@
-"""Mounts the seed system's HTTP API (``hr_pipeline.api.app``) in Airflow's api-server at /hr.
+"""Mounts the pipeline's HTTP API (``hr_pipeline.api.app``) in Airflow's api-server at /hr.
 
 Endpoints, authentication and OpenAPI docs: see ``include/hr_pipeline/api/app.py``; the docs
 are served at ``/hr/docs`` (and ``/hr/openapi.json``).

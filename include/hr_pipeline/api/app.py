@@ -1,4 +1,4 @@
-"""The seed system's HTTP API, kept: a FastAPI app that Airflow's api-server mounts under ``/hr``
+"""The pipeline's HTTP API: a FastAPI app that Airflow's api-server mounts under ``/hr``
 (see ``plugins/hr_api_plugin.py``).
 
 =========================================  ==========================================================
@@ -52,7 +52,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -495,6 +495,81 @@ def _serve_docs_offline(app: FastAPI) -> None:
         )
 
 
+# -- the routes -----------------------------------------------------------------------------------
+pipeline_routes = APIRouter()
+
+
+@pipeline_routes.post(
+    "/api/ingest/{table_name}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TriggeredRun,
+    tags=["pipeline"],
+    summary="Ingest the files waiting under incoming/<table_name>/",
+    response_description=_QUEUED,
+    responses=_INGEST_RESPONSES,
+)
+def ingest(
+    table_name: TableName, user: UserDep, body: Annotated[NoParameters | None, Body()] = None
+) -> TriggeredRun:
+    # Authorized first: the 409 names a run, which only a user who may trigger it sees.
+    _authorize(user, "POST", INGEST_DAG, run_access=True)
+    refuse_a_second_waiting_ingest(table_name.value)
+    return trigger(INGEST_DAG, {"table_name": table_name.value}, user)
+
+
+@pipeline_routes.post(
+    "/api/backup/{table_name}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TriggeredRun,
+    tags=["pipeline"],
+    summary="Write an AVRO backup of the table",
+    response_description=_QUEUED,
+    responses=_TRIGGER_RESPONSES,
+)
+def backup(
+    table_name: TableName, user: UserDep, body: Annotated[NoParameters | None, Body()] = None
+) -> TriggeredRun:
+    return trigger(BACKUP_DAG, {"tables": [table_name.value]}, user)
+
+
+@pipeline_routes.post(
+    "/api/restore/{table_name}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TriggeredRun,
+    tags=["pipeline"],
+    summary="Replace the table's rows with a backup's",
+    response_description=_QUEUED,
+    responses=_TRIGGER_RESPONSES,
+)
+def restore(
+    table_name: TableName, user: UserDep, request: Annotated[RestoreRequest | None, Body()] = None
+) -> TriggeredRun:
+    request = request or RestoreRequest()
+    check_backup_name(table_name.value, request.backup)
+    conf = {
+        "table_name": table_name.value,
+        "backup": request.backup,
+        "as_of": request.as_of.isoformat() if request.as_of else None,
+    }
+    return trigger(RESTORE_DAG, conf, user)
+
+
+def _add_metric_routes(app: FastAPI) -> None:
+    """``GET /api/metrics/<name, dashed>`` for each metric of ``SERVED_METRICS``."""
+    for table, (model_name, summary) in SERVED_METRICS.items():
+        app.add_api_route(
+            f"/api/metrics/{table.replace('_', '-')}",
+            _metric_reader(table),
+            methods=["GET"],
+            response_model=list[metric_model(metrics.METRICS[table], model_name)],
+            tags=["metrics"],
+            summary=summary,
+            response_description="The metric table's rows, in the metric's order.",
+            responses=_METRIC_RESPONSES,
+            name=table,  # FastAPI builds the operation id from it: quarterly_hires_2021_api_metrics_...
+        )
+
+
 def create_app(max_body: int | None = None) -> FastAPI:
     """The app; ``max_body``: the body size limit in bytes (default: ``max_body_bytes()``)."""
     limit = max_body if max_body is not None else max_body_bytes()
@@ -509,72 +584,8 @@ def create_app(max_body: int | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit, limit=limit)
     _serve_docs_offline(app)
-
-    @app.post(
-        "/api/ingest/{table_name}",
-        status_code=status.HTTP_202_ACCEPTED,
-        response_model=TriggeredRun,
-        tags=["pipeline"],
-        summary="Ingest the files waiting under incoming/<table_name>/",
-        response_description=_QUEUED,
-        responses=_INGEST_RESPONSES,
-    )
-    def ingest(
-        table_name: TableName, user: UserDep, body: Annotated[NoParameters | None, Body()] = None
-    ) -> TriggeredRun:
-        # Authorized first: the 409 names a run, which only a user who may trigger it sees.
-        _authorize(user, "POST", INGEST_DAG, run_access=True)
-        refuse_a_second_waiting_ingest(table_name.value)
-        return trigger(INGEST_DAG, {"table_name": table_name.value}, user)
-
-    @app.post(
-        "/api/backup/{table_name}",
-        status_code=status.HTTP_202_ACCEPTED,
-        response_model=TriggeredRun,
-        tags=["pipeline"],
-        summary="Write an AVRO backup of the table",
-        response_description=_QUEUED,
-        responses=_TRIGGER_RESPONSES,
-    )
-    def backup(
-        table_name: TableName, user: UserDep, body: Annotated[NoParameters | None, Body()] = None
-    ) -> TriggeredRun:
-        return trigger(BACKUP_DAG, {"tables": [table_name.value]}, user)
-
-    @app.post(
-        "/api/restore/{table_name}",
-        status_code=status.HTTP_202_ACCEPTED,
-        response_model=TriggeredRun,
-        tags=["pipeline"],
-        summary="Replace the table's rows with a backup's",
-        response_description=_QUEUED,
-        responses=_TRIGGER_RESPONSES,
-    )
-    def restore(
-        table_name: TableName, user: UserDep, request: Annotated[RestoreRequest | None, Body()] = None
-    ) -> TriggeredRun:
-        request = request or RestoreRequest()
-        check_backup_name(table_name.value, request.backup)
-        conf = {
-            "table_name": table_name.value,
-            "backup": request.backup,
-            "as_of": request.as_of.isoformat() if request.as_of else None,
-        }
-        return trigger(RESTORE_DAG, conf, user)
-
-    for table, (model_name, summary) in SERVED_METRICS.items():
-        app.add_api_route(
-            f"/api/metrics/{table.replace('_', '-')}",
-            _metric_reader(table),
-            methods=["GET"],
-            response_model=list[metric_model(metrics.METRICS[table], model_name)],
-            tags=["metrics"],
-            summary=summary,
-            response_description="The metric table's rows, in the metric's order.",
-            responses=_METRIC_RESPONSES,
-            name=table,  # FastAPI builds the operation id from it: quarterly_hires_2021_api_metrics_...
-        )
-
+    app.include_router(pipeline_routes)
+    _add_metric_routes(app)
     return app
 
 
