@@ -32,7 +32,7 @@ class Measurement:
 
 
 def generate_hires_csv(path: Path, rows: int, departments: int = 12, jobs: int = 183, seed: int = 7) -> Path:
-    """A hired_employees extract of ``rows`` valid rows (ids 1..rows), in the SPEC's format."""
+    """A hired_employees extract of ``rows`` valid rows (ids 1..rows), in the contract's format (docs/CONTRACT.md)."""
     if path.exists() and path.stat().st_size > 0 and path.with_suffix(".rows").read_text() == str(rows):
         return path
     rng = random.Random(seed)

@@ -4,7 +4,7 @@ table, with no click.
 Each table's landing asset is watched in the triggerer (``hr_pipeline.storage.landing``): files landing
 together make one event, so one run. Several tables landing at once start their ingests in the
 contract's order (departments, jobs, then hired_employees, which also waits for the ingests of the
-tables it references). Runs started by hand, from the UI or the REST API, work as before.
+tables it references). Runs started by hand, from the UI or the REST API, are unaffected.
 Switch it off with ``HR_INGEST_ON_LANDING=false`` (then the assets have no watcher).
 """
 

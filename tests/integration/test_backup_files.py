@@ -24,7 +24,7 @@ def fill(warehouse, table, rows):
         warehouse.upsert_batch(connection, get_contract(table), rows)
 
 
-def test_blob_names_follow_the_spec():
+def test_blob_names_follow_the_contract():
     instant = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
     name = backup.backup_blob_name("jobs", instant)
     assert name == "jobs/jobs-20260102T030405.678901Z.avro"

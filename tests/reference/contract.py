@@ -315,7 +315,7 @@ METRIC_NAMES = (
 
 
 def reference_metrics(tables: dict[str, dict[int, tuple]]) -> dict[str, list[tuple]]:
-    """The four published tables, in their SPEC order, from the final tables."""
+    """The four published tables, in the contract's order, from the final tables."""
     departments = {key: row[1] for key, row in tables.get("departments", {}).items()}
     jobs = {key: row[1] for key, row in tables.get("jobs", {}).items()}
     hires = tables.get("hired_employees", {}).values()

@@ -144,7 +144,7 @@ def test_shipped_env_configures_the_key_vault_backend():
         assert variable not in env
         assert f"{variable}_CMD" not in env
         assert f"{kwargs['config_prefix']}-{env[f'{variable}_SECRET']}" == secret
-    # Containers named as in SPEC.md; nothing secret in the file.
+    # Containers named as in docs/CONTRACT.md; nothing secret in the file.
     assert env["AZURE_BLOB_CONTAINER_RAW_DATA"] == "raw-data"
     assert env["AZURE_BLOB_CONTAINER_BACKUPS"] == "backups"
     assert not any(k.startswith("AIRFLOW_CONN_") for k in env), "connections belong in Key Vault"

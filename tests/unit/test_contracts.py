@@ -9,7 +9,7 @@ from hr_pipeline.contract.tables import CONTRACTS, TABLE_NAMES, get_contract
 from hr_pipeline.warehouse.dialects import DIALECTS, MSSQL, POSTGRES, SQLITE, adapter_for
 
 
-def test_the_specs_tables_and_columns_in_csv_order():
+def test_the_contracts_tables_and_columns_in_csv_order():
     assert TABLE_NAMES == ("departments", "jobs", "hired_employees")
     assert CONTRACTS["departments"].column_names == ("id", "department")
     assert CONTRACTS["jobs"].column_names == ("id", "job")

@@ -1,4 +1,4 @@
-"""docker-compose.yaml agrees with SPEC.md, with the local stack and with .env.example, and ships
+"""docker-compose.yaml agrees with docs/CONTRACT.md, with the local stack and with .env.example, and ships
 no secret.
 
 Docker cannot run here (no engine), so the file is checked as data: services, anchors, volumes,
@@ -269,7 +269,7 @@ def test_named_volumes_are_declared(compose):
     assert used == declared
 
 
-# -- connections and names: SPEC.md, the local stack, .env.example ---------------------------------
+# -- connections and names: docs/CONTRACT.md, the local stack, .env.example -----------------------
 
 
 @pytest.mark.parametrize("variables", ["generated_env", "secrets_only"])

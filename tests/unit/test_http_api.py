@@ -1,4 +1,4 @@
-"""The seed's HTTP API app on its own (no api-server): its routes, its OpenAPI document, that
+"""The HTTP API app on its own (no api-server): its routes, its OpenAPI document, that
 nothing answers without Airflow's authentication, what it refuses before queueing a run, and its
 check for a waiting ingest run against a real Airflow metadata database (SQLite). The stack tests
 (tests/stack/test_hr_api_plugin.py) run it mounted in a real api-server with real tokens."""

@@ -15,7 +15,7 @@ from hr_pipeline import metrics
 from hr_pipeline.metrics import METRICS, MetricDefinitionError, MetricTable, publish_plan
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SPEC_COLUMNS = {
+CONTRACT_COLUMNS = {
     "quarterly_hires_2021": ("department", "job", "q1", "q2", "q3", "q4"),
     "departments_above_mean_2021": ("id", "department", "hired"),
     "hires_by_quarter": ("year", "department", "job", "q1", "q2", "q3", "q4"),
@@ -23,8 +23,8 @@ SPEC_COLUMNS = {
 }
 
 
-def test_the_published_tables_are_the_specs():
-    assert {name: metric.column_names for name, metric in METRICS.items()} == SPEC_COLUMNS
+def test_the_published_tables_are_the_contracts():
+    assert {name: metric.column_names for name, metric in METRICS.items()} == CONTRACT_COLUMNS
     for metric in metrics.METRIC_TABLES:
         assert metric.sql_path.is_file(), metric.sql_path
 
@@ -87,7 +87,7 @@ def test_postgres_keeps_the_definition_as_written():
     assert plan.build[0] == "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"  # one snapshot
     assert 'EXTRACT(QUARTER FROM "datetime")' in "\n".join(plan.build)
     query = metrics.metric_query(METRICS["hires_by_quarter"], "postgres")
-    assert sqlglot.parse_one(query, read="postgres").named_selects == list(SPEC_COLUMNS["hires_by_quarter"])
+    assert sqlglot.parse_one(query, read="postgres").named_selects == list(CONTRACT_COLUMNS["hires_by_quarter"])
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mssql"])

@@ -197,7 +197,7 @@ def test_every_statement_the_warehouse_sends_parses(mssql_warehouse):
     assert not any("ON CONFLICT" in sql.upper() for sql in connection.sent)
 
 
-# -- statements of the restore and of the metrics (modules of other engineers) --------------------
+# -- statements of the restore and of the metrics ------------------------------------------------
 
 
 @contracts

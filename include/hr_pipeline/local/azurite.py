@@ -13,15 +13,15 @@ else any free port (the start says so). In ``<data folder>``: ``azurite.pid``, `
 
 CLI (``scripts/azurite.sh`` runs it)::
 
-    azurite.py start|stop|status|port [DATA_DIR] [PORT]
+    python -m hr_pipeline.local.azurite start|stop|status|port [DATA_DIR] [PORT]
 
-From Python (``scripts/`` on sys.path)::
+From Python (``from hr_pipeline.local import azurite``)::
 
     instance = azurite.start(data_dir)      # Instance(pid, port, data_dir, started, note)
     azurite.own_instance(data_dir)          # the running instance of this folder, or None
     azurite.stop(data_dir)                  # True when it stopped one
 
-Standard library only.
+The standard library, and psutil through ``hr_pipeline.local.ports``.
 """
 
 from __future__ import annotations

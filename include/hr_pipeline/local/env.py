@@ -13,7 +13,7 @@ CLI: ``python -m hr_pipeline.local.env [--root DIR] [--warehouse-uri JSON] [--bl
 writes the file and prints its path.
 
 Metadata database: SQLite (``<AIRFLOW_HOME>/airflow.db``). Airflow 3 runs LocalExecutor on SQLite
-(task processes no longer touch the metadata database; they talk to the api-server's execution
+(task processes do not touch the metadata database; they talk to the api-server's execution
 API, and ``airflow standalone`` uses the same pair), which is enough for one developer's stack.
 A stack that needs concurrent schedulers or Celery workers passes a PostgreSQL ``metadata_uri``.
 """

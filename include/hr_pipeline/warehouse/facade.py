@@ -49,7 +49,7 @@ def csv_batches(blocks: Iterable[bytes], batch_size: int) -> Iterator[CsvBatch]:
     open at that point, i.e. unless an odd number of quotes precedes it (a quote inside a quoted
     field is doubled, so it never changes the parity). Vectorised with numpy, a block at a time:
     the quotes before each newline are counted by a binary search in the quotes' positions
-    (half the CPU of a running count over every byte; the load's COPYs need that CPU more).
+    (less CPU than a running count over every byte, CPU that the load's COPYs need more).
     """
     import numpy as np
 
