@@ -87,7 +87,9 @@ def test_postgres_keeps_the_definition_as_written():
     assert plan.build[0] == "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"  # one snapshot
     assert 'EXTRACT(QUARTER FROM "datetime")' in "\n".join(plan.build)
     query = metrics.metric_query(METRICS["hires_by_quarter"], "postgres")
-    assert sqlglot.parse_one(query, read="postgres").named_selects == list(CONTRACT_COLUMNS["hires_by_quarter"])
+    assert sqlglot.parse_one(query, read="postgres").named_selects == list(
+        CONTRACT_COLUMNS["hires_by_quarter"]
+    )
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mssql"])
