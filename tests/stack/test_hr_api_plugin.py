@@ -1,4 +1,4 @@
-"""The seed system's HTTP API, kept as an Airflow plugin (``plugins/hr_api_plugin.py``), on the
+"""The pipeline's HTTP API, served as an Airflow plugin (``plugins/hr_api_plugin.py``), on the
 real stack: mounted at /hr by the api-server, protected by Airflow's own authentication, and
 triggering the same DAGs as the REST API. Nothing is mocked."""
 

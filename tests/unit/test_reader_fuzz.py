@@ -1,6 +1,6 @@
 """Bounded fuzz of the reader and the validator, function by function, against the reference.
 
-Each generated file goes through the same calls as ``hr_pipeline.ingest.validate_file``, without
+Each generated file goes through the same calls as ``hr_pipeline.ingest.validate.validate_file``, without
 Blob Storage: ``scan_blocks`` on the bytes cut into blocks of random sizes (as a download
 delivers them; ``scan_plain`` when it asks for the plain reader), then ``read_chunks`` and a
 ``ChunkValidator`` per file, with small Arrow read blocks (``HR_READ_BLOCK_BYTES``, 1-4 KiB) and

@@ -1,4 +1,4 @@
-"""Each rule of the SPEC, checked through the Great Expectations suite built from the contract."""
+"""Each rule of the contract (docs/CONTRACT.md), checked through the Great Expectations suite built from the contract."""
 
 import pytest
 

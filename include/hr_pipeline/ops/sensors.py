@@ -10,7 +10,7 @@ If there are none:
   took them) ends at once, skipped, naming the run that took them;
 - a run while another run of the table is already waiting joins that one: it ends, skipped,
   naming it (files that land are that run's; one waiting run per table);
-- otherwise it becomes the table's waiting run (``blob_layout.waiting_marker_name``) and waits
+- otherwise it becomes the table's waiting run (``storage.layout.waiting_marker_name``) and waits
   in the triggerer, through the provider's ``WasbPrefixSensorTrigger``, for at most its wait.
   When the wait runs out it leaves its place and looks once more: a file that landed while a
   newer run yielded to this one is ingested, not left behind.

@@ -2,7 +2,7 @@
 
 Runs of different tables never wait on each other. Runs of one table take turns: from the claim of
 its files to their archiving, one run holds the table's **ingest lock**, a blob
-(``blob_layout.lock_name``) created only if absent and naming the run. So a file is claimed by one
+(``storage.layout.lock_name``) created only if absent and naming the run. So a file is claimed by one
 run only, and a table's files are loaded in the order they were claimed, whichever run claims them.
 
 - **Claiming** moves each waiting file, in name order, from ``incoming/`` into the run's own
