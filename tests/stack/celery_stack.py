@@ -31,19 +31,14 @@ from pathlib import Path
 import psycopg
 
 from hr_pipeline.local import stack as local_stack
+from stack_support import POSTGRES_DSN, postgres_url
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parents[1]
 
 
-POSTGRES_DSN = os.environ.get("HR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("HR_TEST_REDIS", "redis://127.0.0.1:6379/5")
 StackError = local_stack.StackError
-
-
-def _pg_url(database: str, scheme: str) -> str:
-    server = POSTGRES_DSN.split("://", 1)[1].rsplit("/", 1)[0]
-    return f"{scheme}://{server}/{database}"
 
 
 def free_port() -> int:
@@ -81,7 +76,7 @@ class CeleryStack:
         env = {
             "PYTHONPATH": str(HERE),  # the test DAGs' helper module
             "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
-            "AIRFLOW__CELERY__RESULT_BACKEND": _pg_url(self.database, "db+postgresql"),
+            "AIRFLOW__CELERY__RESULT_BACKEND": postgres_url(self.database, "db+postgresql"),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_hostname.hostname",
@@ -102,7 +97,7 @@ class CeleryStack:
             blob_port=free_port(),
             executor="CeleryExecutor",
             warehouse_uri=self.warehouse_uri,
-            metadata_uri=_pg_url(self.database, "postgresql+psycopg2"),
+            metadata_uri=postgres_url(self.database, "postgresql+psycopg2"),
             extra_env=env,
             extra_components={
                 self.component(name): [
@@ -264,14 +259,14 @@ class CeleryStack:
              WHERE dag_id = %(d)s AND run_id = %(r)s
             ORDER BY 1, 2, 3
         """
-        with psycopg.connect(_pg_url(self.database, "postgresql")) as conn:
+        with psycopg.connect(postgres_url(self.database, "postgresql")) as conn:
             rows = conn.execute(sql, {"d": dag_id, "r": run_id}).fetchall()
         keys = ("task_id", "map_index", "try_number", "state", "hostname")
         return [dict(zip(keys, row)) for row in rows]
 
     def running_task_on(self, worker: str) -> list[dict]:
         """Task instances now running whose hostname is ``worker``'s."""
-        with psycopg.connect(_pg_url(self.database, "postgresql")) as conn:
+        with psycopg.connect(postgres_url(self.database, "postgresql")) as conn:
             rows = conn.execute(
                 "SELECT dag_id, run_id, task_id, map_index, try_number, hostname FROM task_instance"
                 " WHERE state = 'running' AND hostname LIKE %s",

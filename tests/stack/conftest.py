@@ -1,9 +1,11 @@
 """One real local Airflow stack per test session, driven as a user would (REST API, blob uploads).
 
 The stack is the topology of `make up` (api-server, scheduler, dag-processor, triggerer, Azurite;
-LocalExecutor, SQLite metadata), started by ``hr_pipeline.local.stack`` with everything private to the
-session: AIRFLOW_HOME in a temporary directory, free ports, its own Azurite, and a fresh
-PostgreSQL database as the warehouse (dropped at the end). Its failure alerts go to the session's
+LocalExecutor), started by ``hr_pipeline.local.stack`` with everything private to the session:
+AIRFLOW_HOME in a temporary directory, free ports, its own Azurite, and two fresh PostgreSQL
+databases, the warehouse and Airflow's metadata (both dropped at the end). The metadata is in
+PostgreSQL, as in production, because SQLite takes one writer at a time: a trigger through the
+API while the scheduler writes can fail with "database is locked" (a 500 to the caller). Its failure alerts go to the session's
 own SMTP server and HTTP sink (``alert_sinks``), through ``AIRFLOW_CONN_HR_ALERTS_SMTP`` /
 ``_WEBHOOK`` exported in the environment that starts it, as the README tells an operator to do
 for `make up`. Helpers: ``stack_support.py``.
@@ -34,6 +36,7 @@ from stack_support import (
     free_port,
     local_env,
     parse_instant,
+    postgres_url,
     skip_or_fail,
     stack_driver,
     wait_for_metrics_run,
@@ -65,8 +68,10 @@ def local_stack(alert_sinks):
     if shutil.which("node") is None:
         skip_or_fail("Node.js is not installed: Azurite cannot run")
     admin = _postgres_admin()
-    database = f"hr_stack_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{database}"')
+    suffix = uuid.uuid4().hex[:12]
+    database, metadata_database = f"hr_stack_{suffix}", f"hr_stack_airflow_{suffix}"
+    for name in (database, metadata_database):
+        admin.execute(f'CREATE DATABASE "{name}"')
     state_dir = Path(tempfile.mkdtemp(prefix="hr-stack-"))
     config = stack_driver.StackConfig(
         state_dir=state_dir,
@@ -76,6 +81,7 @@ def local_stack(alert_sinks):
         trigger_log_server_port=free_port(),
         executor="LocalExecutor",
         warehouse_uri=local_env.postgres_warehouse_connection(database),
+        metadata_uri=postgres_url(metadata_database, "postgresql+psycopg2"),
         # The tests trigger runs themselves; ingest_on_landing stays paused until the test of
         # ingest on landing unpauses it (else it would race the tests' own runs for the files).
         extra_env={"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"},
@@ -99,7 +105,8 @@ def local_stack(alert_sinks):
         if api is not None:
             api.close()
         stack.stop()
-        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for name in (database, metadata_database):
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
         if not os.environ.get("HR_KEEP_STACK_STATE"):
             shutil.rmtree(state_dir, ignore_errors=True)

@@ -2,9 +2,9 @@
 the warehouse's SQL). The fixtures that start it are in conftest.py beside this file.
 
 The stack is the topology of `make up` (api-server, scheduler, dag-processor, triggerer, Azurite;
-LocalExecutor, SQLite metadata), started by ``hr_pipeline.local.stack`` with everything private to the
-session: AIRFLOW_HOME in a temporary directory, free ports, its own Azurite, and a fresh
-PostgreSQL database as the warehouse (dropped at the end).
+LocalExecutor), started by ``hr_pipeline.local.stack`` with everything private to the session:
+AIRFLOW_HOME in a temporary directory, free ports, its own Azurite, and fresh PostgreSQL
+databases for the warehouse and Airflow's metadata (dropped at the end).
 
 Fixtures build on each other so that every module can ask only for what it needs and the work
 is done once: ``local_stack`` (started, healthy) -> ``ingested`` (the real extracts uploaded and
@@ -35,6 +35,12 @@ SAMPLE_DATA = PROJECT_ROOT / "include" / "sample_data"
 TABLES = ("departments", "jobs", "hired_employees")  # load order: hires reference the others
 DAG_IDS = ("ingest_table", "backup_tables", "restore_table", "publish_metrics")
 POSTGRES_DSN = os.environ.get("HR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_url(database: str, scheme: str) -> str:
+    """The URL of ``database`` on the test server, with ``scheme`` (a SQLAlchemy dialect+driver)."""
+    server = POSTGRES_DSN.split("://", 1)[1].rsplit("/", 1)[0]
+    return f"{scheme}://{server}/{database}"
 
 # The stacks of this session pass their caller's alert connections on (as `make up` does): they
 # must alert this session's own servers, never the channels of whoever runs the suite.
