@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from stack_support import POSTGRES_DSN, postgres_url
 
 from hr_pipeline.local import stack as local_stack
-from stack_support import POSTGRES_DSN, postgres_url
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parents[1]

@@ -42,6 +42,7 @@ def postgres_url(database: str, scheme: str) -> str:
     server = POSTGRES_DSN.split("://", 1)[1].rsplit("/", 1)[0]
     return f"{scheme}://{server}/{database}"
 
+
 # The stacks of this session pass their caller's alert connections on (as `make up` does): they
 # must alert this session's own servers, never the channels of whoever runs the suite.
 for _name in local_env.alert_variables(os.environ):
