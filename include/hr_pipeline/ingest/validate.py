@@ -27,6 +27,7 @@ from hr_pipeline.ingest.run import (
     ingest_lock,
     spreadsheet_safe,
 )
+from hr_pipeline.runtime.progress import Progress
 from hr_pipeline.runtime.settings import (
     ingest_lock_timeout_seconds,
     raw_container,
@@ -233,6 +234,8 @@ def _validate_rows(
     validator = ChunkValidator(contract, reference_keys, file_scan.duplicate_ids)
     referenced: dict[str, set[int]] = {column.references: set() for column in contract.foreign_keys}
     broken_rules: Counter = Counter()
+    # The scan counted the records: the line can say how far along the file is and when it ends.
+    progress = Progress(f"validate {result.source}", total=file_scan.records, logger=log)
     # The valid rows go to Blob Storage as they are produced (uploaded by a background thread
     # while the next chunk is validated), compressed with zstd: far fewer bytes to send and for
     # the load to fetch, for little time per chunk. The rejects, usually few, are uploaded at the
@@ -255,11 +258,13 @@ def _validate_rows(
                 _add_referenced_ids(referenced, contract, checked.valid)
                 _write_rejects(rejects_writer, checked.rejected, len(contract.columns), broken_rules)
                 _count_chunk(result, len(chunk), checked)
+                progress.advance(len(chunk))
                 del chunk, checked  # one chunk validated at a time (one more read ahead)
                 release_arrow_memory()
         # Raised inside the upload: the valid rows' blob is then never committed.
         _check_every_row_counted(result)
         valid_out.close()
+    progress.finish()
     log.info(
         "%s: valid rows handed over in %s/%s (%d bytes, zstd)",
         result.source,
