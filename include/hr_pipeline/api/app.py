@@ -9,6 +9,9 @@
 ``GET /hr/api/metrics/departments-above-mean-2021``    reads ``departments_above_mean_2021``
 =========================================  ==========================================================
 
+Pages for Airflow's UI ("HR metrics", "Data quality") are served under ``/hr/pages/`` (see
+``hr_pipeline.api.pages``), with the same authentication; they are not part of the OpenAPI document.
+
 Each metric of ``SERVED_METRICS`` is served at ``GET /hr/api/metrics/<its name, dashed>``, with the
 columns, types and order of its definition in ``hr_pipeline.metrics``.
 
@@ -586,6 +589,10 @@ def create_app(max_body: int | None = None) -> FastAPI:
     _serve_docs_offline(app)
     app.include_router(pipeline_routes)
     _add_metric_routes(app)
+    # Imported here: the pages' routes use this module's authentication, defined above.
+    from hr_pipeline.api.pages.routes import add_pages
+
+    add_pages(app)
     return app
 
 
