@@ -59,7 +59,8 @@ def test_backups_named_to_the_second_are_still_listed():
 def test_backup_file_has_typed_schema_header_and_every_row(warehouse, tmp_path):
     fill(warehouse, "hired_employees", HIRES)
     path = tmp_path / "hires.avro"
-    rows, instant = backup.write_backup_file("hired_employees", path, warehouse, chunk_rows=4)
+    read = backup.write_backup_file("hired_employees", path, warehouse, chunk_rows=4)
+    rows, instant = read.rows, read.instant
     assert rows == len(HIRES)
     with open(path, "rb") as handle:
         reader = fastavro.reader(handle)

@@ -12,8 +12,12 @@ replaces another: one whose name is taken is refused.
 - Rows are streamed in chunks (``chunk_rows``) from the cursor through a generator into
   ``fastavro.writer`` (deflate) writing a local temporary file: memory stays bounded whatever the
   table's size.
-- The AVRO header carries the table, the row count, the instant and the contract version; the
-  blob's metadata carries the same plus the sha256 of the file.
+- The backup's instant is the warehouse's clock read inside the snapshot, after the statement that
+  fixed it, with the table's journal position: every change the backup holds (journal rows up to
+  that position) committed before that instant, by the clock the journal stamps its rows with
+  (``backup.point_in_time``). SQLite's clock counts milliseconds.
+- The AVRO header carries the table, the row count, the instant, the contract version and the
+  journal position; the blob's metadata carries the same plus the sha256 of the file.
 - After the upload the blob is read back: its sha256 and its record count (summed from the AVRO
   blocks, without decoding the records) must match what was written.
 """
@@ -34,6 +38,7 @@ from typing import Any
 
 from hr_pipeline.contract.instants import (
     NAME_STAMP_PATTERN,
+    as_utc,
     format_instant,
     format_name_stamp,
     parse_instant,
@@ -42,6 +47,7 @@ from hr_pipeline.contract.instants import (
 )
 from hr_pipeline.contract.tables import ColumnType, TableContract, avro_schema, get_contract
 from hr_pipeline.runtime import settings
+from hr_pipeline.warehouse import journal
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,8 @@ META_ROWS = "hr.rows"
 META_INSTANT = "hr.instant"
 META_CONTRACT_VERSION = "hr.contract_version"
 BLOB_META_SHA256 = "sha256"
-# The table journal position a backup holds (warehouse.journal), in its header and blob metadata.
+# The table journal position a backup holds (warehouse.journal), in its header and blob metadata:
+# the changes it holds are exactly those up to that position (``backup.point_in_time``).
 META_JOURNAL_POSITION = "hr.journal_position"
 BLOB_META_POSITION = "journal_position"
 _NAME_PATTERN = re.compile(rf"^(?P<table>[a-z_]+)/(?P=table)-(?P<stamp>{NAME_STAMP_PATTERN})\.avro$")
@@ -180,17 +187,21 @@ class _Snapshot:
         self.connection = None
         self.instant: datetime | None = None
         self.row_count = 0
+        self.journal_position = 0
 
     def __enter__(self) -> _Snapshot:
         self.connection = self.warehouse.connect()
         try:
             self.adapter.begin_snapshot(self.connection)
-            # The instant is read just before the statement that fixes the snapshot (the first
-            # statement of the transaction): every commit before it is in the backup.
-            self.instant = datetime.now(timezone.utc)
             cursor = self.connection.cursor()
             cursor.execute(self.adapter.count_rows(self.contract.name))
             self.row_count = int(cursor.fetchone()[0])
+            # After the statement that fixed the snapshot (the first of the transaction): the
+            # clock is at or after it, so every change the snapshot holds committed before it.
+            cursor.execute(journal.snapshot_sql(self.adapter), (self.contract.name,))
+            position, clock = cursor.fetchone()
+            self.journal_position = int(position)
+            self.instant = as_utc(parse_stored_timestamp(clock))
             cursor.close()
         except BaseException:
             self.connection.close()
@@ -275,12 +286,13 @@ def default_warehouse():
 
 def write_backup_file(
     table_name: str, path: Path, warehouse=None, chunk_rows: int = DEFAULT_CHUNK_ROWS
-) -> tuple[int, datetime]:
-    """Write the table, read as of one instant, to an AVRO file; returns (rows, instant)."""
+) -> SnapshotRead:
+    """Write the table, read as of one instant, to an AVRO file."""
     import fastavro
 
     contract = get_contract(table_name)
     warehouse = warehouse or default_warehouse()
+    warehouse.ensure_tables([contract])  # the journal too: a snapshot is read-only
     schema = fastavro.parse_schema(avro_schema(contract))
     with _Snapshot(warehouse, contract, chunk_rows) as snapshot:
         metadata = {
@@ -288,6 +300,7 @@ def write_backup_file(
             META_ROWS: str(snapshot.row_count),
             META_INSTANT: format_instant(snapshot.instant),
             META_CONTRACT_VERSION: str(contract.version),
+            META_JOURNAL_POSITION: str(snapshot.journal_position),
         }
         progress = {"rows": 0, "total": snapshot.row_count}
         with open(path, "wb") as handle:
@@ -303,7 +316,16 @@ def write_backup_file(
                 f"{table_name}: counted {snapshot.row_count} rows but read {progress['rows']} "
                 "in the same snapshot; the backup is not kept"
             )
-        return snapshot.row_count, snapshot.instant
+        return SnapshotRead(snapshot.row_count, snapshot.instant, snapshot.journal_position)
+
+
+@dataclass(frozen=True)
+class SnapshotRead:
+    """What ``write_backup_file`` read: its rows, its instant and the journal's position."""
+
+    rows: int
+    instant: datetime
+    journal_position: int
 
 
 def backup_table(
@@ -320,7 +342,8 @@ def backup_table(
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"backup-{table_name}-", dir=work_dir) as tmp:
         path = Path(tmp) / f"{table_name}.avro"
-        rows, instant = write_backup_file(table_name, path, warehouse, chunk_rows)
+        read = write_backup_file(table_name, path, warehouse, chunk_rows)
+        rows, instant = read.rows, read.instant
         size = path.stat().st_size
         digest = sha256_of(path)
         name = backup_blob_name(table_name, instant)
@@ -332,7 +355,7 @@ def backup_table(
             container,
             name,
         )
-        metadata = _backup_metadata(contract, rows, instant, digest)
+        metadata = _backup_metadata(contract, read, digest)
         _upload_new_backup(store, container, name, path, metadata, table_name)
         os.unlink(path)
         _verify_or_delete(store, container, name, rows, digest, Path(tmp))
@@ -360,13 +383,15 @@ def backup_table(
     )
 
 
-def _backup_metadata(contract: TableContract, rows: int, instant: datetime, digest: str) -> dict[str, str]:
-    """The metadata a backup blob carries: its table, rows, instant, contract version, sha256."""
+def _backup_metadata(contract: TableContract, read: SnapshotRead, digest: str) -> dict[str, str]:
+    """The metadata a backup blob carries: its table, rows, instant, contract version, journal
+    position, sha256."""
     return {
         "table": contract.name,
-        "rows": str(rows),
-        "instant": format_instant(instant),
+        "rows": str(read.rows),
+        "instant": format_instant(read.instant),
         "contract_version": str(contract.version),
+        BLOB_META_POSITION: str(read.journal_position),
         BLOB_META_SHA256: digest,
     }
 

@@ -152,19 +152,21 @@ def refuse_missing(plan: RestorePlan, missing: list[JournalEntry], container: st
     )
 
 
-def rows_of(entry: JournalEntry, blocks: Iterable[bytes], container: str) -> Iterator[bytes]:
-    """The decompressed bytes of a load's rows file, checked as they pass: once all have passed,
-    their sha256 must be the journal's, else ``PointInTimeError`` (raised inside the restore's
-    transaction: nothing is committed)."""
-    digest = hashlib.sha256()
-    for block in blocks:
-        digest.update(block)
-        yield block
-    if digest.hexdigest() != entry.rows_sha256:
+def checked_batches(entry: JournalEntry, batches: Iterable, container: str) -> Iterator:
+    """A load's rows file, as CSV batches, checked as they pass against its journal row: once
+    all have passed, the sha256 of their bytes and their row count must be the journal's, else
+    ``PointInTimeError`` (raised inside the restore's transaction: nothing is committed)."""
+    digest, rows = hashlib.sha256(), 0
+    for batch in batches:
+        digest.update(batch.data)
+        rows += batch.rows
+        yield batch
+    if digest.hexdigest() != entry.rows_sha256 or rows != entry.rows:
         raise PointInTimeError(
             f"{container}/{entry.rows_file} (the rows of journal {entry.seq}, load of {entry.source}) "
-            f"has sha256 {digest.hexdigest()}; the journal recorded {entry.rows_sha256}. It was "
-            "changed after the load; the table is unchanged."
+            f"holds {rows} rows with sha256 {digest.hexdigest()}; the journal recorded "
+            f"{entry.rows} rows with sha256 {entry.rows_sha256}. It was changed after the load; "
+            "the table is unchanged."
         )
 
 
@@ -177,5 +179,5 @@ __all__ = [
     "plan_as_of",
     "plan_backup",
     "refuse_missing",
-    "rows_of",
+    "checked_batches",
 ]

@@ -1,23 +1,32 @@
-"""Point-in-time restore of one warehouse table from its AVRO backups.
+"""Restore of one warehouse table: a backup, or the table as it was at an instant, atomically.
 
-``restore_table(table, backup="latest", as_of=None)``:
+``restore_table(table, backup="latest", as_of=None, dry_run=False)``:
 
-1. picks the backup: the newest, a named one, or the newest taken at or before ``as_of``;
-2. downloads it and checks it: the sha256 in the blob's metadata, the table and contract version
-   in the AVRO header, the writer schema against the contract's;
-3. loads its rows (SQLite: a temporary staging table; SQL Server: a ``#temp`` table) and
+1. plans what to apply (``backup.point_in_time``): the newest backup or a named one alone; or, with
+   ``as_of``, the newest backup whose snapshot is at or before that instant plus the loads the
+   table journal recorded after it up to that instant, in order (across restores in between).
+   An instant that cannot be reached (before every backup, a rows file or a backup gone) is
+   refused before anything is read;
+2. downloads the backup and checks it: the sha256 in the blob's metadata, the table and contract
+   version in the AVRO header, the writer schema against the contract's;
+3. loads its rows (SQLite: a temporary staging table; SQL Server: a ``#temp`` table), then
+   replays each journaled load over them, an upsert of exactly the rows it committed (its
+   archived rows file, checked against the sha256 and row count the journal recorded), and
 4. in ONE transaction: locks the table (readers go on) and the tables that reference it or that it
    references (so no writer slips in between the check and the swap), checks referential
-   integrity against the staged rows, then ``DELETE`` + ``INSERT ... SELECT`` from staging.
+   integrity against the restored rows, swaps them in (``DELETE`` + ``INSERT ... SELECT``) and
+   writes the restore's own journal row (so a later ``as_of`` can cross it).
    PostgreSQL: the transaction itself is the staging area: locks, ``DELETE``, ``COPY`` of the
-   rows into the table, the reference checks, commit. Each dialect's adapter owns its plan
-   (``Adapter.replace_plan``); ``_run_plan`` executes it.
+   rows into the table, the replays, the reference checks, the journal row, commit. Each
+   dialect's adapter owns its plan (``Adapter.replace_plan``); ``_run_plan`` executes it.
+
+A dry run does all of it but the swap and the journal row, on a staging table, and answers how the
+restored rows differ from the table's now (added, removed, changed), then rolls back.
 
 Steps 3 and 4 run under the warehouse's table locks (``Warehouse.table_locks``): exclusive on the
-table, shared on the tables it references. A load takes the same kind of locks (exclusive on
-the table it loads, shared on the tables that one references; see ``Warehouse.table_locks``), so
-loads and restores of one table never overlap, and a load of hired_employees never overlaps a
-restore of departments or jobs; a restore that has to wait logs what it waits for.
+table, shared on the tables it references. A load holds the table's content lock shared (and its
+writer lock), so loads and restores of one table never overlap, and a load of hired_employees
+never overlaps a restore of departments or jobs; a restore that has to wait logs what it waits for.
 
 Readers see the old rows or the new ones, never a mix nor an empty table: PostgreSQL's MVCC and
 SQLite's WAL show them the last committed state; on Azure SQL (READ_COMMITTED_SNAPSHOT on) readers
@@ -35,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hr_pipeline.backup import point_in_time
 from hr_pipeline.backup.backups import (
     BLOB_META_SHA256,
     BackupError,
@@ -56,6 +66,7 @@ from hr_pipeline.contract.tables import (
     get_contract,
 )
 from hr_pipeline.runtime import settings
+from hr_pipeline.warehouse import journal
 from hr_pipeline.warehouse.dialects import ReferenceCheck, ReplacePlan, adapter_for
 from hr_pipeline.warehouse.dialects.base import related_tables  # noqa: F401  (part of this module's API)
 from hr_pipeline.warehouse.errors import WarehouseDataError
@@ -65,6 +76,7 @@ log = logging.getLogger(__name__)
 LATEST = "latest"
 SAMPLE_IDS = 10  # ids named in a referential-integrity refusal
 LOAD_CHUNK_ROWS = 50_000
+REPLAY_BATCH_ROWS = 50_000
 MAX_LISTED = 20  # backups named in a "not found" message
 
 
@@ -86,7 +98,13 @@ class ReferentialIntegrityError(BackupError):
 
 # Refusals: the same restore would be refused again, so a retry is pointless. Other errors (a lost
 # connection, a lock timeout: a plain BackupError wrapping the driver's) may pass.
-REFUSALS = (BackupNotFoundError, BackupCorruptError, BackupSchemaError, ReferentialIntegrityError)
+REFUSALS = (
+    BackupNotFoundError,
+    BackupCorruptError,
+    BackupSchemaError,
+    ReferentialIntegrityError,
+    point_in_time.PointInTimeError,
+)
 
 
 # -- choosing the backup -----------------------------------------------------------------------
@@ -137,12 +155,7 @@ def choose_backup(
             f"Backups of {contract.name}: {_describe(backups)}"
         )
     if as_of:
-        try:
-            instant = as_utc(as_of) if isinstance(as_of, datetime) else parse_instant(as_of)
-        except ValueError:
-            raise BackupNotFoundError(
-                f"as_of={as_of!r} is not an ISO 8601 instant (e.g. 2026-01-31T23:59:59Z)"
-            ) from None
+        instant = as_of_instant(as_of)
         candidates = [ref for ref in backups if ref.instant <= instant]
         if not candidates:
             raise BackupNotFoundError(
@@ -151,6 +164,38 @@ def choose_backup(
             )
         return candidates[-1]
     return backups[-1]
+
+
+def as_of_instant(as_of: str | datetime) -> datetime:
+    """``as_of`` as an aware UTC instant, or a refusal saying what is expected."""
+    try:
+        return as_utc(as_of) if isinstance(as_of, datetime) else parse_instant(as_of)
+    except ValueError:
+        raise BackupNotFoundError(
+            f"as_of={as_of!r} is not an ISO 8601 instant (e.g. 2026-01-31T23:59:59Z)"
+        ) from None
+
+
+def plan_restore(
+    table_name: str, backup: str | None, as_of: str | datetime | None, store, warehouse
+) -> point_in_time.RestorePlan:
+    """What a restore applies: one backup (``latest`` or named), or, with ``as_of``, a backup and
+    the journaled loads after it up to that instant (``point_in_time.plan_as_of``). A plan whose
+    rows files are not all there is refused here, before anything is read."""
+    contract = get_contract(table_name)
+    if not as_of or (backup or LATEST).strip() != LATEST:
+        return point_in_time.plan_backup(choose_backup(contract.name, backup, as_of, store))
+    instant = as_of_instant(as_of)
+    # Refuses an instant before every backup, listing them (or saying where it looked).
+    choose_backup(contract.name, LATEST, instant, store)
+    backups = list_backups(contract.name, store, settings.backups_container())
+    plan = point_in_time.plan_as_of(
+        contract.name, backups, journal.entries(warehouse, contract.name), instant
+    )
+    container = settings.raw_container()
+    missing = point_in_time.missing_rows_files(plan, lambda name: store.exists(container, name))
+    point_in_time.refuse_missing(plan, missing, container)
+    return plan
 
 
 # -- checking the file -------------------------------------------------------------------------
@@ -207,9 +252,9 @@ def check_backup_file(path: Path, ref: BackupRef, contract: TableContract) -> Ba
 # -- the replace-rows plan (the adapter's; identifiers only from contracts) ---------------------
 
 
-def replace_plan(contract: TableContract, dialect) -> ReplacePlan:
+def replace_plan(contract: TableContract, dialect, dry_run: bool = False) -> ReplacePlan:
     """Every statement of the replace-rows transaction of ``contract`` on ``dialect``."""
-    return adapter_for(dialect).replace_plan(contract)
+    return adapter_for(dialect).replace_plan(contract, dry_run=dry_run)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -255,41 +300,110 @@ def _reference_problem(check: ReferenceCheck, missing: list, contract: TableCont
     )
 
 
-def _run_plan(
-    adapter,
-    connection,
-    plan: ReplacePlan,
-    contract: TableContract,
-    rows,
-    progress: dict,
-    header: BackupHeader,
-    ref: BackupRef,
-) -> int:
-    """Execute the plan's steps on ``connection``, inside the caller's transaction; returns the
-    table's row count before the swap. The reference checks run one after the other: every
-    problem is named, and a problem stops the plan before its next statement (the swap)."""
-    cursor = connection.cursor()
-    rows_before, problems = 0, []
+@dataclass
+class RestoreJob:
+    """One restore as ``_run_plan`` carries it out: the backup's file and header, the plan, the
+    journaled loads to replay (their rows files read from ``store``), and whether it is a dry run."""
+
+    contract: TableContract
+    path: Path
+    header: BackupHeader
+    ref: BackupRef
+    plan: point_in_time.RestorePlan | None = None
+    store: Any = None
+    dry_run: bool = False
+    run_id: str = "manual"
+
+    @property
+    def replays(self) -> tuple:
+        return self.plan.replays if self.plan else ()
+
+
+@dataclass
+class PlanOutcome:
+    """What the restore's transaction found: the table's rows before, the restored rows, the
+    rows replayed, and (a dry run) how the restored rows differ from the table's."""
+
+    rows_before: int = 0
+    rows: int = 0
+    replayed_rows: int = 0
+    journal_seq: int | None = None
+    added: int | None = None
+    removed: int | None = None
+    changed: int | None = None
+
+
+def _replay(adapter, connection, job: RestoreJob, target: str) -> int:
+    """Upsert each journaled load's rows into ``target``, in order; returns the rows replayed."""
+    from hr_pipeline.warehouse.facade import csv_batches
+
+    container, replayed = settings.raw_container(), 0
+    for entry in job.replays:
+        blocks = job.store.decompressed_blocks(container, entry.rows_file, journal.ROWS_FILE_COMPRESSION)
+        for batch in point_in_time.checked_batches(entry, csv_batches(blocks, REPLAY_BATCH_ROWS), container):
+            adapter.replay_batch(connection, job.contract, target, batch)
+            replayed += batch.rows
+        log.info(
+            "%s: journal %d replayed (load of %s by run %s, %d rows)",
+            job.contract.name,
+            entry.seq,
+            entry.source,
+            entry.run_id,
+            entry.rows,
+        )
+    return replayed
+
+
+def _run_plan(adapter, connection, plan: ReplacePlan, job: RestoreJob, rows, progress: dict) -> PlanOutcome:
+    """Execute the plan's steps on ``connection``, inside the caller's transaction. The reference
+    checks run one after the other: every problem is named, and a problem stops the plan before
+    its next statement (the swap). A real restore then counts the table and writes its journal
+    row, last in the transaction."""
+    contract, cursor, outcome, problems = job.contract, connection.cursor(), PlanOutcome(), []
     for step in plan.steps:
         if step.kind != "check" and problems:
             break
         if step.kind == "load":
             adapter.load_restore_rows(cursor, contract, step.sql, rows)
-            _check_row_count(progress, header, ref)
-            log.info("%s: %d rows loaded; checking references", contract.name, progress["rows"])
+            _check_row_count(progress, job.header, job.ref)
+            log.info("%s: %d rows of the backup loaded", contract.name, progress["rows"])
+            continue
+        if step.kind == "replay":
+            outcome.replayed_rows = _replay(adapter, connection, job, step.sql) if job.replays else 0
             continue
         cursor.execute(step.sql)
         if step.kind == "count":
-            rows_before = int(cursor.fetchone()[0])
+            outcome.rows_before = int(cursor.fetchone()[0])
         elif step.kind == "check" and (missing := cursor.fetchall()):
             problems.append(_reference_problem(step.check, missing, contract))
+        elif step.kind == "diff":
+            outcome.added, outcome.removed, outcome.changed, outcome.rows = map(int, cursor.fetchone())
     if problems:
         raise ReferentialIntegrityError(
-            f"Refusing to restore {contract.name} from {ref.name}: "
+            f"Refusing to restore {contract.name} from {job.ref.name}: "
             + "; ".join(problems)
             + f". {contract.name} is unchanged."
         )
-    return rows_before
+    if not job.dry_run:
+        cursor.execute(adapter.count_rows(contract.name))
+        outcome.rows = int(cursor.fetchone()[0])
+        outcome.journal_seq = _journal_restore(adapter, cursor, job, outcome.rows)
+    return outcome
+
+
+def _journal_restore(adapter, cursor, job: RestoreJob, rows: int) -> int:
+    plan = job.plan or point_in_time.plan_backup(job.ref)
+    return journal.write(
+        cursor,
+        adapter,
+        table_name=job.contract.name,
+        kind=journal.RESTORE,
+        run_id=job.run_id,
+        source=plan.base.name,
+        rows=rows,
+        backup_position=plan.base_position,
+        through_seq=plan.through_seq,
+    )
 
 
 @dataclass(frozen=True)
@@ -297,9 +411,18 @@ class RestoreResult:
     table: str
     blob_name: str
     backup_instant: str
-    rows: int
+    rows: int  # the table's rows after the restore (a dry run: it would hold)
     rows_before: int
     seconds: float
+    as_of: str | None = None
+    plan: str = ""
+    replayed: tuple[int, ...] = ()  # the journal seqs of the loads replayed
+    replayed_rows: int = 0
+    journal_seq: int | None = None  # the restore's own journal row (None for a dry run)
+    dry_run: bool = False
+    rows_added: int | None = None  # a dry run's comparison with the table now
+    rows_removed: int | None = None
+    rows_changed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -312,18 +435,23 @@ def restore_table(
     warehouse=None,
     store=None,
     work_dir: Path | None = None,
+    dry_run: bool = False,
+    run_id: str = "manual",
 ) -> RestoreResult:
-    """Replace the table's rows with a backup's, in one transaction (see the module's doc)."""
+    """Replace the table's rows with a backup's, or with the table as it was at ``as_of``, in one
+    transaction (see the module's doc); a dry run changes nothing and says what would change."""
     contract = get_contract(table_name)
     store = store or default_blob_store()
     warehouse = warehouse or default_warehouse()
+    warehouse.ensure_tables()
     started = time.perf_counter()
-    ref = choose_backup(contract.name, backup, as_of, store)
+    plan = plan_restore(contract.name, backup, as_of, store, warehouse)
+    ref = plan.base
     log.info(
-        "%s: restoring from %s/%s (taken %s, %d bytes)",
+        "%s: %s %s (backup taken %s, %d bytes)",
         contract.name,
-        ref.container,
-        ref.name,
+        "DRY RUN, nothing will change: would restore" if dry_run else "restoring",
+        plan.describe(),
         format_instant(ref.instant),
         ref.size,
     )
@@ -331,17 +459,52 @@ def restore_table(
         path = Path(tmp) / "backup.avro"
         store.download_to_file(ref.container, ref.name, path)
         header = check_backup_file(path, ref, contract)
-        rows_before = _replace_rows(warehouse, contract, path, header, ref)
-    seconds = time.perf_counter() - started
-    log.info(
-        "%s: restored %d rows from %s (the table held %d), %.1f s",
+        job = RestoreJob(contract, path, header, ref, plan, store, dry_run, run_id)
+        outcome = _replace_rows(warehouse, contract, path, header, ref, job=job)
+    result = RestoreResult(
         contract.name,
-        header.rows,
         ref.name,
-        rows_before,
-        seconds,
+        header.instant,
+        outcome.rows,
+        outcome.rows_before,
+        round(time.perf_counter() - started, 3),
+        as_of=format_instant(plan.as_of) if plan.as_of else None,
+        plan=plan.describe(),
+        replayed=tuple(entry.seq for entry in plan.replays),
+        replayed_rows=outcome.replayed_rows,
+        journal_seq=outcome.journal_seq,
+        dry_run=dry_run,
+        rows_added=outcome.added,
+        rows_removed=outcome.removed,
+        rows_changed=outcome.changed,
     )
-    return RestoreResult(contract.name, ref.name, header.instant, header.rows, rows_before, round(seconds, 3))
+    _log_result(result)
+    return result
+
+
+def _log_result(result: RestoreResult) -> None:
+    if result.dry_run:
+        log.info(
+            "%s: DRY RUN, nothing changed. Restoring %s would leave %d rows (the table holds %d): "
+            "%d added, %d removed, %d changed",
+            result.table,
+            result.plan,
+            result.rows,
+            result.rows_before,
+            result.rows_added,
+            result.rows_removed,
+            result.rows_changed,
+        )
+        return
+    log.info(
+        "%s: restored %s: %d rows (the table held %d), journal %s, %.1f s",
+        result.table,
+        result.plan,
+        result.rows,
+        result.rows_before,
+        result.journal_seq,
+        result.seconds,
+    )
 
 
 def _check_row_count(progress: dict, header: BackupHeader, ref: BackupRef) -> None:
@@ -366,26 +529,37 @@ def restore_locks(contract: TableContract) -> dict[str, list[str]]:
 
 
 def _replace_rows(
-    warehouse, contract: TableContract, path: Path, header: BackupHeader, ref: BackupRef
-) -> int:
-    """Stage, check and swap, holding the table locks (see ``restore_locks``) throughout."""
+    warehouse,
+    contract: TableContract,
+    path: Path,
+    header: BackupHeader,
+    ref: BackupRef,
+    job: RestoreJob | None = None,
+) -> PlanOutcome:
+    """Stage, replay, check and swap, holding the table locks (see ``restore_locks``) throughout."""
+    job = job or RestoreJob(contract, path, header, ref)
     with warehouse.table_locks(**restore_locks(contract), waiting_message=RESTORE_WAITING_MESSAGE):
-        return _replace_rows_locked(warehouse, contract, path, header, ref)
+        return _replace_rows_locked(warehouse, job)
 
 
-def _replace_rows_locked(
-    warehouse, contract: TableContract, path: Path, header: BackupHeader, ref: BackupRef
-) -> int:
-    adapter = warehouse.adapter
-    progress = {"rows": 0, "total": header.rows}
+def _replace_rows_locked(warehouse, job: RestoreJob) -> PlanOutcome:
+    adapter, contract, ref = warehouse.adapter, job.contract, job.ref
+    progress = {"rows": 0, "total": job.header.rows}
     # PostgreSQL reads the UTC-aware datetimes into TIMESTAMP ignoring the (+00:00) offset;
     # the other drivers get naive UTC datetimes.
-    rows = _avro_rows(path, contract, naive=not adapter.takes_aware_timestamps, progress=progress, ref=ref)
-    plan = adapter.replace_plan(contract)
+    rows = _avro_rows(
+        job.path, contract, naive=not adapter.takes_aware_timestamps, progress=progress, ref=ref
+    )
+    plan = adapter.replace_plan(contract, dry_run=job.dry_run)
     connection = warehouse.connect()
     try:
         with adapter.write_transaction(connection):
-            return _run_plan(adapter, connection, plan, contract, rows, progress, header, ref)
+            outcome = _run_plan(adapter, connection, plan, job, rows, progress)
+            if job.dry_run:
+                raise _DryRunDone(outcome)
+            return outcome
+    except _DryRunDone as done:
+        return done.outcome  # rolled back: nothing changed
     except BaseException as error:
         if isinstance(error, BackupError) or not isinstance(error, Exception):
             raise
@@ -397,6 +571,14 @@ def _replace_rows_locked(
         connection.close()
 
 
+class _DryRunDone(Exception):
+    """Ends a dry run's transaction by rolling it back, carrying what it found."""
+
+    def __init__(self, outcome: PlanOutcome):
+        super().__init__("dry run")
+        self.outcome = outcome
+
+
 class RestoreRefused(RuntimeError):
     """A restore that cannot succeed as asked (no such backup, a corrupted or foreign file,
     broken references, rows the warehouse refuses): the table is unchanged, and trying again
@@ -404,12 +586,16 @@ class RestoreRefused(RuntimeError):
 
 
 def restore_or_refuse(
-    table_name: str, backup: str | None = LATEST, as_of: str | None = None
+    table_name: str,
+    backup: str | None = LATEST,
+    as_of: str | None = None,
+    dry_run: bool = False,
+    run_id: str = "manual",
 ) -> RestoreResult:
     """``restore_table``, with every refusal raised as ``RestoreRefused``; passing faults (the
     warehouse or Blob Storage unreachable) propagate unchanged, to be retried."""
     try:
-        return restore_table(table_name, backup=backup, as_of=as_of)
+        return restore_table(table_name, backup=backup, as_of=as_of, dry_run=dry_run, run_id=run_id)
     except REFUSALS as refusal:
         message = f"Restore refused: {refusal}"
     except Exception as error:

@@ -1,10 +1,13 @@
-"""The load task: upsert each file's valid rows in batches, fenced by the ingest lock and under the warehouse's table locks; rows whose reference vanished since validation are rejected with their reason."""
+"""The load task: upsert each file's valid rows in batches, fenced by the ingest lock and under the warehouse's table locks; rows whose reference vanished since validation are rejected with their reason. Each file's load is journaled (``warehouse.journal``) with the exact rows it committed, for point-in-time restores."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
+import tempfile
+from collections.abc import Iterable, Iterator
 
 from hr_pipeline.contract.tables import TableContract, get_contract
 from hr_pipeline.ingest.run import (
@@ -19,9 +22,11 @@ from hr_pipeline.ingest.run import (
 from hr_pipeline.runtime.settings import (
     raw_container,
 )
+from hr_pipeline.storage import layout
 from hr_pipeline.storage.blob_store import BlobStore
+from hr_pipeline.warehouse import journal
 from hr_pipeline.warehouse.errors import WarehouseDataError
-from hr_pipeline.warehouse.facade import Warehouse, csv_batches
+from hr_pipeline.warehouse.facade import CsvBatch, Warehouse, csv_batches
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +129,13 @@ def _load_file(
     dropped: list[list[str]] = []
     if vanished:
         batches = _without_vanished_references(batches, contract, vanished, dropped)
+    committed = CommittedRows()
     try:
         # Streamed from the blob straight into the load: batches are cut as the bytes arrive.
-        warehouse.load_batches(contract, batches, on_batch=count)
+        with committed.kept_aside(store) if vanished else committed:
+            warehouse.load_batches(contract, committed.passing(batches), on_batch=count)
+            if written + len(dropped) == item.valid:
+                _journal_load(contract, item, committed, written, store, warehouse)
     except WarehouseDataError as error:
         first_line = str(error)
         log.error(
@@ -146,6 +155,85 @@ def _load_file(
         )
     log.info("%s: %d rows loaded into %s (%s)", item.source, written, contract.name, warehouse.dialect)
     return {"loaded": written, "rejected": len(dropped), "error": None}
+
+
+class CommittedRows:
+    """The rows a load commits, as they pass into it: their sha256 (of the canonical CSV bytes of
+    the batches, in order) and, when they are not the whole validated file (``kept_aside``), a
+    local zstd copy of them to archive as the journal's rows file."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self.copy_path: str | None = None
+        self._directory = None
+        self._stream = None
+
+    def passing(self, batches: Iterable[CsvBatch]) -> Iterator[CsvBatch]:
+        for batch in batches:
+            self.digest.update(batch.data)
+            if self._stream is not None:
+                self._stream.write(batch.data)
+            yield batch
+
+    @property
+    def sha256(self) -> str:
+        return self.digest.hexdigest()
+
+    def kept_aside(self, store: BlobStore) -> CommittedRows:
+        import pyarrow as pa
+
+        self._directory = tempfile.TemporaryDirectory(prefix="committed-rows-")
+        self.copy_path = f"{self._directory.name}/rows.csv.zst"
+        self._stream = pa.CompressedOutputStream(self.copy_path, VALID_ROWS_COMPRESSION)
+        return self
+
+    def close_copy(self) -> None:
+        if self._stream is not None and not self._stream.closed:
+            self._stream.close()
+
+    def __enter__(self) -> CommittedRows:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close_copy()
+        if self._directory is not None:
+            self._directory.cleanup()
+
+
+def _journal_load(
+    contract: TableContract,
+    item: FileValidation,
+    committed: CommittedRows,
+    rows: int,
+    store: BlobStore,
+    warehouse: Warehouse,
+) -> None:
+    """Archive the rows the load committed under ``archive/<table>/journal/`` and write the
+    table's journal row for them, still under the load's writer lock (no other change of the
+    table can come between the rows and their journal row). A retry that loads the same rows
+    again finds its journal row already written, last for the table, and writes none."""
+    container = raw_container()
+    rows_file = layout.journal_rows_name(contract.name, item.run_id, item.source, committed.sha256)
+    if committed.copy_path is None:
+        store.copy(container, item.valid_blob, rows_file)  # the validated file is what loaded
+    else:
+        committed.close_copy()
+        store.upload_file(container, rows_file, committed.copy_path)
+    last = journal.last_entry(warehouse, contract.name)
+    if last and (last.run_id, last.source, last.rows_sha256) == (item.run_id, item.source, committed.sha256):
+        log.info("%s: its load is journaled already (journal %d)", item.source, last.seq)
+        return
+    seq = journal.record(
+        warehouse,
+        table_name=contract.name,
+        kind=journal.LOAD,
+        run_id=item.run_id,
+        source=item.source,
+        rows=rows,
+        rows_file=rows_file,
+        rows_sha256=committed.sha256,
+    )
+    log.info("%s: journal %d of %s, rows in %s/%s", item.source, seq, contract.name, container, rows_file)
 
 
 def _without_vanished_references(batches, contract: TableContract, vanished: dict, dropped: list):

@@ -450,6 +450,43 @@ class BlobStore:
         properties = self._source_version(source_client, destination_client, where, if_match_etag)
         if properties is None:
             return
+        self._copy_checked(source_client, destination_client, properties, where, copy_timeout, poll_interval)
+        self._delete_source(source_client, properties.etag, where, destination)
+        log.info("Moved %s/%s to %s (%d bytes)", container, source, destination, properties.size)
+
+    def copy(
+        self,
+        container: str,
+        source: str,
+        destination: str,
+        *,
+        copy_timeout: float = DEFAULT_COPY_TIMEOUT,
+        poll_interval: float = 0.5,
+    ) -> None:
+        """Copy blob ``source`` to ``destination`` (same container) as ``move`` copies (server-side,
+        of the version found first, through this process for a name too long for Copy Blob); the
+        source stays. A blob already named ``destination`` is replaced. Safe to retry."""
+        source_client = self.container(container).get_blob_client(source)
+        destination_client = self.container(container).get_blob_client(destination)
+        where = f"{container}/{source} to {container}/{destination}"
+        properties = self._source_version(source_client, destination_client, where, None)
+        if properties is not None:
+            self._copy_checked(
+                source_client, destination_client, properties, where, copy_timeout, poll_interval
+            )
+            log.info("Copied %s/%s to %s (%d bytes)", container, source, destination, properties.size)
+
+    def _copy_checked(
+        self,
+        source_client,
+        destination_client,
+        properties,
+        where: str,
+        copy_timeout: float,
+        poll_interval: float,
+    ) -> None:
+        """Copy the source's version ``properties.etag``; the copy must be of its size."""
+        container, source = source_client.container_name, source_client.blob_name
         if len(source_client.url) > COPY_SOURCE_MAX_URL:
             copied = self._copy_through(source_client, destination_client, properties, where)
         else:
@@ -461,8 +498,6 @@ class BlobStore:
                 f"Copy of {where} finished with {copied.size} bytes, but the source has "
                 f"{properties.size}; {container}/{source} is left in place"
             )
-        self._delete_source(source_client, properties.etag, where, destination)
-        log.info("Moved %s/%s to %s (%d bytes)", container, source, destination, properties.size)
 
     @staticmethod
     def _source_version(source_client, destination_client, where: str, if_match_etag: str | None):

@@ -16,9 +16,14 @@ own rejects file.
 | archived after the ingest | ``archive/<table>/<YYYY-MM-DD>/<run>/<path>`` |
 | its rejected rows | ``rejected/<table>/<YYYY-MM-DD>/<run>/<path without .csv>.rejects.csv`` (1) |
 | a file that could not be read | ``rejected/<table>/<YYYY-MM-DD>/<run>/<path>`` and ``<path>.reason.txt`` |
+| the rows a load committed (journal) | ``archive/journal/<table>/<run>/<path>.<sha256 prefix>.rows.csv.zst`` (2) |
 
 (1) ``.CSV`` in another case keeps it (``<stem>.rejects.CSV``), and a path not ending in ``.csv``
 is kept whole (``<path>-rejects.csv``): two files never share a rejects file.
+
+(2) Named by its content (the first 16 hex digits of the sha256 its journal row records): a load
+retried with other rows (one whose references vanished meanwhile) writes another file, never
+over one that a journal row already names.
 
 ``<run>`` is the Airflow run id with every character outside ``A-Za-z0-9._-`` replaced by ``_``;
 a retried task of the same run reuses the same names, so a retry never duplicates a file.
@@ -151,4 +156,18 @@ def set_aside_reason_name(table: str, day: str, run_id: str, source: str) -> str
     """The reason a file set aside whole was not loaded, beside it."""
     return fitted(
         f"rejected/{table}/{day}/{run_folder(run_id)}/", relative_path(table, source), ".reason.txt"
+    )
+
+
+def journal_rows_prefix(table: str) -> str:
+    """Every rows file of the table's journal is below this (retention lists them)."""
+    return f"archive/journal/{table}/"
+
+
+def journal_rows_name(table: str, run_id: str, source: str, sha256: str) -> str:
+    """The rows one file's load committed, as replayed by a point-in-time restore (2)."""
+    return fitted(
+        f"{journal_rows_prefix(table)}{run_folder(run_id)}/",
+        relative_path(table, source),
+        f".{sha256[:16]}.rows.csv.zst",
     )

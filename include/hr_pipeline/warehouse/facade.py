@@ -21,6 +21,7 @@ from typing import Any
 from hr_pipeline.contract.tables import CONTRACTS, TableContract, get_contract
 from hr_pipeline.runtime.settings import WAREHOUSE_CONN_ID
 from hr_pipeline.runtime.streams import InBackground
+from hr_pipeline.warehouse import journal
 from hr_pipeline.warehouse.dialects import POSTGRES, Adapter, Dialect, adapter_for
 from hr_pipeline.warehouse.dialects.base import (
     EXCLUSIVE_MODE,
@@ -153,6 +154,7 @@ class Warehouse:
             cursor = connection.cursor()
             for contract in contracts:
                 cursor.execute(self.adapter.create_contract_table_if_missing(contract))
+            cursor.execute(journal.create_table_if_missing(self.adapter))
 
     # -- per-table locks across processes -----------------------------------------------------
 

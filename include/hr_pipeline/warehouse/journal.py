@@ -79,13 +79,7 @@ def now_sql(dialect) -> str:
 
 
 def create_table_if_missing(dialect) -> str:
-    adapter = adapter_for(dialect)
-    columns = [
-        f"{adapter.quote(name)} {adapter.sql_type(kind, length)}{'' if optional else ' NOT NULL'}"
-        for name, (kind, length, optional) in COLUMNS.items()
-    ]
-    columns.append(f"PRIMARY KEY ({', '.join(adapter.quote(k) for k in KEY)})")
-    return adapter.create_if_missing(TABLE, columns)
+    return adapter_for(dialect).create_described_if_missing(TABLE, COLUMNS, KEY)
 
 
 def position_sql(dialect) -> str:
@@ -94,6 +88,17 @@ def position_sql(dialect) -> str:
     q = adapter.quote
     return (
         f"SELECT COALESCE(MAX({q('seq')}), 0) FROM {adapter.table(TABLE)} "
+        f"WHERE {q('table_name')} = {adapter.marker}"
+    )
+
+
+def snapshot_sql(dialect) -> str:
+    """The table's last ``seq`` and the warehouse's clock (naive UTC), read together in a
+    backup's snapshot: one parameter, the table's name."""
+    adapter = adapter_for(dialect)
+    q = adapter.quote
+    return (
+        f"SELECT COALESCE(MAX({q('seq')}), 0), {now_sql(adapter)} FROM {adapter.table(TABLE)} "
         f"WHERE {q('table_name')} = {adapter.marker}"
     )
 
@@ -138,13 +143,14 @@ def write(
     rows_sha256: str | None = None,
     backup_position: int | None = None,
     through_seq: int | None = None,
-) -> None:
+) -> int:
     """Write one journal row on ``cursor``, in the caller's transaction (last in it, so that
-    ``committed_at`` is as near the commit as it can be)."""
+    ``committed_at`` is as near the commit as it can be); returns its ``seq``."""
     cursor.execute(create_table_if_missing(dialect))
+    seq = position(cursor, dialect, table_name) + 1  # the table's writers take turns
     values = {
         "table_name": table_name,
-        "seq": position(cursor, dialect, table_name) + 1,  # the table's writers take turns
+        "seq": seq,
         "kind": kind,
         "run_id": run_id,
         "source": source,
@@ -155,12 +161,25 @@ def write(
         "through_seq": through_seq,
     }
     cursor.execute(insert_sql(dialect), list(values.values()))
+    return seq
 
 
-def record(warehouse, **row) -> None:
-    """``write`` in a transaction of its own."""
+def record(warehouse, **row) -> int:
+    """``write`` in a transaction of its own; returns the row's ``seq``."""
     with warehouse.transaction() as connection:
-        write(connection.cursor(), warehouse.adapter, **row)
+        return write(connection.cursor(), warehouse.adapter, **row)
+
+
+def last_entry(warehouse, table_name: str) -> JournalEntry | None:
+    """The table's newest journal row, if any."""
+    with warehouse.transaction() as connection:
+        cursor = connection.cursor()
+        cursor.execute(create_table_if_missing(warehouse.adapter))
+        last = position(cursor, warehouse.adapter, table_name)
+        if not last:
+            return None
+        cursor.execute(entries_sql(warehouse.adapter), (table_name, last - 1))
+        return _entry(cursor.fetchone())
 
 
 def position(cursor, dialect, table_name: str) -> int:

@@ -70,13 +70,7 @@ class LedgerRow:
 
 
 def create_table_if_missing(dialect) -> str:
-    adapter = adapter_for(dialect)
-    columns = [
-        f"{adapter.quote(name)} {adapter.sql_type(kind, length)}{'' if optional else ' NOT NULL'}"
-        for name, (kind, length, optional) in COLUMNS.items()
-    ]
-    columns.append(f"PRIMARY KEY ({', '.join(adapter.quote(k) for k in KEY)})")
-    return adapter.create_if_missing(TABLE, columns)
+    return adapter_for(dialect).create_described_if_missing(TABLE, COLUMNS, KEY)
 
 
 def upsert(dialect) -> str:

@@ -150,6 +150,18 @@ class Adapter:
         """CREATE TABLE that does nothing when the table exists (contracts, ledger, metrics)."""
         return self.create_statement(f"CREATE TABLE IF NOT EXISTS {self.quote(table_name)}", definitions)
 
+    def create_described_if_missing(
+        self, table_name: str, columns: dict[str, tuple[str, int | None, bool]], key: Sequence[str]
+    ) -> str:
+        """CREATE TABLE if missing for one of the pipeline's own tables (the ledger, the journal),
+        described as ``{column: (kind, length, optional)}`` with its primary ``key``."""
+        definitions = [
+            f"{self.quote(name)} {self.sql_type(kind, length)}{'' if optional else ' NOT NULL'}"
+            for name, (kind, length, optional) in columns.items()
+        ]
+        definitions.append(f"PRIMARY KEY ({', '.join(self.quote(k) for k in key)})")
+        return self.create_if_missing(table_name, definitions)
+
     def create_contract_table_if_missing(self, contract: TableContract) -> str:
         return self.create_if_missing(contract.name, self.column_definitions(contract))
 
@@ -179,15 +191,16 @@ class Adapter:
             f"ON CONFLICT ({', '.join(key_names)}) DO UPDATE SET {updates}"
         )
 
-    def upsert_from_staging(self, contract: TableContract, staging: str) -> str:
-        """Insert-or-replace every row of ``staging`` (as statements name it) by key."""
+    def upsert_from_staging(self, contract: TableContract, staging: str, target: str | None = None) -> str:
+        """Insert-or-replace every row of ``staging`` by key into ``target`` (both as statements
+        name them; the contract's table by default)."""
         columns = self.column_list(contract)
         updates = ", ".join(
             f"{c} = excluded.{c}" for c in (self.quote(n) for n in contract.column_names if n != contract.key)
         )
         # "WHERE true" lets SQLite's parser tell ON CONFLICT from a join constraint.
         return (
-            f"INSERT INTO {self.quote(contract.name)} ({columns})\n"
+            f"INSERT INTO {target or self.quote(contract.name)} ({columns})\n"
             f"SELECT {columns} FROM {staging} WHERE true\n"
             f"ON CONFLICT ({self.quote(contract.key)}) DO UPDATE SET {updates}"
         )
@@ -349,19 +362,51 @@ class Adapter:
         """The statement that loads the backup's rows into the staging table."""
         raise NotImplementedError
 
-    def replace_plan(self, contract: TableContract) -> ReplacePlan:
-        """Stage the backup's rows, lock, count, check references, swap: one transaction."""
+    def replace_plan(self, contract: TableContract, dry_run: bool = False) -> ReplacePlan:
+        """Stage the backup's rows, replay the journaled loads over them, lock, count, check
+        references, swap: one transaction. A dry run compares instead of swapping (``diff_sql``)."""
+        staging = self.restore_staging(contract)
         return ReplacePlan(
             self.name,
             (
                 *[Step("execute", sql) for sql in self.restore_staging_sql(contract)],
                 Step("load", self.restore_insert_sql(contract)),
+                Step("replay", staging),
                 *[Step("execute", sql) for sql in self.after_staging_sql()],
                 *[Step("execute", sql) for sql in self.restore_lock_sql(contract)],
                 Step("count", f"SELECT COUNT(*) FROM {self.qualified(contract.name)}"),
                 *[Step("check", check.sql, check) for check in self.reference_checks(contract)],
-                *[Step("execute", sql) for sql in self.swap_sql(contract)],
+                *(
+                    [Step("diff", self.diff_sql(contract, staging))]
+                    if dry_run
+                    else [Step("execute", sql) for sql in self.swap_sql(contract)]
+                ),
             ),
+        )
+
+    def diff_sql(self, contract: TableContract, restored_in: str) -> str:
+        """How the restored rows (in table ``restored_in``) differ from the table's: rows added,
+        removed, changed (same key, another value), and the restored rows' count."""
+        q, key = self.quote, self.quote(contract.key)
+        table, restored = self.qualified(contract.name), self.qualified(restored_in)
+        differs = " OR ".join(
+            f"r.{q(name)} <> t.{q(name)}" for name in contract.column_names if name != contract.key
+        )
+        return (
+            f"SELECT (SELECT COUNT(*) FROM {restored} r WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {table} t WHERE t.{key} = r.{key})), "
+            f"(SELECT COUNT(*) FROM {table} t WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {restored} r WHERE r.{key} = t.{key})), "
+            f"(SELECT COUNT(*) FROM {restored} r JOIN {table} t ON t.{key} = r.{key} WHERE {differs}), "
+            f"(SELECT COUNT(*) FROM {restored})"
+        )
+
+    def replay_batch(self, connection, contract: TableContract, target: str, batch: CsvBatch) -> None:
+        """Upsert one batch of a journaled load's rows into table ``target`` (the one holding the
+        restored rows), in the restore's transaction."""
+        connection.cursor().executemany(
+            self.upsert_values(target, contract.column_names, [contract.key]),
+            [self.to_db_row(contract, self.from_text_row(contract, row)) for row in batch.parsed()],
         )
 
     def after_staging_sql(self) -> list[str]:

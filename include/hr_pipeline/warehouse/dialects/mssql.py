@@ -91,13 +91,13 @@ class MssqlAdapter(Adapter):
             f"VALUES ({', '.join(f'source.{c}' for c in names)});"
         )
 
-    def upsert_from_staging(self, contract: TableContract, staging: str) -> str:
+    def upsert_from_staging(self, contract: TableContract, staging: str, target: str | None = None) -> str:
         key, columns = self.quote(contract.key), self.column_list(contract)
         non_key = [self.quote(name) for name in contract.column_names if name != contract.key]
         updates = ", ".join(f"target.{c} = source.{c}" for c in non_key)
         source_values = ", ".join(f"source.{self.quote(n)}" for n in contract.column_names)
         return (
-            f"MERGE INTO {self.qualified(contract.name)} WITH (HOLDLOCK) AS target\n"
+            f"MERGE INTO {target or self.qualified(contract.name)} WITH (HOLDLOCK) AS target\n"
             f"USING {staging} AS source ON target.{key} = source.{key}\n"
             f"WHEN MATCHED THEN UPDATE SET {updates}\n"
             f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({source_values});"
@@ -124,15 +124,20 @@ class MssqlAdapter(Adapter):
         create = self.create_statement(f"CREATE TABLE {staging}", self.column_definitions(contract))
         return [f"IF OBJECT_ID(N'tempdb..{staging}') IS NULL\n{create}"]
 
-    def _upsert_rows(self, connection, contract: TableContract, rows) -> None:
+    def _upsert_rows(self, connection, contract: TableContract, rows, target: str | None = None) -> None:
         staging = self.load_staging(contract)
         cursor = connection.cursor()
         for statement in self.load_staging_sql(contract):
             cursor.execute(statement)
         for sql, params in self.insert_chunks(contract, staging, rows):
             cursor.execute(sql, params)
-        cursor.execute(self.upsert_from_staging(contract, staging))
+        cursor.execute(self.upsert_from_staging(contract, staging, target))
         cursor.execute(f"TRUNCATE TABLE {staging}")
+
+    def replay_batch(self, connection, contract: TableContract, target: str, batch) -> None:
+        """Through the load's ``#staging`` table, then one MERGE into ``target``."""
+        rows = [self.from_text_row(contract, row) for row in batch.parsed()]
+        self._upsert_rows(connection, contract, rows, self.qualified(target))
 
     def insert_sql(self, contract: TableContract, staging: str, row_count: int) -> str:
         row_marker = "(" + self.placeholders(len(contract.columns)) + ")"

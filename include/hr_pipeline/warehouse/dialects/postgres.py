@@ -155,10 +155,12 @@ class PostgresAdapter(Adapter):
     def lock_table_sql(self, name: str, exclusive: bool) -> str:
         return f"LOCK TABLE {self.quote(name)} IN {'EXCLUSIVE' if exclusive else 'SHARE'} MODE"
 
-    def replace_plan(self, contract: TableContract) -> ReplacePlan:
+    def replace_plan(self, contract: TableContract, dry_run: bool = False) -> ReplacePlan:
         # The price of loading the table itself: writers of the table (and of the tables it
         # references or that reference it) wait for the whole load instead of the swap alone;
-        # readers never wait.
+        # readers never wait. A dry run keeps the table and stages aside, to compare.
+        if dry_run:
+            return super().replace_plan(contract, dry_run=True)
         return ReplacePlan(
             self.name,
             (
@@ -166,12 +168,35 @@ class PostgresAdapter(Adapter):
                 Step("count", self.count_rows(contract.name)),
                 Step("execute", f"DELETE FROM {self.quote(contract.name)}"),
                 Step("load", self.copy_sql(contract, contract.name)),
+                Step("replay", contract.name),
                 *[
                     Step("check", check.sql, check)
                     for check in self.reference_checks(contract, restored_rows_in=contract.name)
                 ],
             ),
         )
+
+    def restore_staging_sql(self, contract: TableContract) -> list[str]:
+        """A dry run's staging table (a real restore loads the table itself)."""
+        staging, table = self.quote(self.restore_staging(contract)), self.quote(contract.name)
+        return [
+            f"DROP TABLE IF EXISTS pg_temp.{staging}",
+            f"CREATE TEMP TABLE {staging} (LIKE {table} INCLUDING ALL) ON COMMIT DROP",
+        ]
+
+    def restore_insert_sql(self, contract: TableContract) -> str:
+        return self.copy_sql(contract, self.restore_staging(contract))
+
+    def replay_batch(self, connection, contract: TableContract, target: str, batch: CsvBatch) -> None:
+        """COPY into the load's staging table (emptied first: in the restore's one transaction
+        ON COMMIT DELETE ROWS never comes), then one upsert into ``target``."""
+        staging = f"staging_{contract.name}"
+        cursor = connection.cursor()
+        for statement in self.load_staging_sql(contract):
+            cursor.execute(statement)
+        cursor.execute(f"TRUNCATE {self.quote(staging)}")
+        self.copy_csv(connection, contract, staging, batch)
+        cursor.execute(self.upsert_from_staging(contract, self.quote(staging), self.quote(target)))
 
     def load_restore_rows(self, cursor, contract: TableContract, sql: str, rows) -> None:
         with cursor.copy(sql) as copy:
