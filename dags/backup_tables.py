@@ -65,9 +65,12 @@ def backup_tables():
         from airflow.sdk import get_current_context
 
         from hr_pipeline.backup import backups as backup
+        from hr_pipeline.backup.point_in_time import prune_journal
 
         get_current_context()["table_name"] = table_name
-        return backup.prune_backups(table_name)
+        deleted = backup.prune_backups(table_name)
+        prune_journal(table_name)  # what no kept backup needs any more for a point-in-time restore
+        return deleted
 
     tables = selected_tables()
     backup_table.expand(table_name=tables) >> apply_retention.expand(table_name=tables)

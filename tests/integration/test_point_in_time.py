@@ -192,3 +192,40 @@ def test_restore_as_of_any_instant_gives_the_table_as_it_was(warehouse, blob_sto
         assert done is not None
         assert jobs_now(warehouse) == expected, f"as of {as_of}: {done.plan}"
         assert done.rows == len(expected)
+
+
+def test_retention_keeps_what_the_kept_backups_need_and_no_more(warehouse, blob_store):
+    """Loads, a backup, loads, a backup, a load: once retention deletes the first backup, the
+    journal rows up to the second backup's position go with their rows files; every instant
+    after the second backup is still restored exactly, and the freshness check sees no gap."""
+    from hr_pipeline.backup.freshness import check_freshness
+    from hr_pipeline.backup.point_in_time import prune_journal
+    from hr_pipeline.storage.layout import journal_rows_prefix
+    from tests.integration.ingest_helpers import blob_names
+
+    log = History(warehouse, blob_store)
+    for event in [
+        ("load", {1: "Nurse", 2: "Clerk"}, 1, "a.csv"),
+        ("backup",),
+        ("load", {2: "Chef", 3: "Pilot"}, 0, "b.csv"),
+        ("backup",),
+        ("load", {3: "Judge", 4: "Nurse"}, 0, "a.csv"),
+    ]:
+        log.run(event)
+    first, second = backup_logic.list_backups(TABLE, blob_store)
+    # The first backup holds the first load: nothing needs its journal row.
+    assert prune_journal(TABLE, blob_store, warehouse) == {"forgotten_through": 1, "rows_files_deleted": 1}
+    blob_store.delete(backup_logic.settings.backups_container(), first.name)  # as retention would
+    pruned = prune_journal(TABLE, blob_store, warehouse)
+    position = int(second.metadata["journal_position"])
+    assert pruned == {"forgotten_through": position, "rows_files_deleted": 1}
+    remaining = journal.entries(warehouse, TABLE)
+    assert [entry.seq for entry in remaining] == [position + 1]
+    assert blob_names(blob_store, journal_rows_prefix(TABLE)) == [remaining[0].rows_file]
+    check_freshness([TABLE], store=blob_store, warehouse=warehouse)
+    end = log.moments[-1]
+    done = log.restore_as_of(end.instant)
+    assert done.replayed == (position + 1,)
+    assert jobs_now(warehouse) == end.table
+    assert log.restore_as_of(log.moments[2].instant) is None  # before the kept backup: refused
+    assert jobs_now(warehouse) == end.table

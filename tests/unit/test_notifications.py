@@ -555,7 +555,7 @@ class ListingStore:
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 
 
-def test_fresh_backups_pass():
+def test_fresh_backups_pass(sqlite_warehouse):
     store = ListingStore(
         [
             "departments/departments-20260301T120000Z.avro",  # 24 h
@@ -564,7 +564,7 @@ def test_fresh_backups_pass():
             "hired_employees/hired_employees-20260301T110000Z.avro",
         ]
     )  # 25 h
-    results = freshness.check_freshness(now=NOW, store=store, container="backups")
+    results = freshness.check_freshness(now=NOW, store=store, container="backups", warehouse=sqlite_warehouse)
     assert [(r["table"], r["age_hours"], r["stale"]) for r in results] == [
         ("departments", 10.0, False),
         ("jobs", 1.0, False),
@@ -573,7 +573,7 @@ def test_fresh_backups_pass():
     assert results[0]["newest"] == "departments/departments-20260302T020000Z.avro"
 
 
-def test_a_stale_or_missing_backup_fails_naming_the_tables_and_ages():
+def test_a_stale_or_missing_backup_fails_naming_the_tables_and_ages(sqlite_warehouse):
     store = ListingStore(
         [
             "departments/departments-20260302T020000Z.avro",
@@ -582,7 +582,7 @@ def test_a_stale_or_missing_backup_fails_naming_the_tables_and_ages():
         ]
     )
     with pytest.raises(freshness.StaleBackups) as raised:
-        freshness.check_freshness(now=NOW, store=store, container="backups")
+        freshness.check_freshness(now=NOW, store=store, container="backups", warehouse=sqlite_warehouse)
     assert raised.value.tables == ("jobs", "hired_employees")
     assert str(raised.value) == (
         "Stale backups (newest older than 26.0 h): jobs: no backup; hired_employees: newest backup "
@@ -593,12 +593,54 @@ def test_a_stale_or_missing_backup_fails_naming_the_tables_and_ages():
     assert isinstance(raised.value, AirflowFailException)  # not retried
 
 
-def test_the_limit_is_26_hours():
+def test_the_limit_is_26_hours(sqlite_warehouse):
     assert freshness.MAX_BACKUP_AGE == timedelta(hours=26)
     store = ListingStore(["jobs/jobs-20260301T100000Z.avro"])  # 26 h exactly: still fresh
-    assert freshness.check_freshness(["jobs"], now=NOW, store=store)[0]["stale"] is False
+    assert (
+        freshness.check_freshness(["jobs"], now=NOW, store=store, warehouse=sqlite_warehouse)[0]["stale"]
+        is False
+    )
     with pytest.raises(freshness.StaleBackups):
-        freshness.check_freshness(["jobs"], now=NOW + timedelta(seconds=1), store=store)
+        freshness.check_freshness(
+            ["jobs"], now=NOW + timedelta(seconds=1), store=store, warehouse=sqlite_warehouse
+        )
+
+
+def test_a_journal_gap_fails_the_check_naming_the_load(sqlite_warehouse):
+    """A load after the oldest backup whose archived rows are gone: a restore as of an instant
+    after it would be refused, so the check fails, names that load and says to take a backup."""
+    from hr_pipeline.storage.layout import journal_rows_name
+    from hr_pipeline.warehouse import journal
+
+    names = {}
+    for run, source in (("run-1", "incoming/jobs/a.csv"), ("run-2", "incoming/jobs/b.csv")):
+        names[run] = journal_rows_name("jobs", run, source, run.encode().hex() * 8)
+        journal.record(
+            sqlite_warehouse,
+            table_name="jobs",
+            kind=journal.LOAD,
+            run_id=run,
+            source=source,
+            rows=3,
+            rows_file=names[run],
+            rows_sha256="0" * 64,
+        )
+    whole = ListingStore(["jobs/jobs-20260302T110000Z.avro", *names.values()])
+    assert (
+        freshness.check_freshness(["jobs"], now=NOW, store=whole, warehouse=sqlite_warehouse)[0][
+            "journal_gap"
+        ]
+        is None
+    )
+    store = ListingStore(["jobs/jobs-20260302T110000Z.avro", names["run-1"]])
+    with pytest.raises(freshness.StaleBackups) as raised:
+        freshness.check_freshness(["jobs"], now=NOW, store=store, warehouse=sqlite_warehouse)
+    message = str(raised.value)
+    assert "jobs: 1 journaled load(s) cannot be replayed" in message
+    assert "journal 2 (load of incoming/jobs/b.csv by run run-2" in message
+    assert names["run-2"] in message
+    assert "take one now" in message
+    assert raised.value.tables == ("jobs",)
 
 
 def test_the_freshness_alert_names_the_stale_tables(no_alert_connections):

@@ -14,13 +14,25 @@ file and checks it against the journal (sha256 and row count) as it goes.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from hr_pipeline.backup.backups import BLOB_META_POSITION, BackupError, BackupRef
+from hr_pipeline.backup.backups import (
+    BLOB_META_POSITION,
+    BackupError,
+    BackupRef,
+    default_blob_store,
+    default_warehouse,
+    list_backups,
+)
 from hr_pipeline.contract.instants import as_utc, format_instant
+from hr_pipeline.runtime import settings
+from hr_pipeline.warehouse import journal
 from hr_pipeline.warehouse.journal import LOAD, RESTORE, ROWS_FILE_COMPRESSION, JournalEntry
+
+log = logging.getLogger(__name__)
 
 # A restore can cross restores that crossed restores: deeper than this is a journal that loops.
 MAX_RESTORE_DEPTH = 100
@@ -152,6 +164,55 @@ def refuse_missing(plan: RestorePlan, missing: list[JournalEntry], container: st
     )
 
 
+# -- retention: what recovery still needs ---------------------------------------------------
+
+
+def retention_position(backups: list[BackupRef], entries: list[JournalEntry]) -> int:
+    """The journal position up to which no restore can need a journal row any more: the oldest
+    kept backup's, lowered to the position of every kept backup that a later restore entry
+    restored (crossing that restore replays from there). With no backup, nothing is released."""
+    if not backups:
+        return 0
+    kept = {ref.name: ref for ref in backups}
+    position = min(backup_position(ref) for ref in backups)
+    changed = True
+    while changed:  # a lower position brings more restore entries in
+        changed = False
+        for entry in entries:
+            if entry.kind == RESTORE and entry.seq > position and entry.source in kept:
+                crossed = entry.backup_position or 0
+                if crossed < position:
+                    position, changed = crossed, True
+    return position
+
+
+def journal_gaps(
+    backups: list[BackupRef], entries: list[JournalEntry], rows_files: set[str]
+) -> list[JournalEntry]:
+    """The loads a restore may still replay whose rows file is not among ``rows_files``."""
+    position = retention_position(backups, entries)
+    return [
+        entry
+        for entry in entries
+        if entry.seq > position
+        and entry.kind == LOAD
+        and (not entry.rows_file or entry.rows_file not in rows_files)
+    ]
+
+
+def describe_gaps(table: str, gaps: list[JournalEntry], container: str) -> str:
+    shown = "; ".join(
+        f"journal {entry.seq} (load of {entry.source} by run {entry.run_id}, "
+        f"{format_instant(entry.committed_at)}): {container}/{entry.rows_file} is missing"
+        for entry in gaps[:5]
+    )
+    more = f" (first 5 of {len(gaps)})" if len(gaps) > 5 else ""
+    return (
+        f"{table}: {len(gaps)} journaled load(s) cannot be replayed{more}: {shown}. A restore as of "
+        "an instant after them fails until a backup taken after them exists: take one now"
+    )
+
+
 def checked_batches(entry: JournalEntry, batches: Iterable, container: str) -> Iterator:
     """A load's rows file, as CSV batches, checked as they pass against its journal row: once
     all have passed, the sha256 of their bytes and their row count must be the journal's, else
@@ -178,6 +239,38 @@ __all__ = [
     "missing_rows_files",
     "plan_as_of",
     "plan_backup",
+    "prune_journal",
     "refuse_missing",
     "checked_batches",
+    "describe_gaps",
+    "journal_gaps",
+    "retention_position",
 ]
+
+
+def prune_journal(table: str, store=None, warehouse=None) -> dict:
+    """Forget the table's journal rows no restore can need any more (``retention_position``, from
+    the backups retention kept) and delete their rows files; returns what went. Journal rows go
+    first: a rows file is deleted only once no journal row names it."""
+    store = store or default_blob_store()
+    warehouse = warehouse or default_warehouse()
+    entries = journal.entries(warehouse, table)
+    position = retention_position(list_backups(table, store), entries)
+    released = [entry for entry in entries if entry.seq <= position]
+    if not released:
+        return {"forgotten_through": 0, "rows_files_deleted": 0}
+    journal.forget(warehouse, table, position)
+    still_named = {entry.rows_file for entry in entries if entry.seq > position}
+    container, deleted = settings.raw_container(), 0
+    for name in {entry.rows_file for entry in released if entry.rows_file} - still_named:
+        if store.exists(container, name):
+            store.delete(container, name)
+            deleted += 1
+    log.info(
+        "%s: journal rows up to %d forgotten (%d), %d rows files deleted: no kept backup needs them",
+        table,
+        position,
+        len(released),
+        deleted,
+    )
+    return {"forgotten_through": position, "rows_files_deleted": deleted}
