@@ -100,6 +100,7 @@ def test_the_lines_go_to_the_given_logger(caplog):
         clock.seconds += 11
         progress.advance(150_000)
     assert [record.name for record in caplog.records] == ["hr_pipeline.ingest.load"]
+    assert caplog.records[0].hr_progress is True  # what make demo picks out
 
 
 @given(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from hr_pipeline.local import PROJECT_ROOT, azurite, ports, state_dir
 from hr_pipeline.local import env as local_env
+from hr_pipeline.runtime.progress import PROGRESS_RECORD_FLAG
 
 ROOT = PROJECT_ROOT
 
@@ -83,24 +85,78 @@ class Console:
         """``label  action ...`` now, ``done in N s`` (or the failure) when the block ends."""
         return _Step(self, label, action)
 
+    @property
+    def is_terminal(self) -> bool:
+        return self.out.isatty()
+
 
 class _Step:
+    """One line of the demo's output: the step, what it is doing now (on a terminal, rewritten in
+    place as its tasks start), progress lines of long work under it, then its outcome."""
+
+    current: _Step | None = None  # the step under way, which task callbacks and progress report to
+
     def __init__(self, console: Console, label: str, action: str):
-        self.console, self.text = console, f"{label:<{LABEL_WIDTH}} {action} ..."
+        self.console, self.label = console, label
+        self.text = f"{label:<{LABEL_WIDTH}} {action} ..."
         self.detail = ""  # said after the time: "done in 2.0 s: <detail>"
         self.failed = False  # "FAILED after 2.0 s: <detail>"
+        self.status = ""  # the task under way, on a terminal only
+        self.line_open = False  # the step's text is on the current line, awaiting its outcome
 
     def __enter__(self):
         self.started = time.monotonic()
         self.console.say(self.text, end=" ")
+        self.line_open = True
+        _Step.current = self
         return self
 
+    def show(self, status: str) -> None:
+        """What the step is doing now: on a terminal, after its text on the same line; in the
+        log file always. Piped output (CI) stays one line per step."""
+        self.console.log.write(f"[demo] {self.label}: {status}\n")
+        if self.console.is_terminal and self.line_open:
+            self.status = status
+            self.console.out.write(f"\r\x1b[K{self.text} {status} ")
+            self.console.out.flush()
+
+    def note(self, text: str) -> None:
+        """A line under the step (progress of long work). On a terminal the step's line follows
+        again, still in progress; piped, the step's outcome line repeats its text at the end."""
+        if self.line_open:
+            self.console.out.write("\r\x1b[K" if self.console.is_terminal else "\n")
+        self.console.say(f"{'':<{LABEL_WIDTH}}   {text}")
+        self.line_open = self.console.is_terminal
+        if self.line_open:
+            self.console.say(f"{self.text} {self.status}".rstrip(), end=" ")
+
     def __exit__(self, kind, error, tb):
+        _Step.current = None
         seconds = time.monotonic() - self.started
         failed = self.failed or kind is not None
         text = f"{'FAILED after' if failed else 'done in'} {seconds:.1f} s"
+        if not self.line_open:
+            self.console.say(self.text, end=" ")
+        elif self.status and self.console.is_terminal:
+            self.console.out.write(f"\r\x1b[K{self.text} ")  # the task name gives way to the outcome
         self.console.say(text + (f": {self.detail}" if self.detail else ""))
+        self.line_open = False
         return False
+
+
+class _ProgressToConsole(logging.Handler):
+    """Progress lines of long work (``hr_pipeline.runtime.progress``), from the task code that
+    ``dag.test()`` runs in this process, shown under the step under way."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, PROGRESS_RECORD_FLAG, False) and _Step.current is not None:
+            _Step.current.note(record.getMessage())
+
+
+def _show_task(context) -> None:
+    """A task's on_execute_callback: the step under way says which task runs."""
+    if _Step.current is not None:
+        _Step.current.show(context["ti"].task_id)
 
 
 class DemoFailure(Exception):
@@ -128,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     state = state_dir()
     log_path = state / "logs" / "demo.log"
     console = Console(log_path)
+    _watch_progress()
     console.say(f"HR pipeline demo on {shown(data)}; state in {shown(state)}")
     console.say(f"Framework logs (Airflow, Great Expectations, task logs): {shown(log_path)}")
     instance = None
@@ -150,6 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if instance is not None and instance.started:
             azurite.stop(instance.data_dir)
+
+
+def _watch_progress() -> None:
+    """Progress records of the package's loggers reach the console (at INFO, whatever level the
+    frameworks set for the rest)."""
+    package_log = logging.getLogger("hr_pipeline")
+    if package_log.getEffectiveLevel() > logging.INFO:
+        package_log.setLevel(logging.INFO)
+    package_log.addHandler(_ProgressToConsole())
 
 
 def _start_azurite(console: Console, state: Path) -> azurite.Instance:
@@ -335,6 +401,7 @@ def _for_demo(dag, failures: dict[str, list[str]]):
     for task in dag.tasks:
         task.retries = 0
         task.on_failure_callback = [record]
+        task.on_execute_callback = [_show_task]
     return dag
 
 

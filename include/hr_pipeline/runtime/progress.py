@@ -30,6 +30,8 @@ from datetime import datetime, timedelta, timezone
 
 log = logging.getLogger(__name__)
 
+# Set on every progress record (``record.hr_progress``): a console (``make demo``) picks them out.
+PROGRESS_RECORD_FLAG = "hr_progress"
 DEFAULT_EVERY_SECONDS = 10.0
 DEFAULT_MIN_ROWS = 100_000
 
@@ -105,6 +107,7 @@ class Progress:
                 f"{self.done:,}",
                 _duration(elapsed),
                 f"{self._rate(elapsed):,.0f}",
+                extra={PROGRESS_RECORD_FLAG: True},
             )
             self.lines_logged += 1
 
@@ -128,6 +131,6 @@ class Progress:
         return self.done / elapsed if elapsed > 0 else 0.0
 
     def _log(self, now: float) -> None:
-        self.logger.info("%s", self.line(now))
+        self.logger.info("%s", self.line(now), extra={PROGRESS_RECORD_FLAG: True})
         self._last_line = now
         self.lines_logged += 1

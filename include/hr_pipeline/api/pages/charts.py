@@ -85,8 +85,8 @@ def _text(x: float, y: float, content: str, anchor: str = "start", **attrs: obje
     )
 
 
-def _label_room(labels: Sequence[str]) -> float:
-    return min(MAX_LABEL_PX, max([text_width(label) for label in labels] + [40.0]) + 12)
+def _label_room(labels: Sequence[str], most: float = MAX_LABEL_PX) -> float:
+    return min(most, max([text_width(label) for label in labels] + [40.0]) + 12)
 
 
 def heatmap(
@@ -151,10 +151,11 @@ def horizontal_bars(
     bars: Sequence[Bar],
     reference: tuple[str, float] | None = None,
     plot_width: float = 520,
+    label_px: float = MAX_LABEL_PX,
 ) -> Html:
     """One bar per item, its number at its end; ``reference`` (label, value) is drawn as a
-    vertical line across the bars, labelled at the top."""
-    label_px = _label_room([bar.label for bar in bars])
+    vertical line across the bars, labelled at the top. Labels get up to ``label_px``."""
+    label_px = _label_room([bar.label for bar in bars], label_px)
     top = ROW_HEIGHT if reference else 4
     largest = max([bar.value for bar in bars] + [reference[1] if reference else 0, 1])
     scale = (plot_width - 70) / largest  # room for the number after the longest bar

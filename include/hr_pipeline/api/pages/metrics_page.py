@@ -211,10 +211,10 @@ def filters(view: MetricsView) -> Html:
     return html(
         '<form class="filters" method="get">'
         '<label>Year<select name="year">{}</select></label>'
-        '<label>Departments <span class="muted">(none: all)</span>'
+        '<label>Departments <span class="muted">(none picked: all; Ctrl+click for several)</span>'
         '<select name="department" multiple>{}</select></label>'
-        '<label>Jobs <span class="muted">(none: all)</span><select name="job" multiple>{}</select></label>'
-        '<button type="submit">Apply</button> <a href="?">Clear</a></form>',
+        '<label>Jobs <span class="muted">(none picked: all)</span><select name="job" multiple>{}</select></label>'
+        '<span class="actions"><button type="submit">Apply</button> <a href="?">Clear</a></span></form>',
         _options(reversed(view.years), [view.year]),
         _options(view.departments, view.selection.departments),
         _options(view.jobs, view.selection.jobs),

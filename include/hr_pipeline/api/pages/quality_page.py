@@ -33,6 +33,7 @@ EXAMPLES_PER_REASON = 5
 MAX_REJECTS_READ = 200_000  # rejected rows read per file to rank the reasons; the ledger counts all
 LOADED = "loaded"
 LOADED_COLOUR, REJECTED_COLOUR = "#3b73b9", "#c2410c"
+REASON_LABEL_PX = 420  # "department_id: required field is empty" whole, in the run page's frame
 
 # The reasons the contract's rules give (hr_pipeline.ingest.expectations), as kinds: the column
 # and the rule, without the value that broke it (a value repr may hold any text, "; " included).
@@ -231,7 +232,11 @@ def _reasons(summary: RejectsSummary, file_name: str) -> Html:
         else f"Ranked over the first {summary.rows_read:,} rejected rows of the file (the counts above are of all)."
     )
     chart = charts.horizontal_bars(
-        "reasons", f"Reasons of the rejected rows of {file_name}", [charts.Bar(kind, n) for kind, n in ranked]
+        "reasons",
+        f"Reasons of the rejected rows of {file_name}",
+        [charts.Bar(kind, n) for kind, n in ranked],
+        plot_width=420,
+        label_px=REASON_LABEL_PX,
     )
     parts = [element("h4", "Reasons, by rows"), element("p", note, class_="muted") if note else Html("")]
     parts.append(element("div", chart, class_="chart", data_file=file_name))
