@@ -223,9 +223,16 @@ def test_retention_keeps_what_the_kept_backups_need_and_no_more(warehouse, blob_
     assert [entry.seq for entry in remaining] == [position + 1]
     assert blob_names(blob_store, journal_rows_prefix(TABLE)) == [remaining[0].rows_file]
     check_freshness([TABLE], store=blob_store, warehouse=warehouse)
+    # Once a backup holds every change, the newest journal row still stays: the next load's seq
+    # follows it, never one a backup's position already counts.
+    log.run(("backup",))
+    assert prune_journal(TABLE, blob_store, warehouse) == {"forgotten_through": 0, "rows_files_deleted": 0}
+    assert [entry.seq for entry in journal.entries(warehouse, TABLE)] == [position + 1]
+    log.run(("load", {5: "Chef"}, 0, "d.csv"))
+    assert journal.last_entry(warehouse, TABLE).seq == position + 2
     end = log.moments[-1]
     done = log.restore_as_of(end.instant)
-    assert done.replayed == (position + 1,)
+    assert done.replayed == (position + 2,)
     assert jobs_now(warehouse) == end.table
     assert log.restore_as_of(log.moments[2].instant) is None  # before the kept backup: refused
     assert jobs_now(warehouse) == end.table

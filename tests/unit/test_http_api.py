@@ -134,7 +134,9 @@ def test_a_body_at_the_limit_is_read_and_one_byte_more_is_413(as_user, triggered
 
     at_limit = client.post("/api/restore/jobs", content=_restore_body(limit), headers=headers)
     assert at_limit.status_code == 202, at_limit.text
-    assert triggered == [("restore_table", {"table_name": "jobs", "backup": "latest", "as_of": None})]
+    assert triggered == [
+        ("restore_table", {"table_name": "jobs", "backup": "latest", "as_of": None, "dry_run": False})
+    ]
 
     over = client.post("/api/restore/jobs", content=_restore_body(limit + 1), headers=headers)
     assert over.status_code == 413
@@ -389,7 +391,9 @@ def test_a_backup_that_is_not_latest_or_a_backup_name_of_the_table_is_422(as_use
 def test_latest_and_the_backup_names_of_the_table_are_taken(as_user, triggered, backup):
     response = as_user(app).post("/api/restore/jobs", json={"backup": backup})
     assert response.status_code == 202, response.text
-    assert triggered == [("restore_table", {"table_name": "jobs", "backup": backup, "as_of": None})]
+    assert triggered == [
+        ("restore_table", {"table_name": "jobs", "backup": backup, "as_of": None, "dry_run": False})
+    ]
 
 
 @pytest.mark.parametrize("table", TABLE_NAMES)
@@ -578,3 +582,14 @@ def test_a_second_ingest_of_a_table_with_a_waiting_run_is_409(as_user, triggered
         session.commit()
     assert client.post("/api/ingest/jobs").status_code == 202
     assert triggered == [("ingest_table", {"table_name": "jobs"})]
+
+
+def test_a_dry_run_as_of_an_instant_reaches_the_restore(as_user, triggered):
+    response = as_user(app).post("/api/restore/jobs", json={"as_of": "2026-01-02T03:04:05Z", "dry_run": True})
+    assert response.status_code == 202, response.text
+    assert triggered == [
+        (
+            "restore_table",
+            {"table_name": "jobs", "backup": "latest", "as_of": "2026-01-02T03:04:05+00:00", "dry_run": True},
+        )
+    ]

@@ -4,7 +4,7 @@
 =========================================  ==========================================================
 ``POST /hr/api/ingest/{table_name}``        triggers ``ingest_table`` for that table
 ``POST /hr/api/backup/{table_name}``        triggers ``backup_tables`` for that one table
-``POST /hr/api/restore/{table_name}``       triggers ``restore_table`` (body: ``backup``, ``as_of``)
+``POST /hr/api/restore/{table_name}``       triggers ``restore_table`` (body: ``backup``, ``as_of``, ``dry_run``)
 ``GET /hr/api/metrics/quarterly-hires-2021``           reads ``quarterly_hires_2021``
 ``GET /hr/api/metrics/departments-above-mean-2021``    reads ``departments_above_mean_2021``
 =========================================  ==========================================================
@@ -219,7 +219,14 @@ class RestoreRequest(BaseModel):
         "(<table>/<table>-<YYYYMMDDTHHMMSS.ffffffZ>.avro).",
     )
     as_of: datetime | None = Field(
-        None, description="Restore the newest backup taken at or before this instant (ISO 8601)."
+        None,
+        description="Restore the table as it was at this instant (ISO 8601): the newest backup taken "
+        "at or before it, plus every load committed after that backup up to the instant.",
+    )
+    dry_run: bool = Field(
+        False,
+        description="Change nothing: the run's log and return value say which backup and loads would "
+        "be applied, and how many rows would be added, removed and changed.",
     )
 
 
@@ -553,6 +560,7 @@ def restore(
         "table_name": table_name.value,
         "backup": request.backup,
         "as_of": request.as_of.isoformat() if request.as_of else None,
+        "dry_run": request.dry_run,
     }
     return trigger(RESTORE_DAG, conf, user)
 

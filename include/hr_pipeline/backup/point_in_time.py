@@ -250,12 +250,15 @@ __all__ = [
 
 def prune_journal(table: str, store=None, warehouse=None) -> dict:
     """Forget the table's journal rows no restore can need any more (``retention_position``, from
-    the backups retention kept) and delete their rows files; returns what went. Journal rows go
-    first: a rows file is deleted only once no journal row names it."""
+    the backups retention kept), but its newest, and delete their rows files; returns what went.
+    Journal rows go first: a rows file is deleted only once no journal row names it."""
     store = store or default_blob_store()
     warehouse = warehouse or default_warehouse()
     entries = journal.entries(warehouse, table)
-    position = retention_position(list_backups(table, store), entries)
+    # The newest row stays, whatever it is: the next change's seq is the newest + 1, and must
+    # never be a seq a backup's position already counts.
+    last = entries[-1].seq if entries else 0
+    position = min(retention_position(list_backups(table, store), entries), last - 1)
     released = [entry for entry in entries if entry.seq <= position]
     if not released:
         return {"forgotten_through": 0, "rows_files_deleted": 0}

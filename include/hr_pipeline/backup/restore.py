@@ -425,7 +425,8 @@ class RestoreResult:
     rows_changed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types (an XCom shows a tuple as a tagged object)."""
+        return {**asdict(self), "replayed": list(self.replayed)}
 
 
 def restore_table(
