@@ -460,7 +460,9 @@ def test_a_backup_that_fails_its_read_back_is_deleted(sqlite_warehouse, blob_sto
     assert blob_store.list(backups_container()) == []
 
 
-def test_restore_dag_as_of_an_instant_replays_the_loads_after_the_backup(airflow_db, sqlite_warehouse, blob_store):
+def test_restore_dag_as_of_an_instant_replays_the_loads_after_the_backup(
+    airflow_db, sqlite_warehouse, blob_store
+):
     """Through the DAGs: ingest, back up, ingest twice more; the restore_table DAG as of the
     instant between the two later ingests brings the backup plus the first of them. Its dry run
     first says so and changes nothing, and emits no asset event."""
