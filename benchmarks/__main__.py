@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("ingest_bench", "metrics_bench", "backup_bench", "latency_bench")
+BENCHMARKS = ("ingest_bench", "metrics_bench", "backup_bench", "point_in_time_bench", "latency_bench")
 
 
 def main(names: list[str]) -> int:

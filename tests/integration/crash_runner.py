@@ -42,7 +42,8 @@ def main(step: str, table: str, run_id: str, day: str, state_path: str, pattern:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     root.addHandler(KillAt(pattern, int(occurrence)))
-    logging.getLogger("hr_pipeline").setLevel(logging.INFO)
+    # The pipeline's own debug lines too: the load says so after each batch it commits.
+    logging.getLogger("hr_pipeline").setLevel(logging.DEBUG)
     logging.getLogger("hr_pipeline").disabled = False
     state_file = Path(state_path)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}

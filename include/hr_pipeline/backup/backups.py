@@ -47,6 +47,7 @@ from hr_pipeline.contract.instants import (
 )
 from hr_pipeline.contract.tables import ColumnType, TableContract, avro_schema, get_contract
 from hr_pipeline.runtime import settings
+from hr_pipeline.runtime.progress import Progress
 from hr_pipeline.warehouse import journal
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def _records(
             for row in rows:
                 yield dict(zip(names, row))
         progress["rows"] += len(rows)
-        log.info("%s: %d of %d rows written", contract.name, progress["rows"], progress["total"])
+        progress["line"].advance(len(rows))
 
 
 # -- backup ----------------------------------------------------------------------------------
@@ -302,7 +303,11 @@ def write_backup_file(
             META_CONTRACT_VERSION: str(contract.version),
             META_JOURNAL_POSITION: str(snapshot.journal_position),
         }
-        progress = {"rows": 0, "total": snapshot.row_count}
+        progress = {
+            "rows": 0,
+            "total": snapshot.row_count,
+            "line": Progress(f"backup {contract.name}", total=snapshot.row_count, logger=log),
+        }
         with open(path, "wb") as handle:
             fastavro.writer(
                 handle,
@@ -311,6 +316,7 @@ def write_backup_file(
                 codec=CODEC,
                 metadata=metadata,
             )
+        progress["line"].finish()
         if progress["rows"] != snapshot.row_count:  # cannot happen inside one snapshot
             raise BackupError(
                 f"{table_name}: counted {snapshot.row_count} rows but read {progress['rows']} "

@@ -66,6 +66,7 @@ from hr_pipeline.contract.tables import (
     get_contract,
 )
 from hr_pipeline.runtime import settings
+from hr_pipeline.runtime.progress import Progress
 from hr_pipeline.warehouse import journal
 from hr_pipeline.warehouse.dialects import ReferenceCheck, ReplacePlan, adapter_for
 from hr_pipeline.warehouse.dialects.base import related_tables  # noqa: F401  (part of this module's API)
@@ -75,7 +76,6 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest"
 SAMPLE_IDS = 10  # ids named in a referential-integrity refusal
-LOAD_CHUNK_ROWS = 50_000
 REPLAY_BATCH_ROWS = 50_000
 MAX_LISTED = 20  # backups named in a "not found" message
 
@@ -275,8 +275,8 @@ def _avro_rows(path: Path, contract: TableContract, naive: bool, progress: dict,
                     for i in timestamps:
                         row[i] = row[i].replace(tzinfo=None)
                 progress["rows"] += 1
-                if progress["rows"] % LOAD_CHUNK_ROWS == 0:
-                    log.info("%s: %d of %d rows staged", contract.name, progress["rows"], progress["total"])
+                if progress["rows"] % 10_000 == 0:
+                    progress["line"].advance(10_000)
                 yield row
         except Exception as error:  # noqa: BLE001 - the reader's only: database errors surface in the consumer
             raise BackupCorruptError(
@@ -338,11 +338,17 @@ def _replay(adapter, connection, job: RestoreJob, target: str) -> int:
     from hr_pipeline.warehouse.facade import csv_batches
 
     container, replayed = settings.raw_container(), 0
+    progress = Progress(
+        f"replay of {len(job.replays)} journaled load(s) into {job.contract.name}",
+        total=sum(entry.rows for entry in job.replays),
+        logger=log,
+    )
     for entry in job.replays:
         blocks = job.store.decompressed_blocks(container, entry.rows_file, journal.ROWS_FILE_COMPRESSION)
         for batch in point_in_time.checked_batches(entry, csv_batches(blocks, REPLAY_BATCH_ROWS), container):
             adapter.replay_batch(connection, job.contract, target, batch)
             replayed += batch.rows
+            progress.advance(batch.rows)
         log.info(
             "%s: journal %d replayed (load of %s by run %s, %d rows)",
             job.contract.name,
@@ -351,6 +357,7 @@ def _replay(adapter, connection, job: RestoreJob, target: str) -> int:
             entry.run_id,
             entry.rows,
         )
+    progress.finish()
     return replayed
 
 
@@ -365,6 +372,7 @@ def _run_plan(adapter, connection, plan: ReplacePlan, job: RestoreJob, rows, pro
             break
         if step.kind == "load":
             adapter.load_restore_rows(cursor, contract, step.sql, rows)
+            progress["line"].finish()
             _check_row_count(progress, job.header, job.ref)
             log.info("%s: %d rows of the backup loaded", contract.name, progress["rows"])
             continue
@@ -545,7 +553,11 @@ def _replace_rows(
 
 def _replace_rows_locked(warehouse, job: RestoreJob) -> PlanOutcome:
     adapter, contract, ref = warehouse.adapter, job.contract, job.ref
-    progress = {"rows": 0, "total": job.header.rows}
+    progress = {
+        "rows": 0,
+        "total": job.header.rows,
+        "line": Progress(f"restore {contract.name} from {ref.name}", total=job.header.rows, logger=log),
+    }
     # PostgreSQL reads the UTC-aware datetimes into TIMESTAMP ignoring the (+00:00) offset;
     # the other drivers get naive UTC datetimes.
     rows = _avro_rows(

@@ -19,9 +19,8 @@ from hr_pipeline.ingest.run import (
     loads_by_source,
     spreadsheet_safe,
 )
-from hr_pipeline.runtime.settings import (
-    raw_container,
-)
+from hr_pipeline.runtime.progress import Progress
+from hr_pipeline.runtime.settings import raw_container
 from hr_pipeline.storage import layout
 from hr_pipeline.storage.blob_store import BlobStore
 from hr_pipeline.warehouse import journal
@@ -29,17 +28,6 @@ from hr_pipeline.warehouse.errors import WarehouseDataError
 from hr_pipeline.warehouse.facade import CsvBatch, Warehouse, csv_batches
 
 log = logging.getLogger(__name__)
-
-
-def _progress_logger(source: str, total: int, batch_size: int):
-    """Logs loaded rows about every 100,000 rows (every batch when batches are larger)."""
-    every = max(batch_size, 100_000)
-
-    def log_progress(loaded: int) -> None:
-        if loaded % every < batch_size or loaded == total:
-            log.info("%s: %d of %d rows loaded", source, loaded, total)
-
-    return log_progress
 
 
 def load_validated(
@@ -115,13 +103,14 @@ def _load_file(
                 column.references,
                 ", ".join(map(str, sorted(missing)[:5])),
             )
-    progress = _progress_logger(item.source, item.valid, batch_size)
+    progress = Progress(f"load {item.source}", total=item.valid, logger=log)
     written = 0
 
     def count(rows: int) -> None:
         nonlocal written
+        progress.advance(rows - written)
         written = rows
-        progress(rows)
+        log.debug("%s: %d of %d rows loaded", item.source, rows, item.valid)
 
     batches = csv_batches(
         store.decompressed_blocks(raw_container(), item.valid_blob, VALID_ROWS_COMPRESSION), batch_size
@@ -147,6 +136,7 @@ def _load_file(
             item.valid,
         )
         return {"loaded": written, "rejected": 0, "error": first_line}
+    progress.finish()
     if dropped:
         _upload_load_rejects(store, item, contract, dropped)
     if written + len(dropped) != item.valid:
