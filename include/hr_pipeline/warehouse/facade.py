@@ -317,6 +317,9 @@ class Warehouse:
         meets a key already there (the common case: new rows); the first that does is rolled
         back and upserted through a staging table, as is every batch after it.
 
+        The batches are durable when it returns (``Adapter.finish_load``): a dialect may commit
+        each one asynchronously before that.
+
         Rows the warehouse refuses raise ``WarehouseDataError``; an unreachable warehouse
         ``WarehouseUnavailableError`` (``warehouse.errors``).
         """
@@ -339,6 +342,7 @@ class Warehouse:
                     write(connection, batch)
                     written += len(batch)
                     report(written)
+                self.adapter.finish_load(connection)
             finally:
                 connection.close()
             return written
@@ -381,6 +385,7 @@ class Warehouse:
                 writers.put(first)
                 for batch in iter_batches:
                     writers.put(batch)
+            self.adapter.finish_load(opened[0])
         finally:
             for connection in opened:
                 connection.close()

@@ -254,6 +254,10 @@ class Adapter:
         """State shared by the writers of one load."""
         return {}
 
+    def finish_load(self, connection) -> None:
+        """Once every batch of a load is committed, on one of its connections: make them durable
+        (each batch's commit already is, unless the dialect commits them asynchronously)."""
+
     def write_batch(self, connection, contract: TableContract, batch, state: dict) -> None:
         """One batch of a load, in a transaction of its own."""
         try:
