@@ -185,6 +185,7 @@ def test_a_restore_whose_backup_is_gone_is_refused_naming_it():
         journal.position_sql,
         journal.entries_sql,
         journal.forget_sql,
+        journal.snapshot_sql,
     ],
 )
 def test_journal_statements_parse_as_tsql(statement):
@@ -197,3 +198,41 @@ def test_the_journal_insert_takes_every_column_but_the_commit_instant(adapter):
     sql = journal.insert_sql(adapter)
     assert sql.count(adapter.marker) == len(journal.COLUMNS) - 1
     assert journal.now_sql(adapter) in sql
+
+
+@pytest.mark.parametrize("table", ["departments", "jobs", "hired_employees"])
+def test_a_dry_run_and_a_replay_on_sql_server_parse_as_tsql(table):
+    """A dry run's plan (staging, checks, the comparison) and a replayed batch's statements
+    (``#staging``, MERGE into the restore's ``#temp`` table), compiled as T-SQL: no SQL Server
+    can run here."""
+    from hr_pipeline.contract.tables import CONTRACTS
+    from hr_pipeline.warehouse.dialects.base import CsvBatch
+
+    contract = CONTRACTS[table]
+    plan = MSSQL.replace_plan(contract, dry_run=True)
+    assert [step.kind for step in plan.steps][-1] == "diff"
+    assert not any(step.sql.startswith(("DELETE", "INSERT INTO dbo.")) for step in plan.steps)
+    for step in plan.steps:
+        if step.kind not in ("load", "replay"):
+            assert sqlglot.parse(step.sql, read="tsql", error_level=ErrorLevel.RAISE)
+
+    sent = []
+
+    class Cursor:
+        def execute(self, sql, params=None):
+            sent.append(sql.replace("%s", "1"))
+
+    class Connection:
+        def cursor(self):
+            return Cursor()
+
+    values = {"integer": "7", "string": "Nurse", "timestamp": "2021-01-02T03:04:05.000000Z"}
+    row = ",".join(values[column.type.value] for column in contract.columns)
+    MSSQL.replay_batch(
+        Connection(), contract, MSSQL.restore_staging(contract), CsvBatch(f"{row}\n".encode(), 1)
+    )
+    merge = [sql for sql in sent if sql.startswith("MERGE INTO")]
+    assert len(merge) == 1
+    assert merge[0].startswith(f"MERGE INTO #restore_{table} ")
+    for sql in sent:
+        assert sqlglot.parse(sql, read="tsql", error_level=ErrorLevel.RAISE)
