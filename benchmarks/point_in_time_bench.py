@@ -80,7 +80,6 @@ def _journal_ten_loads(database: str, extracts: list[Path]) -> datetime:
 def _restore(database: str, work_dir: str, backup: str, as_of: str | None) -> tuple[float, dict]:
     use_postgres_warehouse(database)
     import fastavro  # noqa: F401 - what a worker has imported before it runs the task
-    import pyarrow  # noqa: F401
 
     import hr_pipeline.backup.restore as restore
     from hr_pipeline.storage.blob_store import BlobStore
@@ -97,7 +96,7 @@ def _restore(database: str, work_dir: str, backup: str, as_of: str | None) -> tu
 
 
 def main() -> bool:
-    hires_csv = generate_hires_csv(WORK_DIR / f"hires_{HIRES}.csv", HIRES)
+    generate_hires_csv(WORK_DIR / f"hires_{HIRES}.csv", HIRES)
     work_dir = WORK_DIR / "point-in-time"
     work_dir.mkdir(parents=True, exist_ok=True)
     extracts = [
@@ -130,7 +129,9 @@ def _run(database: str, work_dir: Path, extracts: list[Path]) -> bool:
         "restore as of, with replays", _restore, database, str(work_dir), "latest", as_of
     )
     assert len(result["replayed"]) == LOADS, result
-    backup_s, backup_mb, _ = _measure("restore of the backup", _restore, database, str(work_dir), backup, None)
+    backup_s, backup_mb, _ = _measure(
+        "restore of the backup", _restore, database, str(work_dir), backup, None
+    )
     _empty_copy_of_hires(database, "copy_target")
     copy_s = 0.0
     for extract in extracts:

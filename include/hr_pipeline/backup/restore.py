@@ -345,8 +345,9 @@ def _replay(adapter, connection, job: RestoreJob, target: str) -> int:
     )
     for entry in job.replays:
         blocks = job.store.decompressed_blocks(container, entry.rows_file, journal.ROWS_FILE_COMPRESSION)
+        state = adapter.new_load()
         for batch in point_in_time.checked_batches(entry, csv_batches(blocks, REPLAY_BATCH_ROWS), container):
-            adapter.replay_batch(connection, job.contract, target, batch)
+            adapter.replay_batch(connection, job.contract, target, batch, state)
             replayed += batch.rows
             progress.advance(batch.rows)
         log.info(

@@ -405,9 +405,12 @@ class Adapter:
             f"(SELECT COUNT(*) FROM {restored})"
         )
 
-    def replay_batch(self, connection, contract: TableContract, target: str, batch: CsvBatch) -> None:
+    def replay_batch(
+        self, connection, contract: TableContract, target: str, batch: CsvBatch, state: dict | None = None
+    ) -> None:
         """Upsert one batch of a journaled load's rows into table ``target`` (the one holding the
-        restored rows), in the restore's transaction."""
+        restored rows), in the restore's transaction. ``state``: ``new_load()``'s, one per
+        replayed load, for a dialect that adapts its path to what the batches meet."""
         connection.cursor().executemany(
             self.upsert_values(target, contract.column_names, [contract.key]),
             [self.to_db_row(contract, self.from_text_row(contract, row)) for row in batch.parsed()],

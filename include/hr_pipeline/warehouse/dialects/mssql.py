@@ -134,7 +134,9 @@ class MssqlAdapter(Adapter):
         cursor.execute(self.upsert_from_staging(contract, staging, target))
         cursor.execute(f"TRUNCATE TABLE {staging}")
 
-    def replay_batch(self, connection, contract: TableContract, target: str, batch) -> None:
+    def replay_batch(
+        self, connection, contract: TableContract, target: str, batch, state: dict | None = None
+    ) -> None:
         """Through the load's ``#staging`` table, then one MERGE into ``target``."""
         rows = [self.from_text_row(contract, row) for row in batch.parsed()]
         self._upsert_rows(connection, contract, rows, self.qualified(target))

@@ -201,9 +201,22 @@ class PostgresAdapter(Adapter):
     def restore_insert_sql(self, contract: TableContract) -> str:
         return self.copy_sql(contract, self.restore_staging(contract))
 
-    def replay_batch(self, connection, contract: TableContract, target: str, batch: CsvBatch) -> None:
-        """COPY into the load's staging table (emptied first: in the restore's one transaction
-        ON COMMIT DELETE ROWS never comes), then one upsert into ``target``."""
+    def replay_batch(
+        self, connection, contract: TableContract, target: str, batch: CsvBatch, state: dict | None = None
+    ) -> None:
+        """Straight into ``target`` by COPY, under a savepoint, while the load's batches meet no key
+        already there (``state``, from ``new_load``, per replayed load: new rows, the common case);
+        from the first that does, COPY into the load's staging table (emptied first: in the
+        restore's one transaction ON COMMIT DELETE ROWS never comes), then one upsert."""
+        if state is not None and state.get("direct"):
+            from psycopg.errors import UniqueViolation
+
+            try:
+                with connection.transaction():  # a savepoint: a conflict undoes this batch only
+                    self.copy_csv(connection, contract, target, batch)
+                return
+            except UniqueViolation:
+                state["direct"] = False
         staging = f"staging_{contract.name}"
         cursor = connection.cursor()
         for statement in self.load_staging_sql(contract):
