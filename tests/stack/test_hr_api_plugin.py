@@ -98,7 +98,12 @@ def test_backup_and_restore_trigger_their_dags(local_stack, hr, published):
 
     restore = hr.post("/api/restore/departments", json={"backup": "latest"})
     assert restore.status_code == 202, restore.text
-    assert restore.json()["conf"] == {"table_name": "departments", "backup": "latest", "as_of": None}
+    assert restore.json()["conf"] == {
+        "table_name": "departments",
+        "backup": "latest",
+        "as_of": None,
+        "dry_run": False,
+    }
     run = local_stack.api.wait_for_run("restore_table", restore.json()["dag_run_id"])
     assert run["state"] == "success", local_stack.api.failure_report("restore_table", run["dag_run_id"])
     assert local_stack.row_count("departments") == 12
