@@ -90,7 +90,9 @@ def ingest_table():
     def validate(params: dict, run_id: str) -> list[dict]:
         from hr_pipeline.ingest.validate import validate_incoming
         from hr_pipeline.ops.run_states import ended_runs_of_this_dag
+        from hr_pipeline.runtime.startup import log_start_up
 
+        log_start_up("validate")
         return validate_incoming(
             params["table_name"],
             run_id=run_id,
@@ -102,7 +104,9 @@ def ingest_table():
     @task(inlets=list(LANDED_FILES.values()), outlets=[INGESTED_TABLE])
     def load(validations: list[dict], params: dict, outlet_events=None) -> list[dict]:
         from hr_pipeline.ingest.load import load_validated, what_changed
+        from hr_pipeline.runtime.startup import log_start_up
 
+        log_start_up("load")
         table = params["table_name"]
         loads = load_validated(table, validations, batch_size=params["batch_size"])
         changed = what_changed(validations, loads)

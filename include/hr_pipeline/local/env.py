@@ -182,6 +182,11 @@ def _process_settings(log_server_port: int, trigger_log_server_port: int) -> dic
         # Two cores: a few task processes at a time is plenty. Parsing a DAG file in a busy
         # task process can take longer than the 30 s default allows.
         "AIRFLOW__CORE__PARALLELISM": "4",
+        # The LocalExecutor's workers forked from a forkserver that imported what the tasks
+        # import: each task process (forked from a worker) starts with them loaded
+        # (hr_pipeline.ops.preload). The dag-processor and triggerer are not concerned.
+        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "hr_pipeline.ops.preload",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
     }
