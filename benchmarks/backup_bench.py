@@ -97,7 +97,7 @@ def _import_project() -> None:
 def _project_backup(database: str, work_dir: str) -> tuple[float, dict]:
     use_postgres_warehouse(database)
     _import_project()
-    from hr_pipeline.backup.backups import backups as backup
+    from hr_pipeline.backup import backups as backup
 
     started = time.perf_counter()
     result = backup.backup_table("hired_employees", work_dir=Path(work_dir))
@@ -125,7 +125,7 @@ def _baseline_backup(database: str, path: str) -> tuple[float, int]:
 def _project_restore(database: str, work_dir: str) -> tuple[float, dict]:
     use_postgres_warehouse(database)
     _import_project()
-    from hr_pipeline.backup.backups import restore
+    from hr_pipeline.backup import restore
 
     started = time.perf_counter()
     result = restore.restore_table("hired_employees", "latest", work_dir=Path(work_dir))

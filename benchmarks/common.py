@@ -10,6 +10,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import queue as queue_module
 import random
 import resource
 import subprocess
@@ -88,26 +89,58 @@ def _child(target: Callable, args: tuple, queue) -> None:
     queue.put((elapsed, peak_kb / 1024, result))
 
 
-def measure_in_child(target: Callable, *args) -> Measurement:
-    """Run ``target(*args)`` in a fresh process; its wall time and peak RSS (MB).
+def measure_in_child(target: Callable, *args, start_method: str = "spawn") -> Measurement:
+    """Run ``target(*args)`` in another process; its wall time and peak RSS (MB).
 
-    ``target`` must be a module-level function and return something picklable.
+    ``target`` must be a module-level function and return something picklable. ``spawn``: a new
+    interpreter; ``forkserver``: a fork of the server that ``warm_forkserver`` preloaded, as
+    Airflow's workers fork task processes from a warm parent.
     """
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(start_method)
     queue = context.Queue()
     process = context.Process(target=_child, args=(target, args, queue))
     process.start()
-    elapsed, peak_mb, result = queue.get()
+    # A child that dies before it reports must fail the benchmark, not leave it waiting.
+    while True:
+        try:
+            elapsed, peak_mb, result = queue.get(timeout=1)
+            break
+        except queue_module.Empty:
+            if not process.is_alive() and queue.empty():
+                raise RuntimeError(
+                    f"benchmark child {target.__name__} exited with {process.exitcode}"
+                ) from None
     process.join()
     if process.exitcode != 0:
         raise RuntimeError(f"benchmark child {target.__name__} exited with {process.exitcode}")
     return Measurement(elapsed, peak_mb, result)
 
 
+def warm_forkserver(modules: list[str]) -> None:
+    """The forkserver that ``measure_in_child(..., start_method="forkserver")`` forks from
+    imports ``modules`` first (as the local stack's scheduler has its workers' forkserver do)."""
+    multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
+
+
 def time_command(command: list[str], **kwargs) -> float:
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, **kwargs)
     return time.perf_counter() - started
+
+
+@dataclass
+class Row:
+    """One line of the table ``make bench`` prints at the end."""
+
+    figure: str
+    project: str
+    baseline: str
+    ratio: str
+    target: str
+    met: bool | None  # None: shown for scale, no target
+
+
+ROWS: list[Row] = []
 
 
 def report(
@@ -119,20 +152,63 @@ def report(
     peak_rss_mb: float | None = None,
     memory_target_mb: float | None = None,
 ) -> bool:
-    """Print one figure beside its baseline; returns whether it met its targets."""
+    """Record one figure beside its baseline (and, if given, its peak memory as a row of its own)
+    for the final table, and print it now; returns whether it met its targets."""
     ratio = project_seconds / baseline_seconds if baseline_seconds else float("inf")
     met = target_ratio is None or ratio <= target_ratio
-    line = f"{name:<44} {project_seconds:8.2f} s   {baseline_name:<34} {baseline_seconds:8.2f} s   ratio {ratio:5.2f}"
-    if target_ratio is not None:
-        line += f" (target <= {target_ratio})"
-    if peak_rss_mb is not None:
-        mem_ok = memory_target_mb is None or peak_rss_mb < memory_target_mb
-        met = met and mem_ok
-        line += f"   peak {peak_rss_mb:6.0f} MB" + (
-            f" (target < {memory_target_mb:.0f})" if memory_target_mb else ""
+    _add(
+        Row(
+            name,
+            f"{project_seconds:.2f} s",
+            f"{baseline_name}: {baseline_seconds:.2f} s",
+            f"{ratio:.2f}",
+            f"<= {target_ratio}" if target_ratio is not None else "",
+            met if target_ratio is not None else None,
         )
-    print(line + ("   OK" if met else "   MISSED"), flush=True)
+    )
+    if peak_rss_mb is not None:
+        met &= report_limit(f"{name}: peak memory", peak_rss_mb, "MB", memory_target_mb)
     return met
+
+
+def report_limit(name: str, value: float, unit: str, limit: float | None, decimals: int = 0) -> bool:
+    """Record a figure that has a limit instead of a baseline (memory, a start-up): met when
+    under ``limit``."""
+    met = limit is None or value < limit
+    _add(
+        Row(
+            name,
+            f"{value:.{decimals}f} {unit}",
+            "",
+            "",
+            f"< {limit:g} {unit}" if limit is not None else "",
+            met if limit is not None else None,
+        )
+    )
+    return met
+
+
+def report_failure(name: str, error: BaseException) -> None:
+    """A benchmark that did not finish: a failed row naming the error."""
+    _add(Row(f"{name}: did not finish", f"{type(error).__name__}: {error}"[:60], "", "", "", False))
+
+
+def _add(row: Row) -> None:
+    ROWS.append(row)
+    print("  -> " + " | ".join(_cells(row)), flush=True)
+
+
+def _cells(row: Row) -> list[str]:
+    verdict = "" if row.met is None else ("pass" if row.met else "FAIL")
+    return [row.figure, row.project, row.baseline, row.ratio, row.target, verdict]
+
+
+def print_table(rows: list[Row]) -> None:
+    """The figures as one Markdown table: figure, project, baseline, ratio, target, pass/fail."""
+    print("\n| figure | project | baseline | ratio | target | pass/fail |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(_cells(row)) + " |")
 
 
 def load_postgres_warehouse(database: str, hires_csv: Path) -> None:
