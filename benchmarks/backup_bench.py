@@ -11,8 +11,8 @@ Baselines, on the same rows in the same run:
   and ``psql \\copy`` of the same rows as CSV into an empty table (for scale, no target).
 
 Each figure is the median of ``REPEATS`` runs, each timed inside a fresh child process once its
-modules are imported (peak memory is the child's, imports included). Targets: backup within 1.5x its baseline, restore within 1.5x the reader-to-COPY
-baseline, peak memory under 500 MB.
+modules are imported (peak memory is the child's, imports included). Targets: backup within 1.1x its baseline, restore within 1.1x the reader-to-COPY
+baseline, peak memory under 400 MB.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from benchmarks.common import (
 
 HIRES = int(os.environ.get("HR_BENCH_BACKUP_HIRES", "1000000"))
 REPEATS = int(os.environ.get("HR_BENCH_BACKUP_REPEATS", "3"))
-TARGET_RATIO = 1.5
-MEMORY_TARGET_MB = 500
+TARGET_RATIO = 1.1
+MEMORY_TARGET_MB = 400
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 AZURITE_ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
