@@ -20,10 +20,11 @@ def write(tmp_path, data: bytes | str, name="f.csv"):
     return path
 
 
-def records_of(path, contract=JOBS, chunk_rows=10_000, plain=False):
+def records_of(path, contract=JOBS, chunk_rows=10_000, plain=False, chunk_bytes=None):
     """The file's data records as (record number, fields), in file order, from its chunks."""
     records = []
-    for chunk in read_chunks(path, contract, chunk_rows, plain=plain):
+    bounds = {} if chunk_bytes is None else {"chunk_bytes": chunk_bytes}
+    for chunk in read_chunks(path, contract, chunk_rows, plain=plain, **bounds):
         columns = [column.to_pylist() for column in chunk.columns]
         well_formed = [(int(n), [c[i] for c in columns]) for i, n in enumerate(chunk.record_numbers)]
         misshapen = [(row.record_number, row.fields) for row in chunk.misshapen]
@@ -190,3 +191,38 @@ def test_a_record_longer_than_a_block_is_read_by_the_plain_reader(tmp_path, monk
     assert result.records == 3
     assert result.duplicate_ids == {}
     assert records_of(path, JOBS, 10, plain=True) == [(1, ["1", "a"]), (2, ["2", long]), (3, ["3", "c"])]
+
+
+def test_chunks_of_wide_rows_are_bounded_by_bytes_and_give_the_same_records(tmp_path, monkeypatch):
+    """Seeded random files of rows of every width, read in chunks bounded by a few hundred bytes
+    (a chunk ends inside, at and past a block's worth of rows) and by none: the same records as
+    csv.reader gives, by both readers; every chunk but the last under the bound plus one block."""
+    monkeypatch.setenv("HR_READ_BLOCK_BYTES", "8192")
+    for seed in range(20):
+        rng = random.Random(seed)
+        lines = [f'{i},"{"w" * rng.choice([0, 1, 40, 700, 3000])}"' for i in range(1, rng.randint(2, 300))]
+        lines.insert(rng.randrange(len(lines)), "7,a,b")  # a misshapen record among them
+        data = "\n".join(lines) + "\n"
+        path = write(tmp_path, data, f"w{seed}.csv")
+        expected = expected_records(data, 2)
+        chunk_bytes = rng.choice([1, 100, 900, 5000])
+        for plain in (False, True):
+            assert records_of(path, JOBS, 10_000, plain=plain, chunk_bytes=chunk_bytes) == expected, seed
+            assert records_of(path, JOBS, 10_000, plain=plain, chunk_bytes=1 << 40) == expected, seed
+            sizes = [chunk.text_bytes() for chunk in read_chunks(path, JOBS, 10_000, plain, chunk_bytes)]
+            assert all(size < chunk_bytes + 2 * 8192 for size in sizes[:-1]), (seed, sizes)
+
+
+def test_a_record_longer_than_the_plain_readers_limit_makes_the_file_unreadable(tmp_path, monkeypatch):
+    """A line longer than the limit (one line, no newline: a broken file) is refused once the
+    limit is read, not held whole; a record just under it is read."""
+    import hr_pipeline.ingest.reader as reader
+
+    monkeypatch.setattr(reader, "PLAIN_READER_FIELD_LIMIT", 5_000)
+    under = "1,a\n2," + "x" * 4_000 + "\n3,c\n"
+    assert fields(write(tmp_path, under, "under.csv")) == [["1", "a"], ["2", "x" * 4_000], ["3", "c"]]
+    assert records_of(write(tmp_path, under, "under.csv"), JOBS, 10, plain=True)[1] == (2, ["2", "x" * 4_000])
+    for over in ("1,a\n2," + "x" * 6_000 + "\n3,c\n", "y" * 20_000, '1,"' + "z\n" * 4_000 + '"\n'):
+        path = write(tmp_path, over, "over.csv")
+        with pytest.raises(UnreadableFileError):
+            list(read_chunks(path, JOBS, 10, plain=True))

@@ -65,6 +65,12 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.record_numbers) + len(self.misshapen)
 
+    def text_bytes(self) -> int:
+        """The bytes of its fields' text (what grows with the width of the rows)."""
+        return sum(column.nbytes for column in self.columns) + sum(
+            len(field) for row in self.misshapen for field in row.fields
+        )
+
     @classmethod
     def of(cls, rows: list[RawRow], width: int) -> Chunk:
         """A chunk from rows already in memory (tests, small callers)."""
@@ -145,9 +151,13 @@ def _arrow_source(handle):
     return pa.PythonFile(_NoBlockEndsInCR(handle), mode="r")
 
 
-# Records longer than this are not held whole in memory by the plain reader: a field that long is
-# a broken file, far beyond the contract's 255 characters.
-PLAIN_READER_FIELD_LIMIT = 256 << 20
+# The longest record (and field) the plain reader reads, in characters: a file with a longer one
+# is unreadable, rejected whole, so that its memory is bounded by this, not by the file (a field
+# that long is far beyond the contract's 255 characters: a broken file). Python's csv module
+# holds a field as 4 bytes per character, the line read as 1 to 4 more.
+PLAIN_READER_FIELD_LIMIT = 16 << 20
+# A chunk's text, at most (about): a chunk of wide rows holds fewer than ``chunk_rows`` rows.
+CHUNK_BYTES = 8 << 20
 
 
 class RecordTooLongForBlocks(Exception):
@@ -158,9 +168,12 @@ def _is_straddling(error: Exception) -> bool:
     return "straddl" in str(error)
 
 
-def read_chunks(path: Path, contract: TableContract, chunk_rows: int, plain: bool = False) -> Iterator[Chunk]:
-    """The file's records in chunks of at least ``chunk_rows`` (the last may be smaller), the
-    header row (if any) dropped.
+def read_chunks(
+    path: Path, contract: TableContract, chunk_rows: int, plain: bool = False, chunk_bytes: int = CHUNK_BYTES
+) -> Iterator[Chunk]:
+    """The file's records in chunks of at least ``chunk_rows`` or ``chunk_bytes`` of text,
+    whichever comes first (the last may be smaller), the header row (if any) dropped: memory is
+    bounded by bytes, whatever the width of the rows.
 
     Parsed by Arrow's CSV reader (C++): quoting, CRLF, a byte-order mark and UTF-8 checking are
     handled there. Records with the wrong number of fields come out in ``Chunk.misshapen``;
@@ -169,14 +182,17 @@ def read_chunks(path: Path, contract: TableContract, chunk_rows: int, plain: boo
     way for a file with a record longer than Arrow's block (``FileScan.plain_reader``).
     """
     pending: list[Chunk] = []
-    pending_rows = 0
-    batches = _plain_batches(path, contract, chunk_rows) if plain else _read_batches(path, contract)
+    pending_rows = pending_bytes = 0
+    batches = (
+        _plain_batches(path, contract, chunk_rows, chunk_bytes) if plain else _read_batches(path, contract)
+    )
     for batch in batches:
         pending.append(batch)
         pending_rows += len(batch)
-        if pending_rows >= chunk_rows:
+        pending_bytes += batch.text_bytes()
+        if pending_rows >= chunk_rows or pending_bytes >= chunk_bytes:
             yield _merge(pending)
-            pending, pending_rows = [], 0
+            pending, pending_rows, pending_bytes = [], 0, 0
     if pending:
         yield _merge(pending)
 
@@ -304,9 +320,21 @@ def _read_batches(path: Path, contract: TableContract) -> Iterator[Chunk]:
         handle.close()
 
 
-def _plain_batches(path: Path, contract: TableContract, batch_rows: int) -> Iterator[Chunk]:
+def _bounded_lines(handle, limit: int) -> Iterator[str]:
+    """The lines of a text file, none read past ``limit`` characters: a longer one raises
+    ``UnreadableFileError`` once ``limit`` characters are in memory, never the whole line."""
+    while line := handle.readline(limit + 1):
+        if len(line) > limit:
+            raise UnreadableFileError(
+                f"a line is longer than {limit:,} characters (the longest record the reader reads)"
+            )
+        yield line
+
+
+def _plain_batches(path: Path, contract: TableContract, batch_rows: int, batch_bytes: int) -> Iterator[Chunk]:
     """Chunks read with Python's csv module: the same records, numbers and header rule as
-    ``_read_batches``, for files with a record longer than Arrow's block."""
+    ``_read_batches``, for files with a record longer than Arrow's block. A chunk ends at
+    ``batch_rows`` records or ``batch_bytes`` characters of fields."""
     import numpy as np
     import pyarrow as pa
 
@@ -319,22 +347,23 @@ def _plain_batches(path: Path, contract: TableContract, batch_rows: int) -> Iter
             numbers: list[int] = []
             odd: list[RawRow] = []
             header = False
-            number = 0
+            number = characters = 0
             try:
-                for fields in csv.reader(handle):
+                for fields in csv.reader(_bounded_lines(handle, PLAIN_READER_FIELD_LIMIT)):
                     if not fields:  # a blank line is not a record
                         continue
                     number += 1
                     if number == 1 and _is_header(fields, contract):
                         header = True
                         continue
+                    characters += sum(map(len, fields))
                     if len(fields) == width:
                         numbers.append(number)
                         for column, value in zip(columns, fields):
                             column.append(value)
                     else:
                         odd.append(RawRow(number, fields))
-                    if len(numbers) + len(odd) >= batch_rows:
+                    if len(numbers) + len(odd) >= batch_rows or characters >= batch_bytes:
                         yield Chunk(
                             [pa.array(c, type=pa.string()) for c in columns],
                             np.array(numbers, dtype=np.int64),
@@ -342,6 +371,7 @@ def _plain_batches(path: Path, contract: TableContract, batch_rows: int) -> Iter
                             header_skipped=header,
                         )
                         columns, numbers, odd, header = [[] for _ in range(width)], [], [], False
+                        characters = 0
             except csv.Error as error:
                 raise UnreadableFileError(f"not parseable as CSV after record {number}: {error}") from None
             if numbers or odd or header:
