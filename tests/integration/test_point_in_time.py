@@ -241,3 +241,38 @@ def test_retention_keeps_what_the_kept_backups_need_and_no_more(warehouse, blob_
     assert jobs_now(warehouse) == end.table
     assert log.restore_as_of(log.moments[2].instant) is None  # before the kept backup: refused
     assert jobs_now(warehouse) == end.table
+
+
+def test_a_rows_file_changed_after_its_load_is_refused_and_the_table_is_unchanged(
+    warehouse, blob_store, monkeypatch
+):
+    """Replayed batches are read ahead of the warehouse: a rows file whose bytes are not the ones
+    its journal row recorded still stops the restore, in its transaction, with nothing changed."""
+    import pyarrow as pa
+
+    from hr_pipeline.runtime import settings as runtime_settings
+
+    monkeypatch.setattr(restore_logic, "REPLAY_BATCH_ROWS", 2)
+    fresh_containers(blob_store)
+    empty_tables(warehouse)
+    log = History(warehouse, blob_store)
+    for event in [
+        ("load", {1: "Nurse"}, 0, "a.csv"),
+        ("backup",),
+        ("load", {2: "Chef", 3: "Pilot", 4: "Judge", 5: "Clerk", 6: "Nurse"}, 0, "b.csv"),
+        ("load", {7: "Chef"}, 0, "c.csv"),
+    ]:
+        log.run(event)
+    second = journal.entries(warehouse, TABLE)[-2]
+    container = runtime_settings.raw_container()
+    changed = b"2,Chef 3\n3,Pilot 3\n4,Judge 3\n5,Clerk 3\n6,Forged 3\n"
+    blob_store.upload_bytes(
+        container, second.rows_file, pa.compress(changed, codec=journal.ROWS_FILE_COMPRESSION, asbytes=True)
+    )
+    before = jobs_now(warehouse)
+
+    with pytest.raises(PointInTimeError, match=r"changed after the load; the table is unchanged"):
+        restore_logic.restore_table(
+            TABLE, "latest", format_instant(log.moments[-1].instant), warehouse, blob_store
+        )
+    assert jobs_now(warehouse) == before

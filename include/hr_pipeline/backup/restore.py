@@ -67,6 +67,7 @@ from hr_pipeline.contract.tables import (
 )
 from hr_pipeline.runtime import settings
 from hr_pipeline.runtime.progress import Progress
+from hr_pipeline.runtime.streams import read_ahead
 from hr_pipeline.warehouse import journal
 from hr_pipeline.warehouse.dialects import ReferenceCheck, ReplacePlan, adapter_for
 from hr_pipeline.warehouse.dialects.base import related_tables  # noqa: F401  (part of this module's API)
@@ -334,32 +335,51 @@ class PlanOutcome:
 
 
 def _replay(adapter, connection, job: RestoreJob, target: str) -> int:
-    """Upsert each journaled load's rows into ``target``, in order; returns the rows replayed."""
-    from hr_pipeline.warehouse.facade import csv_batches
-
-    container, replayed = settings.raw_container(), 0
+    """Upsert each journaled load's rows into ``target``, in order; returns the rows replayed.
+    The next batch is downloaded, decompressed, checked and cut while the warehouse takes the
+    current one."""
+    replayed, state = 0, None
     progress = Progress(
         f"replay of {len(job.replays)} journaled load(s) into {job.contract.name}",
         total=sum(entry.rows for entry in job.replays),
         logger=log,
     )
-    for entry in job.replays:
-        blocks = job.store.decompressed_blocks(container, entry.rows_file, journal.ROWS_FILE_COMPRESSION)
-        state = adapter.new_load()
-        for batch in point_in_time.checked_batches(entry, csv_batches(blocks, REPLAY_BATCH_ROWS), container):
-            adapter.replay_batch(connection, job.contract, target, batch, state)
-            replayed += batch.rows
-            progress.advance(batch.rows)
-        log.info(
-            "%s: journal %d replayed (load of %s by run %s, %d rows)",
-            job.contract.name,
-            entry.seq,
-            entry.source,
-            entry.run_id,
-            entry.rows,
-        )
+    for entry, batch in read_ahead(_replay_batches(job), depth=1, name="replay-read"):
+        if batch is None:  # the load's last batch has passed, and its rows file checked
+            _log_replayed(job, entry)
+            state = None
+            continue
+        if state is None:
+            state = adapter.new_load()
+        adapter.replay_batch(connection, job.contract, target, batch, state)
+        replayed += batch.rows
+        progress.advance(batch.rows)
     progress.finish()
     return replayed
+
+
+def _replay_batches(job: RestoreJob):
+    """(journal entry, batch) for every batch of every load to replay, in order, and (entry,
+    None) once a load's rows file has passed whole and been checked against its journal row."""
+    from hr_pipeline.warehouse.facade import csv_batches
+
+    container = settings.raw_container()
+    for entry in job.replays:
+        blocks = job.store.decompressed_blocks(container, entry.rows_file, journal.ROWS_FILE_COMPRESSION)
+        for batch in point_in_time.checked_batches(entry, csv_batches(blocks, REPLAY_BATCH_ROWS), container):
+            yield entry, batch
+        yield entry, None
+
+
+def _log_replayed(job: RestoreJob, entry) -> None:
+    log.info(
+        "%s: journal %d replayed (load of %s by run %s, %d rows)",
+        job.contract.name,
+        entry.seq,
+        entry.source,
+        entry.run_id,
+        entry.rows,
+    )
 
 
 def _run_plan(adapter, connection, plan: ReplacePlan, job: RestoreJob, rows, progress: dict) -> PlanOutcome:
