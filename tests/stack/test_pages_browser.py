@@ -152,6 +152,17 @@ def test_hr_metrics_from_the_navigation_draws_the_published_tables(local_stack, 
     assert page.failed_requests == []
 
 
+# The first cell of each rejected row (its id) whose text the browser laid out on more than one line.
+IDS_ON_MORE_THAN_ONE_LINE = """table => [...table.querySelectorAll("tbody tr td:first-child")]
+    .filter(cell => {
+        if (!cell.firstChild) return false;
+        const range = document.createRange();
+        range.selectNodeContents(cell);
+        return new Set([...range.getClientRects()].map(rect => Math.round(rect.top))).size > 1;
+    })
+    .map(cell => cell.textContent)"""
+
+
 def test_data_quality_of_an_ingest_run_draws_its_ledger_rows(local_stack, ingested, signed_in):
     from playwright.sync_api import expect
 
@@ -185,6 +196,8 @@ def test_data_quality_of_an_ingest_run_draws_its_ledger_rows(local_stack, ingest
     ((rejects_file,),) = local_stack.sql("SELECT rejects_file FROM ingest_files WHERE run_id = %s", (run_id,))
     expect(frame.get_by_text(rejects_file, exact=False).first).to_be_visible()
     expect(frame.locator("table.cells").first).to_be_visible()
+    cut = frame.locator("table.cells").first.evaluate(IDS_ON_MORE_THAN_ONE_LINE)
+    assert cut == [], f"rejected rows' ids cut across lines: {cut}"
     _shot(page, "pages_data_quality.png")
     frame.locator('svg[data-chart="reasons"]').first.evaluate(SCROLL_TO_TOP)
     _shot(page, "pages_data_quality_reasons.png")
