@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from benchmarks.common import (
@@ -33,6 +34,7 @@ from benchmarks.common import (
     use_postgres_warehouse,
     warm_forkserver,
 )
+from hr_pipeline.runtime.settings import load_connections
 
 ROOT = Path(__file__).resolve().parents[1]
 # (rows, batch) -> target ratio to the copy; a run without one is shown for scale.
@@ -152,6 +154,44 @@ def _prepare_warehouse(database: str) -> None:
         connection.execute(POSTGRES.create_table(CONTRACTS["hired_employees"], "copy_baseline"))
 
 
+def _bare_batched_copies(database: str, extract: Path, batch_size: int) -> float:
+    """Seconds to COPY ``extract`` into an empty table of the same shape in transactions of
+    ``batch_size`` rows (each committed asynchronously, as the load's), on as many connections as
+    the load writes through: the floor of a load at that batch size, without the download, the
+    hand-over file or the journal."""
+    import threading
+
+    import psycopg
+
+    from hr_pipeline.contract.tables import CONTRACTS
+    from hr_pipeline.warehouse.dialects import POSTGRES
+
+    with psycopg.connect(postgres_dsn(database), autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS copy_batched")
+        connection.execute(POSTGRES.create_table(CONTRACTS["hired_employees"], "copy_batched"))
+    lines = extract.read_bytes().splitlines(keepends=True)  # generated rows: no quoted newline
+    batches = [b"".join(lines[i : i + batch_size]) for i in range(0, len(lines), batch_size)]
+    del lines
+    writers = load_connections()
+
+    def write(mine: list[bytes]) -> None:
+        with psycopg.connect(postgres_dsn(database)) as connection:
+            connection.execute("SET synchronous_commit = off")
+            connection.commit()
+            for batch in mine:
+                with connection.cursor().copy("COPY copy_batched FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(batch)
+                connection.commit()
+
+    threads = [threading.Thread(target=write, args=(batches[k::writers],)) for k in range(writers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def _report_run(rows: int, batch_size: int, baseline: float, validate, load) -> bool:
     work = validate.result["seconds"] + load.result["seconds"]
     print(
@@ -261,6 +301,15 @@ def main() -> bool:
                 assert sum(v["valid"] for v in validations) == rows, validations
                 assert load.result["loaded"] == rows, load.result
                 met &= _report_run(rows, batch_size, baseline, validate, load)
+                if batch_size < rows:
+                    _checkpoint(database)
+                    floor = _bare_batched_copies(database, extract, batch_size)
+                    report(
+                        f"ingest {rows // 1_000_000}M rows, batch {batch_size:,}: the load alone, for scale",
+                        load.result["seconds"],
+                        f"bare COPYs of {batch_size:,} rows, one transaction each, {load_connections()} connections",
+                        floor,
+                    )
                 if (rows, batch_size) == RUNS[0]:
                     for task, measurement in (("validate", validate), ("load", load)):
                         met &= report_limit(
