@@ -261,8 +261,9 @@ def replace_plan(contract: TableContract, dialect, dry_run: bool = False) -> Rep
 # -- loading -----------------------------------------------------------------------------------
 
 
-def _avro_rows(path: Path, contract: TableContract, naive: bool, progress: dict, ref: BackupRef):
-    """Tuples in contract column order from the AVRO file (timestamps UTC)."""
+def _avro_rows(path: Path, contract: TableContract, progress: dict, ref: BackupRef):
+    """Tuples in contract column order from the AVRO file, timestamps as naive UTC datetimes (the
+    warehouse's TIMESTAMP columns hold UTC without a zone)."""
     import fastavro
 
     getter = operator.itemgetter(*contract.column_names)
@@ -271,7 +272,7 @@ def _avro_rows(path: Path, contract: TableContract, naive: bool, progress: dict,
         try:
             for record in fastavro.reader(handle):
                 row = getter(record)
-                if naive and timestamps:
+                if timestamps:
                     row = list(row)
                     for i in timestamps:
                         row[i] = row[i].replace(tzinfo=None)
@@ -579,11 +580,7 @@ def _replace_rows_locked(warehouse, job: RestoreJob) -> PlanOutcome:
         "total": job.header.rows,
         "line": Progress(f"restore {contract.name} from {ref.name}", total=job.header.rows, logger=log),
     }
-    # PostgreSQL reads the UTC-aware datetimes into TIMESTAMP ignoring the (+00:00) offset;
-    # the other drivers get naive UTC datetimes.
-    rows = _avro_rows(
-        job.path, contract, naive=not adapter.takes_aware_timestamps, progress=progress, ref=ref
-    )
+    rows = _avro_rows(job.path, contract, progress=progress, ref=ref)
     plan = adapter.replace_plan(contract, dry_run=job.dry_run)
     connection = warehouse.connect()
     try:

@@ -102,7 +102,6 @@ class Adapter:
     types: dict[str, str]
     publish_isolation: str | None = None
     timestamps_as_text = False  # SQLite: timestamps are ISO text, not datetimes
-    takes_aware_timestamps = False  # the driver stores an aware UTC datetime as its UTC time
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from hr_pipeline.contract.tables import TableContract
+from hr_pipeline.contract.tables import ColumnType, TableContract
 from hr_pipeline.runtime.settings import load_connections
 from hr_pipeline.warehouse.dialects.base import (
     EXCLUSIVE_MODE,
@@ -44,7 +44,6 @@ class PostgresAdapter(Adapter):
         "float": "DOUBLE PRECISION",
     }
     publish_isolation = "REPEATABLE READ"
-    takes_aware_timestamps = True
 
     def driver_errors(self) -> tuple[tuple[type, ...], tuple[type, ...]]:
         # psycopg 3 for COPY, psycopg2 behind the provider's hook: both drivers' classes.
@@ -133,11 +132,12 @@ class PostgresAdapter(Adapter):
             f"(LIKE {self.quote(contract.name)} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         ]
 
-    def copy_sql(self, contract: TableContract, table_name: str, csv: bool = False) -> str:
+    def copy_sql(
+        self, contract: TableContract, table_name: str, csv: bool = False, binary: bool = False
+    ) -> str:
         """The one COPY statement of every path (load, staging, restore)."""
-        return f"COPY {self.quote(table_name)} ({self.column_list(contract)}) FROM STDIN" + (
-            " (FORMAT csv)" if csv else ""
-        )
+        options = " (FORMAT csv)" if csv else " (FORMAT binary)" if binary else ""
+        return f"COPY {self.quote(table_name)} ({self.column_list(contract)}) FROM STDIN{options}"
 
     def copy_csv(self, connection, contract: TableContract, table_name: str, batch: CsvBatch) -> None:
         with connection.cursor().copy(self.copy_sql(contract, table_name, csv=True)) as copy:
@@ -181,7 +181,7 @@ class PostgresAdapter(Adapter):
                 *[Step("execute", sql) for sql in self.restore_lock_sql(contract)],
                 Step("count", self.count_rows(contract.name)),
                 Step("execute", f"DELETE FROM {self.quote(contract.name)}"),
-                Step("load", self.copy_sql(contract, contract.name)),
+                Step("load", self.copy_sql(contract, contract.name, binary=True)),
                 Step("replay", contract.name),
                 *[
                     Step("check", check.sql, check)
@@ -199,7 +199,7 @@ class PostgresAdapter(Adapter):
         ]
 
     def restore_insert_sql(self, contract: TableContract) -> str:
-        return self.copy_sql(contract, self.restore_staging(contract))
+        return self.copy_sql(contract, self.restore_staging(contract), binary=True)
 
     def replay_batch(
         self, connection, contract: TableContract, target: str, batch: CsvBatch, state: dict | None = None
@@ -226,7 +226,10 @@ class PostgresAdapter(Adapter):
         cursor.execute(self.upsert_from_staging(contract, self.quote(staging), self.quote(target)))
 
     def load_restore_rows(self, cursor, contract: TableContract, sql: str, rows) -> None:
+        """A backup's rows by binary COPY: values as the backup typed them (naive UTC
+        timestamps), none formatted as text by the client nor parsed by the server."""
         with cursor.copy(sql) as copy:
+            copy.set_types([_BINARY_COPY_TYPES[column.type] for column in contract.columns])
             for row in rows:
                 copy.write_row(row)
 
@@ -240,6 +243,14 @@ class PostgresAdapter(Adapter):
         except BaseException:
             connection.close()
             raise
+
+
+# The PostgreSQL type of each contract column type, as binary COPY writes it.
+_BINARY_COPY_TYPES = {
+    ColumnType.INTEGER: "int4",
+    ColumnType.STRING: "varchar",
+    ColumnType.TIMESTAMP: "timestamp",
+}
 
 
 def _signed32(value: int) -> int:
