@@ -43,8 +43,8 @@ def postgres_url(database: str, scheme: str) -> str:
     return f"{scheme}://{server}/{database}"
 
 
-# The stacks of this session pass their caller's alert connections on (as `make up` does): they
-# must alert this session's own servers, never the channels of whoever runs the suite.
+# The test stacks pass their caller's alert connections on (as `make up` does): they must alert
+# the test suite's own servers, never the channels of whoever runs the suite.
 for _name in local_env.alert_variables(os.environ):
     del os.environ[_name]
 
