@@ -47,6 +47,7 @@ from hr_pipeline.contract.instants import (
 )
 from hr_pipeline.contract.tables import ColumnType, TableContract, avro_schema, get_contract
 from hr_pipeline.runtime import settings
+from hr_pipeline.runtime.memory import return_large_buffers_to_the_system
 from hr_pipeline.runtime.progress import Progress
 from hr_pipeline.warehouse import journal
 
@@ -343,6 +344,7 @@ def backup_table(
 ) -> BackupResult:
     """Back ``table_name`` up to the backups container, then verify the uploaded blob."""
     contract = get_contract(table_name)
+    return_large_buffers_to_the_system()
     store = store or default_blob_store()
     container = settings.backups_container()
     started = time.perf_counter()

@@ -66,6 +66,7 @@ from hr_pipeline.contract.tables import (
     get_contract,
 )
 from hr_pipeline.runtime import settings
+from hr_pipeline.runtime.memory import return_large_buffers_to_the_system
 from hr_pipeline.runtime.progress import Progress
 from hr_pipeline.runtime.streams import read_ahead
 from hr_pipeline.warehouse import journal
@@ -472,6 +473,7 @@ def restore_table(
     """Replace the table's rows with a backup's, or with the table as it was at ``as_of``, in one
     transaction (see the module's doc); a dry run changes nothing and says what would change."""
     contract = get_contract(table_name)
+    return_large_buffers_to_the_system()
     store = store or default_blob_store()
     warehouse = warehouse or default_warehouse()
     warehouse.ensure_tables()

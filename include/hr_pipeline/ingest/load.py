@@ -19,6 +19,7 @@ from hr_pipeline.ingest.run import (
     loads_by_source,
     spreadsheet_safe,
 )
+from hr_pipeline.runtime.memory import return_large_buffers_to_the_system
 from hr_pipeline.runtime.progress import Progress
 from hr_pipeline.runtime.settings import raw_container
 from hr_pipeline.storage import layout
@@ -55,6 +56,7 @@ def load_validated(
     if batch_size < 1:
         raise IngestError(f"batch_size must be at least 1, got {batch_size}")
     contract = get_contract(table)
+    return_large_buffers_to_the_system()
     store = store or BlobStore()
     warehouse = warehouse or Warehouse()
     warehouse.ensure_tables()

@@ -27,6 +27,7 @@ from hr_pipeline.ingest.run import (
     ingest_lock,
     spreadsheet_safe,
 )
+from hr_pipeline.runtime.memory import return_large_buffers_to_the_system
 from hr_pipeline.runtime.progress import Progress
 from hr_pipeline.runtime.settings import (
     ingest_lock_timeout_seconds,
@@ -77,6 +78,7 @@ def validate_incoming(
     warehouse = warehouse or Warehouse()
     container = raw_container()
     use_system_allocator()
+    return_large_buffers_to_the_system()
     warehouse.ensure_tables()
     lock = _take_ingest_lock(contract, run_id, store, warehouse, container, run_has_ended)
     claims = claim_files(store, container, contract.name, run_id)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 
+from hr_pipeline.runtime.memory import return_large_buffers_to_the_system
+
 # The heavy libraries first, then the modules of the tasks and of the DAG files they parse.
 MODULES = (
     "numpy",
@@ -56,4 +58,5 @@ def preload(modules: tuple[str, ...] = MODULES) -> list[str]:
     return missing
 
 
+return_large_buffers_to_the_system()  # inherited by every process forked from here
 preload()
