@@ -13,8 +13,11 @@ Never imported by a DAG file: the dag-processor stays light (tests/dags).
 from __future__ import annotations
 
 import importlib
+import logging
 
 from hr_pipeline.runtime.memory import return_large_buffers_to_the_system
+
+log = logging.getLogger(__name__)
 
 # The heavy libraries first, then the modules of the tasks and of the DAG files they parse.
 MODULES = (
@@ -58,5 +61,19 @@ def preload(modules: tuple[str, ...] = MODULES) -> list[str]:
     return missing
 
 
+def load_plugins() -> None:
+    """Airflow's plugins and listeners loaded here, as a task process's first step loads them
+    (the task runner's ``startup`` calls ``get_listener_manager``, which is cached): a forked task
+    finds them loaded instead of importing every plugin (over half a second on two cores,
+    benchmarks/RESULTS.md). A plugin that fails here is left for the task to load and report."""
+    try:
+        from airflow.sdk.listener import get_listener_manager
+
+        get_listener_manager()
+    except Exception:
+        log.exception("Airflow's plugins could not be preloaded: each task process loads them itself")
+
+
 return_large_buffers_to_the_system()  # inherited by every process forked from here
 preload()
+load_plugins()
