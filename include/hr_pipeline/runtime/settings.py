@@ -23,7 +23,7 @@ def validation_chunk_rows() -> int:
     """Rows read and validated together (HR_VALIDATION_CHUNK_ROWS). Independent of the load
     batch size: Great Expectations costs a fixed ~0.03 s per run on top of its cost per row, so
     chunks are much larger than load transactions; the validate task's peak memory grows with
-    them (two chunks are in hand, one read ahead), and this size keeps it under 500 MB
+    them (two chunks are in hand, one read ahead), and this size keeps it under 400 MB
     (benchmarks/RESULTS.md)."""
     return max(1, int(os.environ.get("HR_VALIDATION_CHUNK_ROWS", "100000")))
 
