@@ -78,6 +78,7 @@ class CeleryStack:
             "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
             "AIRFLOW__CELERY__RESULT_BACKEND": postgres_url(self.database, "db+postgresql"),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "hr_pipeline.ops.celery_config.CELERY_CONFIG",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_hostname.hostname",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout_seconds),

@@ -19,6 +19,7 @@ What is shown:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -142,6 +143,28 @@ def test_tasks_of_one_run_are_executed_by_both_workers(celery_stack):
         by_worker[worker_of(ti["hostname"])] = by_worker.get(worker_of(ti["hostname"]), 0) + 1
     print(f"probe run: tasks per worker {by_worker}")
     assert set(by_worker) == {"w1", "w2"}, by_worker
+
+    # Each task process was forked from a worker that imported hr_pipeline.ops.preload
+    # (hr_pipeline.ops.celery_config): it imported neither Great Expectations nor the task
+    # modules itself.
+    found = [
+        api.json(
+            "GET",
+            f"/api/v2/dags/hr_celery_probe/dagRuns/{run_id}/taskInstances/work/xcomEntries/return_value",
+            params={"map_index": ti["map_index"]},
+        )["value"]
+        for ti in instances
+    ]
+    found = [json.loads(value) if isinstance(value, str) else value for value in found]
+    print(
+        "probe run: task start-ups on the Celery workers "
+        + ", ".join(f"{entry['start_up']:.2f}" for entry in sorted(found, key=lambda e: e["start_up"]))
+        + " s"
+    )
+    not_preloaded = [
+        entry for entry in found if not (entry["great_expectations"] and entry["hr_pipeline_ingest"])
+    ]
+    assert not not_preloaded, f"task processes that found the preload missing: {not_preloaded}"
 
 
 def test_end_to_end_on_two_workers(celery_stack, user):

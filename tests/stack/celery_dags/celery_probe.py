@@ -1,4 +1,5 @@
-"""A trivial DAG for the Celery stack test: six short tasks to spread over two workers."""
+"""A trivial DAG for the Celery stack test: six short tasks to spread over two workers, each
+saying what its process found imported at its first line (what the worker preloaded)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,19 @@ from airflow.sdk import dag, task
 )
 def hr_celery_probe():
     @task
-    def work(index: int) -> str:
+    def work(index: int) -> dict:
         import os
+        import sys
 
+        from hr_pipeline.runtime.startup import process_age_seconds
+
+        found = {
+            "start_up": process_age_seconds(),
+            "great_expectations": "great_expectations" in sys.modules,
+            "hr_pipeline_ingest": "hr_pipeline.ingest.validate" in sys.modules,
+        }
         time.sleep(4)
-        return f"{index}:{os.environ.get('HR_WORKER_HOSTNAME')}"
+        return {"index": index, "worker": os.environ.get("HR_WORKER_HOSTNAME"), **found}
 
     work.expand(index=list(range(6)))
 
