@@ -13,7 +13,6 @@ stack alerts too, and is ignored here.
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import time
@@ -195,13 +194,7 @@ def test_a_stale_backup_raises_the_freshness_alert_until_a_backup_is_taken(local
 def test_publish_metrics_events_carry_the_row_counts(local_stack, published):
     run_id = published["dag_run_id"]
     events = {e["name"]: e["extra"] for e in asset_events(local_stack, "publish_metrics", run_id)}
-    counted = local_stack.api.json(
-        "GET",
-        f"/api/v2/dags/publish_metrics/dagRuns/{run_id}/taskInstances/"
-        "record_published_row_counts/xcomEntries/return_value",
-    )["value"]
-    if isinstance(counted, str):
-        counted = json.loads(counted)
+    counted = local_stack.api.return_value("publish_metrics", run_id, "record_published_row_counts")
     assert events == {f"warehouse.{name}": {"rows": rows} for name, rows in counted.items()}
     assert set(counted) == {
         "hires_by_quarter",

@@ -19,7 +19,6 @@ What is shown:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -147,15 +146,7 @@ def test_tasks_of_one_run_are_executed_by_both_workers(celery_stack):
     # Each task process was forked from a worker that imported hr_pipeline.ops.preload
     # (hr_pipeline.ops.celery_config): it imported neither Great Expectations nor the task
     # modules itself.
-    found = [
-        api.json(
-            "GET",
-            f"/api/v2/dags/hr_celery_probe/dagRuns/{run_id}/taskInstances/work/xcomEntries/return_value",
-            params={"map_index": ti["map_index"]},
-        )["value"]
-        for ti in instances
-    ]
-    found = [json.loads(value) if isinstance(value, str) else value for value in found]
+    found = [api.return_value("hr_celery_probe", run_id, "work", ti["map_index"]) for ti in instances]
     print(
         "probe run: task start-ups on the Celery workers "
         + ", ".join(f"{entry['start_up']:.2f}" for entry in sorted(found, key=lambda e: e["start_up"]))

@@ -132,15 +132,7 @@ def test_a_sensor_waiting_for_a_file_resumes_once_it_arrives(local_stack, ingest
 
 def _restore_result(local_stack, run: dict) -> dict:
     """The restore task's return value, read through the REST API as a user would."""
-    import json
-
-    entry = local_stack.api.json(
-        "GET",
-        f"/api/v2/dags/restore_table/dagRuns/{run['dag_run_id']}/taskInstances/restore/xcomEntries/return_value",
-        params={"deserialize": "true"},
-    )
-    value = entry["value"]
-    return json.loads(value) if isinstance(value, str) else value
+    return local_stack.api.return_value("restore_table", run["dag_run_id"], "restore")
 
 
 def test_restore_as_of_an_instant_replays_the_loads_after_the_backup(local_stack, published, tmp_path):

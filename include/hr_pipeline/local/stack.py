@@ -441,6 +441,16 @@ class AirflowApi:
     def run(self, dag_id: str, run_id: str) -> dict:
         return self.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
+    def return_value(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1):
+        """A task's return value (its ``return_value`` XCom), as the REST API hands it to a user:
+        decoded when the API serves it as JSON text."""
+        value = self.json(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"deserialize": "true", "map_index": map_index},
+        )["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
