@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import statistics
 import subprocess
 import time
 import uuid
@@ -31,10 +30,13 @@ from benchmarks.common import (
     WORK_DIR,
     fresh_postgres_database,
     generate_hires_csv,
+    highest_peak,
     load_postgres_warehouse,
-    measure_in_child,
+    median_seconds,
     postgres_dsn,
     report,
+    run_in_child,
+    spread,
     time_command,
     use_postgres_warehouse,
 )
@@ -163,27 +165,6 @@ def _baseline_restore(database: str, path: str, table: str) -> tuple[float, int]
 # -- the benchmark --------------------------------------------------------------------------------
 
 
-def _median(runs):
-    return statistics.median(seconds for seconds, *_ in runs)
-
-
-def _run(label: str, target, *args) -> tuple[float, float, object]:
-    """One run in a fresh child: (seconds of work, peak RSS MB, result)."""
-    measurement = measure_in_child(target, *args)
-    seconds, result = measurement.result
-    print(f"  {label}: {seconds:.2f} s, peak {measurement.peak_rss_mb:.0f} MB", flush=True)
-    return seconds, measurement.peak_rss_mb, result
-
-
-def _spread(runs) -> str:
-    seconds = [seconds for seconds, *_ in runs]
-    return f"{min(seconds):.2f}-{max(seconds):.2f} s"
-
-
-def _peak(runs) -> float:
-    return max(peak for _, peak, _ in runs)
-
-
 def main() -> bool:
     hires_csv = generate_hires_csv(WORK_DIR / f"hires_{HIRES}.csv", HIRES)
     work_dir = WORK_DIR / "backup"
@@ -204,9 +185,9 @@ def main() -> bool:
             baseline_file = work_dir / "baseline.avro"
             backups, base_backups = [], []
             for _ in range(REPEATS):
-                backups.append(_run("project backup", _project_backup, database, str(work_dir)))
+                backups.append(run_in_child("project backup", _project_backup, database, str(work_dir)))
                 base_backups.append(
-                    _run("cursor -> fastavro", _baseline_backup, database, str(baseline_file))
+                    run_in_child("cursor -> fastavro", _baseline_backup, database, str(baseline_file))
                 )
             print(f"  backup file {backups[-1][2]['bytes']:,} bytes (baseline {base_backups[-1][2]:,} bytes)")
 
@@ -215,11 +196,11 @@ def main() -> bool:
             subprocess.run(["psql", dsn, "-qc", f"\\copy hired_employees TO '{csv_file}' CSV"], check=True)
             restores, base_restores, psql_runs = [], [], []
             for _ in range(REPEATS):
-                restores.append(_run("project restore", _project_restore, database, str(work_dir)))
+                restores.append(run_in_child("project restore", _project_restore, database, str(work_dir)))
                 assert restores[-1][2]["rows"] == HIRES, restores[-1][2]
                 _empty_copy_of_hires(database, "hires_baseline")
                 base_restores.append(
-                    _run(
+                    run_in_child(
                         "fastavro -> COPY", _baseline_restore, database, str(baseline_file), "hires_baseline"
                     )
                 )
@@ -234,26 +215,29 @@ def main() -> bool:
         print()
         met = report(
             f"backup (project: snapshot, upload, verify), median of {REPEATS} "
-            f"(project {_spread(backups)}, baseline {_spread(base_backups)})",
-            _median(backups),
+            f"(project {spread(backups)}, baseline {spread(base_backups)})",
+            median_seconds(backups),
             "cursor -> fastavro.writer (local)",
-            _median(base_backups),
+            median_seconds(base_backups),
             TARGET_RATIO,
-            _peak(backups),
+            highest_peak(backups),
             MEMORY_TARGET_MB,
         )
         met &= report(
             f"restore (project: download, check, swap), median of {REPEATS} "
-            f"(project {_spread(restores)}, baseline {_spread(base_restores)})",
-            _median(restores),
+            f"(project {spread(restores)}, baseline {spread(base_restores)})",
+            median_seconds(restores),
             "fastavro.reader -> COPY",
-            _median(base_restores),
+            median_seconds(base_restores),
             TARGET_RATIO,
-            _peak(restores),
+            highest_peak(restores),
             MEMORY_TARGET_MB,
         )
         report(
-            "restore (project), for scale", _median(restores), "psql \\copy CSV", statistics.median(psql_runs)
+            "restore (project), for scale",
+            median_seconds(restores),
+            "psql \\copy CSV",
+            median_seconds(psql_runs),
         )
         return met
     finally:

@@ -13,6 +13,7 @@ import os
 import queue as queue_module
 import random
 import resource
+import statistics
 import subprocess
 import time
 import uuid
@@ -130,6 +131,30 @@ def measure_in_child(target: Callable, *args, start_method: str = "spawn") -> Me
     if process.exitcode != 0:
         raise RuntimeError(f"benchmark child {target.__name__} exited with {process.exitcode}")
     return Measurement(elapsed, peak_mb, result)
+
+
+def run_in_child(label: str, target: Callable, *args) -> tuple[float, float, object]:
+    """One run of ``target`` (which returns ``(seconds of work, result)``) in a fresh spawned
+    child, printed: (seconds, peak RSS MB, result)."""
+    measurement = measure_in_child(target, *args)
+    seconds, result = measurement.result
+    print(f"  {label}: {seconds:.2f} s, peak {measurement.peak_rss_mb:.0f} MB", flush=True)
+    return seconds, measurement.peak_rss_mb, result
+
+
+def median_seconds(runs: list) -> float:
+    """The median of runs given as ``run_in_child``'s tuples or as plain seconds."""
+    return statistics.median(run[0] if isinstance(run, tuple) else run for run in runs)
+
+
+def spread(runs: list) -> str:
+    """The lowest and highest of runs (as ``median_seconds`` takes them), for a figure's name."""
+    seconds = [run[0] if isinstance(run, tuple) else run for run in runs]
+    return f"{min(seconds):.2f}-{max(seconds):.2f} s"
+
+
+def highest_peak(runs: list) -> float:
+    return max(peak for _, peak, _ in runs)
 
 
 def warm_forkserver(modules: list[str]) -> None:
