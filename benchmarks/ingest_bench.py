@@ -21,7 +21,6 @@ and each peak memory is the highest of the rounds.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -34,9 +33,11 @@ from benchmarks.common import (
     fresh_postgres_database,
     generate_hires_csv,
     measure_in_child,
+    median_seconds,
     postgres_dsn,
     report,
     report_limit,
+    spread,
     time_command,
     use_postgres_warehouse,
     warm_forkserver,
@@ -56,8 +57,8 @@ RUNS = tuple(
     tuple(int(x) for x in run.split(":"))
     for run in os.environ.get("HR_BENCH_INGEST_RUNS", "1000000:1000,1000000:100000,5000000:100000").split(",")
 )
-# Each run is repeated, baseline and project in turn: a single pair moves by half its value
-# between minutes on a shared machine; the figures are medians.
+# A single pair of baseline and project moves by half its value between minutes on a shared
+# machine: each run is repeated, the figures are medians (see the module's docstring).
 ROUNDS = int(os.environ.get("HR_BENCH_INGEST_ROUNDS", "3"))
 
 
@@ -260,10 +261,6 @@ def _work_seconds(round_: _Round) -> float:
     return round_.validate.result["seconds"] + round_.load.result["seconds"]
 
 
-def _spread(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f} s"
-
-
 def _report_run(rows: int, batch_size: int, rounds: list[_Round], first_run: bool) -> bool:
     """The run's figures: medians over its rounds (spreads in the name), the peaks the highest."""
     name = f"ingest {rows // 1_000_000}M rows, batch {batch_size:,}"
@@ -271,10 +268,10 @@ def _report_run(rows: int, batch_size: int, rounds: list[_Round], first_run: boo
     works = [_work_seconds(r) for r in rounds]
     baselines = [r.baseline for r in rounds]
     met = report(
-        f"{name}: validate + load, {of_rounds} (project {_spread(works)}, psql {_spread(baselines)})",
-        statistics.median(works),
+        f"{name}: validate + load, {of_rounds} (project {spread(works)}, psql {spread(baselines)})",
+        median_seconds(works),
         "psql \\copy",
-        statistics.median(baselines),
+        median_seconds(baselines),
         TARGET_RATIOS.get((rows, batch_size)),
     )
     for task in ("validate", "load"):
@@ -286,15 +283,15 @@ def _report_run(rows: int, batch_size: int, rounds: list[_Round], first_run: boo
         loads = [r.load.result["seconds"] for r in rounds]
         report(
             f"{name}: the load alone, for scale, {of_rounds}",
-            statistics.median(loads),
+            median_seconds(loads),
             f"bare COPYs of {batch_size:,} rows, one transaction each, {load_connections()} connections",
-            statistics.median(r.floor for r in rounds),
+            median_seconds(r.floor for r in rounds),
         )
     if first_run:
         for task in ("validate", "load"):
             met &= report_limit(
                 f"task start-up: {task} (process start to first line of work), {of_rounds}",
-                statistics.median(getattr(r, task).result["start_up"] for r in rounds),
+                median_seconds(getattr(r, task).result["start_up"] for r in rounds),
                 "s",
                 START_UP_LIMIT_SECONDS,
                 decimals=2,
